@@ -1,0 +1,1 @@
+//! Criterion benchmarks for FerroMQ; the benches live in `benches/benches/`.
