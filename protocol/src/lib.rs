@@ -1,1 +1,22 @@
-//! protocol
+//! FerroMQ's wire protocol, shared by the broker and the client.
+//!
+//! A connection carries length-prefixed [`frame`]s. Each frame names a request code (or a
+//! response status), a request id so that many requests can be in flight on one connection
+//! and answered out of order, a header encoded with bincode, and a raw body that is never
+//! re-encoded: message batches on send, commit-log records on pull.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod batch;
+mod code;
+mod error;
+pub mod frame;
+pub mod header;
+pub mod messages;
+pub mod names;
+pub mod properties;
+
+pub use code::{RequestCode, Status};
+pub use error::ProtocolError;
+pub use frame::{Frame, FrameDecoder, FrameKind, Limits, PROTOCOL_VERSION};
+pub use messages::Request;
