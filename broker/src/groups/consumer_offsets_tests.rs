@@ -1,0 +1,225 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::groups::persist::temp_path;
+
+fn commit(topic: &str, queue_id: u32, offset: u64, ranges: &[(u64, u64)]) -> QueueCommit {
+    QueueCommit {
+        topic: topic.into(),
+        queue_id,
+        offset,
+        acked_above: ranges
+            .iter()
+            .map(|&(start, end)| OffsetRange { start, end })
+            .collect(),
+    }
+}
+
+#[test]
+fn commits_are_normalised_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.get("g", "orders", 0), None);
+    o.commit("g", &[commit("orders", 0, 0, &[(11, 1000), (0, 10)])])
+        .unwrap();
+    assert_eq!(
+        o.get("g", "orders", 0),
+        Some(commit("orders", 0, 10, &[(11, 1000)]))
+    );
+    assert_eq!(o.get("g", "orders", 1), None);
+    assert_eq!(o.get("h", "orders", 0), None);
+}
+
+#[test]
+fn a_bad_range_refuses_the_whole_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    let err = o
+        .commit(
+            "g",
+            &[
+                commit("orders", 0, 5, &[]),
+                commit("orders", 1, 0, &[(9, 3)]),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OffsetsError::InvalidRange {
+                queue_id: 1,
+                start: 9,
+                end: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(o.get("g", "orders", 0), None);
+    assert!(!o.is_dirty());
+}
+
+#[test]
+fn persist_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit(
+        "g",
+        &[
+            commit("orders", 0, 10, &[(11, 1000)]),
+            commit("orders", 3, 7, &[]),
+        ],
+    )
+    .unwrap();
+    o.commit("h", &[commit("%RETRY%h", 0, 2, &[(4, 5), (8, 9)])])
+        .unwrap();
+    o.persist().unwrap();
+    assert_eq!(o.path(), dir.path().join("config").join("offsets"));
+    drop(o);
+
+    let back = ConsumerOffsets::open(dir.path()).unwrap();
+    assert!(!back.is_dirty());
+    assert_eq!(back.groups(), vec!["g".to_string(), "h".to_string()]);
+    assert_eq!(
+        back.queues_of("g"),
+        vec![
+            commit("orders", 0, 10, &[(11, 1000)]),
+            commit("orders", 3, 7, &[])
+        ]
+    );
+    assert_eq!(
+        back.get("h", "%RETRY%h", 0),
+        Some(commit("%RETRY%h", 0, 2, &[(4, 5), (8, 9)]))
+    );
+}
+
+#[test]
+fn dirty_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert!(!o.is_dirty());
+    o.persist().unwrap();
+    assert!(!o.path().exists(), "nothing to save, nothing written");
+    o.commit("g", &[commit("t", 0, 4, &[])]).unwrap();
+    assert!(o.is_dirty());
+    o.persist().unwrap();
+    assert!(!o.is_dirty());
+    // Committing the same progress again is not a change.
+    o.commit("g", &[commit("t", 0, 4, &[])]).unwrap();
+    assert!(!o.is_dirty());
+    o.commit("g", &[commit("t", 0, 5, &[])]).unwrap();
+    assert!(o.is_dirty());
+}
+
+#[test]
+fn a_failed_persist_keeps_the_old_file_and_stays_dirty() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit("g", &[commit("t", 0, 1, &[])]).unwrap();
+    o.persist().unwrap();
+    let before = fs::read(o.path()).unwrap();
+
+    // A folder where the temp file should go makes the write fail.
+    let tmp = temp_path(o.path());
+    fs::create_dir(&tmp).unwrap();
+    o.commit("g", &[commit("t", 0, 2, &[])]).unwrap();
+    let err = o.persist().unwrap_err();
+    assert!(matches!(err, OffsetsError::Io { .. }), "{err}");
+    assert!(o.is_dirty());
+    assert_eq!(fs::read(o.path()).unwrap(), before);
+    assert_eq!(
+        ConsumerOffsets::open(dir.path())
+            .unwrap()
+            .get("g", "t", 0)
+            .unwrap()
+            .offset,
+        1
+    );
+
+    fs::remove_dir(&tmp).unwrap();
+    o.persist().unwrap();
+    assert!(!o.is_dirty());
+    let back = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(back.get("g", "t", 0).unwrap().offset, 2);
+}
+
+#[test]
+fn a_leftover_temp_file_is_ignored_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit("g", &[commit("t", 0, 3, &[])]).unwrap();
+    o.persist().unwrap();
+    fs::write(temp_path(o.path()), b"{\"version\":1,\"queu").unwrap();
+    let back = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(back.get("g", "t", 0).unwrap().offset, 3);
+}
+
+#[test]
+fn a_corrupt_file_is_an_error_not_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    fs::create_dir_all(&config).unwrap();
+    let path = config.join("offsets");
+
+    fs::write(&path, b"{\"version\":1,\"queues\":[{\"gro").unwrap();
+    let err = ConsumerOffsets::open(dir.path()).unwrap_err();
+    assert!(matches!(err, OffsetsError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("offsets"), "{err}");
+
+    fs::write(&path, b"{\"version\":7,\"queues\":[]}").unwrap();
+    let err = ConsumerOffsets::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, OffsetsError::UnsupportedVersion { found: 7, .. }),
+        "{err}"
+    );
+
+    let bad_range = br#"{"version":1,"queues":[{"group":"g","topic":"t","queue_id":0,
+        "offset":0,"acked_above":[{"start":5,"end":2}]}]}"#;
+    fs::write(&path, bad_range).unwrap();
+    let err = ConsumerOffsets::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, OffsetsError::CorruptEntry { ref group, .. } if group == "g"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reset_and_remove_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit(
+        "g",
+        &[commit("t", 0, 10, &[(12, 20)]), commit("u", 0, 1, &[])],
+    )
+    .unwrap();
+    o.persist().unwrap();
+    let c = o.reset("g", "t", 0, 3);
+    assert_eq!(c, commit("t", 0, 3, &[]));
+    assert_eq!(o.get("g", "t", 0), Some(c));
+    assert!(o.is_dirty());
+    o.persist().unwrap();
+    o.remove_topic("t");
+    assert!(o.is_dirty());
+    assert_eq!(o.queues_of("g"), vec![commit("u", 0, 1, &[])]);
+    o.remove_topic("u");
+    assert!(o.groups().is_empty());
+}
+
+#[test]
+fn exact_ack_survives_a_restart() {
+    // Acked 0..1000 except 10: after a restart the next owner must redeliver 10 only.
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit("g", &[commit("t", 0, 0, &[(0, 10), (11, 1000)])])
+        .unwrap();
+    o.persist().unwrap();
+    drop(o);
+    let c = ConsumerOffsets::open(dir.path())
+        .unwrap()
+        .get("g", "t", 0)
+        .unwrap();
+    let pending: Vec<u64> = (0..1000)
+        .filter(|q| !ack::is_acked(c.offset, &c.acked_above, *q))
+        .collect();
+    assert_eq!(pending, vec![10]);
+}

@@ -1,0 +1,303 @@
+//! Group membership and queue assignment.
+//!
+//! Members join and stay alive by heartbeating; one silent for longer than the session
+//! timeout is dropped (by the next heartbeat of anyone in its group, or by
+//! [`GroupCoordinator::expire`], which the server runs periodically), and one that leaves
+//! is dropped at once. The assignment is recomputed only when something it depends on
+//! changes: the set of members, what they subscribe to, or the queue count of a topic they
+//! subscribe to. Each change takes a new generation from one counter shared by all groups,
+//! so a generation is never reused, not even after a group empties and comes back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use protocol::messages::{HeartbeatRequest, HeartbeatResponse, MemberInfo, QueueAssignment};
+use protocol::names::retry_topic;
+
+use super::assignment::{AssignmentStrategy, ContiguousEvenSplit};
+
+/// Default time after which a silent member is dropped.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 15_000;
+
+/// Membership and assignment of every consumer group. Send + Sync; share it in an `Arc`.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    session_timeout_ms: u64,
+    strategy: Box<dyn AssignmentStrategy>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    groups: HashMap<String, Group>,
+    /// The last generation handed out, by any group.
+    last_generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeMap<String, Member>,
+    /// Queue count of every topic some member subscribes to (retry topic included), as
+    /// last seen; topics that do not exist are absent.
+    queue_counts: BTreeMap<String, u32>,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    /// Subscribed topics, the group's retry topic included.
+    topics: BTreeSet<String>,
+    last_heartbeat_ms: u64,
+    assignment: Vec<QueueAssignment>,
+}
+
+impl Default for GroupCoordinator {
+    fn default() -> Self {
+        Self::new(DEFAULT_SESSION_TIMEOUT_MS, Box::new(ContiguousEvenSplit))
+    }
+}
+
+impl GroupCoordinator {
+    pub fn new(session_timeout_ms: u64, strategy: Box<dyn AssignmentStrategy>) -> Self {
+        Self {
+            session_timeout_ms,
+            strategy,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub fn session_timeout_ms(&self) -> u64 {
+        self.session_timeout_ms
+    }
+
+    pub fn strategy_name(&self) -> &'static str {
+        self.strategy.name()
+    }
+
+    /// Joins or refreshes a member and returns its current assignment.
+    ///
+    /// `queue_count_of` answers the queue count of a topic (`None` if it does not exist);
+    /// it is asked for every topic the group subscribes to, so that a topic that gained
+    /// queues, or a retry topic created since, is rebalanced at the next heartbeat.
+    pub fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+        queue_count_of: &dyn Fn(&str) -> Option<u32>,
+        now_ms: u64,
+    ) -> HeartbeatResponse {
+        let mut inner = self.lock();
+        let Inner {
+            groups,
+            last_generation,
+        } = &mut *inner;
+        let group = groups.entry(req.group.clone()).or_default();
+        let mut changed = self.drop_silent(group, now_ms);
+
+        let mut topics: BTreeSet<String> =
+            req.subscriptions.iter().map(|s| s.topic.clone()).collect();
+        topics.insert(retry_topic(&req.group));
+        match group.members.get_mut(&req.client_id) {
+            Some(member) => {
+                member.last_heartbeat_ms = member.last_heartbeat_ms.max(now_ms);
+                if member.topics != topics {
+                    member.topics = topics;
+                    changed = true;
+                }
+            }
+            None => {
+                group.members.insert(
+                    req.client_id.clone(),
+                    Member {
+                        topics,
+                        last_heartbeat_ms: now_ms,
+                        assignment: Vec::new(),
+                    },
+                );
+                changed = true;
+            }
+        }
+
+        let counts = current_queue_counts(group, queue_count_of);
+        if counts != group.queue_counts {
+            group.queue_counts = counts;
+            changed = true;
+        }
+        if changed {
+            self.rebalance(group, last_generation);
+        }
+        HeartbeatResponse {
+            generation: group.generation,
+            assignment: group
+                .members
+                .get(&req.client_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+            session_timeout_ms: self.session_timeout_ms,
+        }
+    }
+
+    /// Drops a member at once (a clean shutdown). Returns whether it was a member.
+    pub fn leave(&self, group: &str, client_id: &str) -> bool {
+        let mut inner = self.lock();
+        let Inner {
+            groups,
+            last_generation,
+        } = &mut *inner;
+        let Some(g) = groups.get_mut(group) else {
+            return false;
+        };
+        if g.members.remove(client_id).is_none() {
+            return false;
+        }
+        if g.members.is_empty() {
+            groups.remove(group);
+        } else {
+            self.rebalance(g, last_generation);
+        }
+        true
+    }
+
+    /// Drops every member silent for longer than the session timeout and rebalances what
+    /// they held. Returns the dropped `(group, client_id)` pairs, for the log.
+    pub fn expire(&self, now_ms: u64) -> Vec<(String, String)> {
+        let mut inner = self.lock();
+        let Inner {
+            groups,
+            last_generation,
+        } = &mut *inner;
+        let mut dropped = Vec::new();
+        for (name, group) in groups.iter_mut() {
+            let before: Vec<String> = group.members.keys().cloned().collect();
+            if self.drop_silent(group, now_ms) {
+                dropped.extend(
+                    before
+                        .into_iter()
+                        .filter(|c| !group.members.contains_key(c))
+                        .map(|c| (name.clone(), c)),
+                );
+                self.rebalance(group, last_generation);
+            }
+        }
+        groups.retain(|_, g| !g.members.is_empty());
+        dropped
+    }
+
+    /// The members of a group and what each owns, sorted by client id.
+    pub fn members(&self, group: &str) -> Vec<MemberInfo> {
+        let inner = self.lock();
+        inner
+            .groups
+            .get(group)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .map(|(id, m)| MemberInfo {
+                        client_id: id.clone(),
+                        assignment: m.assignment.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the group has members that have not left or been expired. A member silent
+    /// past the timeout counts until the next [`GroupCoordinator::expire`] or heartbeat.
+    pub fn has_live_members(&self, group: &str) -> bool {
+        self.lock()
+            .groups
+            .get(group)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// The group's current generation; `None` when it has no members.
+    pub fn generation(&self, group: &str) -> Option<u64> {
+        self.lock().groups.get(group).map(|g| g.generation)
+    }
+
+    /// Names of the groups that have members, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().groups.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while the lock is held, and every update leaves the state
+        // consistent, so a poisoned lock still guards valid data.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes members silent past the timeout; true if any was removed.
+    fn drop_silent(&self, group: &mut Group, now_ms: u64) -> bool {
+        let before = group.members.len();
+        let timeout = self.session_timeout_ms;
+        group
+            .members
+            .retain(|_, m| now_ms.saturating_sub(m.last_heartbeat_ms) <= timeout);
+        group.members.len() != before
+    }
+
+    /// Recomputes every member's assignment from the cached queue counts and takes a new
+    /// generation.
+    fn rebalance(&self, group: &mut Group, last_generation: &mut u64) {
+        let mut owned: BTreeMap<&str, Vec<QueueAssignment>> = group
+            .members
+            .keys()
+            .map(|id| (id.as_str(), Vec::new()))
+            .collect();
+        for (topic, &count) in &group.queue_counts {
+            let subscribers: Vec<&str> = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(topic))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let queue_ids: Vec<u32> = (0..count).collect();
+            let split = self.strategy.assign(topic, &subscribers, &queue_ids);
+            let mut taken = BTreeSet::new();
+            for (i, id) in subscribers.iter().enumerate() {
+                let mut mine: Vec<u32> = split
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|q| *q < count && taken.insert(*q))
+                    .collect();
+                mine.sort_unstable();
+                if let Some(list) = owned.get_mut(id) {
+                    list.push(QueueAssignment {
+                        topic: topic.clone(),
+                        queue_ids: mine,
+                    });
+                }
+            }
+        }
+        let assignments: Vec<(String, Vec<QueueAssignment>)> = owned
+            .into_iter()
+            .map(|(id, a)| (id.to_string(), a))
+            .collect();
+        for (id, assignment) in assignments {
+            if let Some(m) = group.members.get_mut(&id) {
+                m.assignment = assignment;
+            }
+        }
+        *last_generation += 1;
+        group.generation = *last_generation;
+    }
+}
+
+/// Asks the queue count of every topic the group's members subscribe to.
+fn current_queue_counts(
+    group: &Group,
+    queue_count_of: &dyn Fn(&str) -> Option<u32>,
+) -> BTreeMap<String, u32> {
+    let topics: BTreeSet<&String> = group.members.values().flat_map(|m| &m.topics).collect();
+    topics
+        .into_iter()
+        .filter_map(|t| queue_count_of(t).map(|n| (t.clone(), n)))
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

@@ -1,0 +1,238 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use protocol::messages::Subscription;
+
+use super::*;
+
+const TIMEOUT: u64 = 1_000;
+
+fn coordinator() -> GroupCoordinator {
+    GroupCoordinator::new(TIMEOUT, Box::new(ContiguousEvenSplit))
+}
+
+fn req(group: &str, client: &str, topics: &[&str]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        group: group.into(),
+        client_id: client.into(),
+        subscriptions: topics
+            .iter()
+            .map(|t| Subscription {
+                topic: (*t).into(),
+                tag_expr: "*".into(),
+            })
+            .collect(),
+        max_reconsume_times: None,
+    }
+}
+
+fn eight_queues(topic: &str) -> Option<u32> {
+    match topic {
+        "orders" => Some(8),
+        "%RETRY%g" => Some(1),
+        "audit" => Some(2),
+        _ => None,
+    }
+}
+
+fn queues_of(resp: &HeartbeatResponse, topic: &str) -> Vec<u32> {
+    resp.assignment
+        .iter()
+        .find(|a| a.topic == topic)
+        .map(|a| a.queue_ids.clone())
+        .unwrap_or_default()
+}
+
+fn all_owned(c: &GroupCoordinator, group: &str, topic: &str) -> BTreeMap<String, Vec<u32>> {
+    c.members(group)
+        .into_iter()
+        .map(|m| {
+            let q = m
+                .assignment
+                .iter()
+                .find(|a| a.topic == topic)
+                .map(|a| a.queue_ids.clone())
+                .unwrap_or_default();
+            (m.client_id, q)
+        })
+        .collect()
+}
+
+#[test]
+fn three_members_share_eight_queues_evenly() {
+    let c = coordinator();
+    for id in ["c3", "c1", "c2"] {
+        c.heartbeat(&req("g", id, &["orders"]), &eight_queues, 0);
+    }
+    let owned = all_owned(&c, "g", "orders");
+    assert_eq!(owned["c1"], vec![0, 1, 2]);
+    assert_eq!(owned["c2"], vec![3, 4, 5]);
+    assert_eq!(owned["c3"], vec![6, 7]);
+    // The retry topic is subscribed implicitly; its one queue goes to the first member.
+    let retry = all_owned(&c, "g", "%RETRY%g");
+    assert_eq!(retry["c1"], vec![0]);
+    assert!(retry["c2"].is_empty() && retry["c3"].is_empty());
+    // A heartbeat returns the member's own assignment.
+    let r = c.heartbeat(&req("g", "c2", &["orders"]), &eight_queues, 10);
+    assert_eq!(queues_of(&r, "orders"), vec![3, 4, 5]);
+    assert_eq!(r.session_timeout_ms, TIMEOUT);
+}
+
+#[test]
+fn join_order_does_not_change_the_split() {
+    let a = coordinator();
+    let b = coordinator();
+    for id in ["x", "y", "z"] {
+        a.heartbeat(&req("g", id, &["orders"]), &eight_queues, 0);
+    }
+    for id in ["z", "x", "y"] {
+        b.heartbeat(&req("g", id, &["orders"]), &eight_queues, 0);
+    }
+    assert_eq!(a.members("g"), b.members("g"));
+}
+
+#[test]
+fn a_silent_member_expires_and_its_queues_move() {
+    let c = coordinator();
+    for id in ["c1", "c2", "c3"] {
+        c.heartbeat(&req("g", id, &["orders"]), &eight_queues, 0);
+    }
+    let gen_before = c.generation("g").unwrap();
+    // c1 and c3 keep heartbeating; c2 goes silent.
+    c.heartbeat(&req("g", "c1", &["orders"]), &eight_queues, 900);
+    c.heartbeat(&req("g", "c3", &["orders"]), &eight_queues, 900);
+    assert_eq!(c.generation("g"), Some(gen_before), "nothing changed yet");
+    // Exactly at the timeout the member is still alive.
+    assert!(c.expire(TIMEOUT).is_empty());
+    let dropped = c.expire(TIMEOUT + 1);
+    assert_eq!(dropped, vec![("g".to_string(), "c2".to_string())]);
+    assert!(c.generation("g").unwrap() > gen_before);
+    let owned = all_owned(&c, "g", "orders");
+    assert_eq!(owned.len(), 2);
+    assert_eq!(owned["c1"], vec![0, 1, 2, 3]);
+    assert_eq!(owned["c3"], vec![4, 5, 6, 7]);
+}
+
+#[test]
+fn a_heartbeat_drops_silent_peers_without_expire() {
+    let c = coordinator();
+    c.heartbeat(&req("g", "a", &["orders"]), &eight_queues, 0);
+    c.heartbeat(&req("g", "b", &["orders"]), &eight_queues, 0);
+    let r = c.heartbeat(&req("g", "a", &["orders"]), &eight_queues, 5_000);
+    assert_eq!(queues_of(&r, "orders"), (0..8).collect::<Vec<_>>());
+    assert_eq!(c.members("g").len(), 1);
+}
+
+#[test]
+fn leave_drops_at_once_and_the_last_one_removes_the_group() {
+    let c = coordinator();
+    c.heartbeat(&req("g", "a", &["orders"]), &eight_queues, 0);
+    c.heartbeat(&req("g", "b", &["orders"]), &eight_queues, 0);
+    assert!(c.leave("g", "a"));
+    assert!(!c.leave("g", "a"), "second leave is a no-op");
+    assert_eq!(
+        all_owned(&c, "g", "orders")["b"],
+        (0..8).collect::<Vec<_>>()
+    );
+    assert!(c.has_live_members("g"));
+    assert!(c.leave("g", "b"));
+    assert!(!c.has_live_members("g"));
+    assert!(c.members("g").is_empty());
+    assert!(!c.leave("nope", "b"));
+}
+
+#[test]
+fn generation_changes_only_when_the_assignment_inputs_change() {
+    let c = coordinator();
+    let g1 = c
+        .heartbeat(&req("g", "a", &["orders"]), &eight_queues, 0)
+        .generation;
+    let g2 = c
+        .heartbeat(&req("g", "a", &["orders"]), &eight_queues, 100)
+        .generation;
+    assert_eq!(g1, g2);
+    // A new subscription changes it.
+    let g3 = c
+        .heartbeat(&req("g", "a", &["orders", "audit"]), &eight_queues, 200)
+        .generation;
+    assert!(g3 > g2);
+    // A topic growing changes it.
+    let grown = |t: &str| {
+        if t == "orders" {
+            Some(12)
+        } else {
+            eight_queues(t)
+        }
+    };
+    let r = c.heartbeat(&req("g", "a", &["orders", "audit"]), &grown, 300);
+    assert!(r.generation > g3);
+    assert_eq!(queues_of(&r, "orders").len(), 12);
+    // Generations are never reused, even by a group that empties and returns.
+    c.leave("g", "a");
+    let again = c.heartbeat(&req("g", "a", &["orders"]), &eight_queues, 400);
+    assert!(again.generation > r.generation);
+}
+
+#[test]
+fn members_only_get_queues_of_topics_they_subscribe() {
+    let c = coordinator();
+    c.heartbeat(&req("g", "a", &["orders", "audit"]), &eight_queues, 0);
+    c.heartbeat(&req("g", "b", &["orders"]), &eight_queues, 0);
+    let audit = all_owned(&c, "g", "audit");
+    assert_eq!(audit["a"], vec![0, 1]);
+    assert!(audit["b"].is_empty());
+    let orders = all_owned(&c, "g", "orders");
+    assert_eq!(orders["a"], vec![0, 1, 2, 3]);
+    assert_eq!(orders["b"], vec![4, 5, 6, 7]);
+}
+
+#[test]
+fn missing_topics_are_left_out_until_they_exist() {
+    let c = coordinator();
+    let none = |_: &str| None;
+    let r = c.heartbeat(&req("g", "a", &["later"]), &none, 0);
+    assert!(r.assignment.is_empty());
+    let now = |t: &str| (t == "later").then_some(3);
+    let r2 = c.heartbeat(&req("g", "a", &["later"]), &now, 100);
+    assert!(r2.generation > r.generation);
+    assert_eq!(queues_of(&r2, "later"), vec![0, 1, 2]);
+}
+
+#[test]
+fn groups_are_independent() {
+    let c = coordinator();
+    c.heartbeat(&req("g", "a", &["orders"]), &eight_queues, 0);
+    c.heartbeat(&req("h", "a", &["orders"]), &eight_queues, 0);
+    c.heartbeat(&req("h", "b", &["orders"]), &eight_queues, 0);
+    assert_eq!(all_owned(&c, "g", "orders")["a"].len(), 8);
+    assert_eq!(all_owned(&c, "h", "orders")["a"].len(), 4);
+    assert_eq!(c.groups(), vec!["g".to_string(), "h".to_string()]);
+}
+
+/// A strategy that hands every queue to everyone and invents queue ids.
+#[derive(Debug)]
+struct Greedy;
+
+impl AssignmentStrategy for Greedy {
+    fn name(&self) -> &'static str {
+        "greedy"
+    }
+    fn assign(&self, _: &str, members: &[&str], queue_ids: &[u32]) -> Vec<Vec<u32>> {
+        members
+            .iter()
+            .map(|_| queue_ids.iter().copied().chain([999]).collect())
+            .collect()
+    }
+}
+
+#[test]
+fn a_faulty_strategy_never_gives_a_queue_to_two_members() {
+    let c = GroupCoordinator::new(TIMEOUT, Box::new(Greedy));
+    c.heartbeat(&req("g", "a", &["audit"]), &eight_queues, 0);
+    c.heartbeat(&req("g", "b", &["audit"]), &eight_queues, 0);
+    let audit = all_owned(&c, "g", "audit");
+    assert_eq!(audit["a"], vec![0, 1]);
+    assert!(audit["b"].is_empty());
+    assert_eq!(c.strategy_name(), "greedy");
+}

@@ -1,0 +1,53 @@
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why consumer offsets could not be loaded, changed or saved.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OffsetsError {
+    #[error("consumer offsets: {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("consumer offsets file {} does not parse: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "consumer offsets file {}: group {group} topic {topic} queue {queue_id}: {reason}",
+        path.display()
+    )]
+    CorruptEntry {
+        path: PathBuf,
+        group: String,
+        topic: String,
+        queue_id: u32,
+        reason: String,
+    },
+    #[error(
+        "consumer offsets file {} has format version {found}; this broker reads version {supported}",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("group {group} topic {topic} queue {queue_id}: acked range {start}..{end} ends before it starts")]
+    InvalidRange {
+        group: String,
+        topic: String,
+        queue_id: u32,
+        start: u64,
+        end: u64,
+    },
+    #[error("consumer offsets could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+}
