@@ -1,1 +1,54 @@
-//! commitlog
+//! FerroMQ's commit log: one segmented, memory-mapped, CRC-checked, append-only log of
+//! records, with group-committed flushing, crash recovery and retention. It knows nothing
+//! of topics or consumer groups; the broker builds consume queues on top of it.
+//!
+//! Modules:
+//! - [`format`]: the on-disk byte layout (records, end-of-segment marker, meta files).
+//! - [`storage`]: the file-system seam; [`fault`] wraps it for fault injection and crash
+//!   images (used by this crate's tests and by the broker's reliability tests).
+//! - `log`: [`CommitLog`], the public handle. `append`: the single writer.
+//!   `read`: [`RecordRef`] and [`Iter`]. `flush`: group commit, flusher, checkpoint.
+//!   `recovery`: start-up scan. `retention`: deleting old segments. `prealloc`: next
+//!   segment created ahead of need. `segment`: one mapped file. `sys`: all `unsafe`.
+//!
+//! # Using the storage seam in tests
+//! ```no_run
+//! use std::sync::Arc;
+//! use commitlog::{fault::FaultyStorage, CommitLog, Config};
+//! let faults = Arc::new(FaultyStorage::new());
+//! let mut cfg = Config::new("/tmp/x/commitlog");
+//! cfg.storage = faults.clone();
+//! let (log, _) = CommitLog::open(cfg).unwrap();
+//! faults.fail_syncs(true);            // next flush fails -> log is poisoned
+//! faults.disk_full(true);             // segment creation fails with ENOSPC
+//! // after dropping `log`: only synced bytes (+ a torn suffix) into a fresh folder
+//! // faults.write_crash_image("/tmp/x/commitlog".as_ref(), "/tmp/y/commitlog".as_ref(), 100)
+//! ```
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod append;
+mod config;
+mod error;
+pub mod fault;
+mod flush;
+pub mod format;
+mod lock;
+mod log;
+mod offset;
+mod prealloc;
+mod read;
+mod recovery;
+mod retention;
+mod segment;
+mod shared;
+pub mod storage;
+mod sys;
+
+pub use config::{Config, FlushPolicy, Retention, MIN_SEGMENT_SIZE_BYTES};
+pub use error::Error;
+pub use format::RecordIn;
+pub use log::{Appended, CommitLog, Stats};
+pub use offset::PhysicalOffset;
+pub use read::{Iter, RecordRef};
+pub use recovery::{DropReason, Dropped, RecoveryReport};
+pub use retention::RetentionReport;

@@ -1,0 +1,100 @@
+//! Configuration, validated once at open.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::storage::{RealFs, Storage};
+use crate::Error;
+
+/// When appended records become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// A background thread flushes every `interval_ms` (and when `flush_dirty_bytes`
+    /// accumulate). Appends return once the record is in the page cache.
+    Async { interval_ms: u64 },
+    /// Appends return only once their record is durable; concurrent appenders share one
+    /// flush (group commit). Readers see only durable records.
+    Sync,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy::Async { interval_ms: 500 }
+    }
+}
+
+/// Which sealed segments may be deleted. Both limits off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete sealed segments last written longer ago than this.
+    pub max_age_ms: Option<u64>,
+    /// Delete the oldest sealed segments while all segments together exceed this.
+    pub max_total_bytes: Option<u64>,
+}
+
+/// Commit-log configuration. [`Config::new`] gives the defaults documented per field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The commit-log folder itself, e.g. `<data>/commitlog`.
+    pub dir: PathBuf,
+    /// Size of every segment file. Default 1 GiB; minimum 4 KiB.
+    pub segment_size_bytes: u64,
+    /// Default `Async { interval_ms: 500 }`.
+    pub flush: FlushPolicy,
+    /// Async policy: also flush once this many bytes are dirty. Default 64 MiB.
+    pub flush_dirty_bytes: u64,
+    /// Default: keep everything.
+    pub retention: Retention,
+    /// How often the background thread applies retention. Default 10 s.
+    pub retention_check_interval_ms: u64,
+    /// Largest record (header included). Default 8 MiB + 64 KiB of header and properties.
+    pub max_record_bytes: u32,
+    /// Create and pre-fault the next segment on a background thread. Default true.
+    pub preallocate: bool,
+    /// File-system seam; the real file system by default. See [`crate::storage`].
+    pub storage: Arc<dyn Storage>,
+}
+
+/// Smallest allowed segment.
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
+
+impl Config {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Config {
+            dir: dir.into(),
+            segment_size_bytes: 1 << 30,
+            flush: FlushPolicy::default(),
+            flush_dirty_bytes: 64 << 20,
+            retention: Retention::default(),
+            retention_check_interval_ms: 10_000,
+            max_record_bytes: (8 << 20) + (64 << 10),
+            preallocate: true,
+            storage: Arc::new(RealFs),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |reason: String| Err(Error::InvalidConfig { reason });
+        if self.segment_size_bytes < MIN_SEGMENT_SIZE_BYTES {
+            return bad(format!(
+                "segment_size_bytes {} < {MIN_SEGMENT_SIZE_BYTES}",
+                self.segment_size_bytes
+            ));
+        }
+        if usize::try_from(self.segment_size_bytes).is_err()
+            || self.segment_size_bytes > u64::from(u32::MAX)
+        {
+            return bad(format!(
+                "segment_size_bytes {} exceeds 4 GiB",
+                self.segment_size_bytes
+            ));
+        }
+        if let FlushPolicy::Async { interval_ms: 0 } = self.flush {
+            return bad("flush interval_ms must be > 0".to_owned());
+        }
+        if self.max_record_bytes == 0 {
+            return bad("max_record_bytes must be > 0".to_owned());
+        }
+        Ok(())
+    }
+}

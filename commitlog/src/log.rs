@@ -1,0 +1,226 @@
+//! The public handle: open, the API other crates use, and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::flush::CLEAN_SHUTDOWN_FILE;
+use crate::format::{Meta, MetaKind, RecordIn};
+use crate::lock::DirLock;
+use crate::read::{Iter, RecordRef};
+use crate::recovery::{recover, RecoveryReport};
+use crate::retention::RetentionReport;
+use crate::shared::{lock, Inner};
+use crate::{Config, Error, PhysicalOffset};
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: PhysicalOffset,
+    pub size: u32,
+}
+
+/// Counters for tests and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records appended.
+    pub appends: u64,
+    /// `append` / `append_batch` calls.
+    pub append_calls: u64,
+    /// Completed flushes (one msync pass each, however many waiters shared it).
+    pub flushes: u64,
+    /// Segments created synchronously by the writer.
+    pub segments_created: u64,
+    /// Segments created ahead of need by the background thread.
+    pub segments_precreated: u64,
+    /// Segments removed by retention.
+    pub segments_removed: u64,
+}
+
+/// The segmented, memory-mapped commit log. `Send + Sync`; share it with `Arc`.
+#[derive(Debug)]
+pub struct CommitLog {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+    _lock: DirLock,
+}
+
+impl CommitLog {
+    /// Opens (creating if needed) the log in `config.dir`, recovering it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another log holds the folder, [`Error::InvalidConfig`],
+    /// [`Error::DiskFull`] or [`Error::Io`].
+    pub fn open(config: Config) -> Result<(CommitLog, RecoveryReport), Error> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| Error::io(&config.dir, "create folder", e))?;
+        let dir_lock = DirLock::acquire(&config.dir)?;
+        let rec = recover(&config)?;
+        let inner = Arc::new(Inner::new(
+            config,
+            rec.segments,
+            rec.writer,
+            rec.end,
+            rec.end,
+        ));
+        let mut threads = Vec::new();
+        let flusher = Arc::clone(&inner);
+        threads.push(spawn("ferromq-flusher", move || flusher.run_flusher())?);
+        if inner.cfg.preallocate {
+            let pre = Arc::clone(&inner);
+            threads.push(spawn("ferromq-prealloc", move || pre.run_preallocator())?);
+            inner.kick_preallocator();
+        }
+        Ok((
+            CommitLog {
+                inner,
+                threads,
+                _lock: dir_lock,
+            },
+            rec.report,
+        ))
+    }
+
+    /// Appends one record. Under `FlushPolicy::Sync` returns once it is durable.
+    ///
+    /// # Errors
+    /// [`Error::RecordTooLarge`], [`Error::DiskFull`] (nothing written; retry once space
+    /// is back), [`Error::Poisoned`] after a failed flush.
+    pub fn append(&self, rec: &RecordIn<'_>) -> Result<Appended, Error> {
+        self.inner.append_one(rec)
+    }
+
+    /// Appends a batch under one lock acquisition. Records never straddle segments. On
+    /// error nothing of the batch is written or visible. Under `Sync`, returns once durable.
+    ///
+    /// # Errors
+    /// As [`CommitLog::append`].
+    pub fn append_batch(&self, recs: &[RecordIn<'_>]) -> Result<Vec<Appended>, Error> {
+        self.inner.append_batch(recs)
+    }
+
+    /// Reads the record at `offset`, checking its CRC. Zero copy.
+    ///
+    /// # Errors
+    /// [`Error::OffsetUnavailable`] below the minimum, [`Error::OffsetNotWritten`] at or past
+    /// the visible end, [`Error::ChecksumMismatch`] / [`Error::Corrupted`] otherwise.
+    pub fn read(&self, offset: PhysicalOffset) -> Result<RecordRef, Error> {
+        self.inner.read(offset)
+    }
+
+    /// Iterates records from `offset` (a record boundary) to the visible end.
+    pub fn iter_from(&self, offset: PhysicalOffset) -> Iter {
+        Iter::new(Arc::clone(&self.inner), offset)
+    }
+
+    pub fn min_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.min_offset.load(Ordering::SeqCst))
+    }
+    /// End of the appended data.
+    pub fn write_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.write_offset.load(Ordering::SeqCst))
+    }
+    /// End of the durable data.
+    pub fn flushed_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.flushed_offset.load(Ordering::SeqCst))
+    }
+    /// What readers may see: the write offset (`Async`) or the flushed offset (`Sync`).
+    pub fn visible_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.visible_offset())
+    }
+
+    /// Blocks until the visible offset is beyond `beyond` or `timeout` passes; returns it.
+    pub fn wait_visible(&self, beyond: PhysicalOffset, timeout: Duration) -> PhysicalOffset {
+        self.inner.wait_visible(beyond, timeout)
+    }
+
+    /// Blocks until everything below `end` is durable, sharing flushes with other callers.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or the I/O error of the failed flush.
+    pub fn wait_durable(&self, end: PhysicalOffset) -> Result<(), Error> {
+        self.inner.flush_to(end.get())
+    }
+
+    /// Makes everything appended so far durable.
+    ///
+    /// # Errors
+    /// As [`CommitLog::wait_durable`].
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner
+            .flush_to(self.inner.write_offset.load(Ordering::SeqCst))
+    }
+
+    /// Applies the configured retention now (also done periodically in the background).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be removed.
+    pub fn apply_retention(&self, now_ms: u64) -> Result<RetentionReport, Error> {
+        self.inner.apply_retention(now_ms)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            appends: c.appends.load(Ordering::Relaxed),
+            append_calls: c.append_calls.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            segments_created: c.segments_created.load(Ordering::Relaxed),
+            segments_precreated: c.segments_precreated.load(Ordering::Relaxed),
+            segments_removed: c.segments_removed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The folder this log lives in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.cfg.dir
+    }
+
+    /// Flushes, stops the background threads and writes the clean-shutdown marker so the
+    /// next open skips the scan. Without `close` (a crash, or plain drop) the next open scans.
+    ///
+    /// # Errors
+    /// The flush or marker write failed; the next open then recovers by scanning.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.stop_threads();
+        self.inner
+            .flush_to(self.inner.write_offset.load(Ordering::SeqCst))?;
+        self.inner.write_checkpoint()?;
+        let end = self.inner.write_offset.load(Ordering::SeqCst);
+        let meta = Meta {
+            kind: MetaKind::CleanShutdown,
+            offset: end,
+        };
+        let path = self.inner.meta_path(CLEAN_SHUTDOWN_FILE);
+        self.inner
+            .cfg
+            .storage
+            .write_atomic(&path, &meta.encode())
+            .map_err(|e| Error::io(&path, "write clean-shutdown marker", e))
+    }
+
+    fn stop_threads(&mut self) {
+        lock(&self.inner.bg).stop = true;
+        self.inner.bg_cv.notify_all();
+        for t in self.threads.drain(..) {
+            // A panicked background thread has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CommitLog {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| Error::io(std::path::PathBuf::from(name), "spawn thread", e))
+}

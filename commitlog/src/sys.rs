@@ -1,0 +1,154 @@
+//! All `unsafe` of the crate: the segment mappings and three libc calls.
+//!
+//! Rules the mapping code relies on (documented here, enforced by the rest of the crate):
+//! 1. A mapped file is never shrunk while mapped: files are created at full size with every
+//!    block allocated (so a store into the mapping can neither hit EOF nor ENOSPC → no
+//!    SIGBUS), recovery only zeroes bytes, and retention unlinks whole files (the mapping
+//!    keeps the inode alive).
+//! 2. One writer per mapping: [`MapWriter`] is the only handle that can write, exists once
+//!    per mapping, and writes only at or above the published length.
+//! 3. Readers only see bytes below the published length, which only grows, and is stored
+//!    with `Release` after the bytes are written.
+//! 4. No other process writes the files: the directory lock (`flock`) guarantees a single
+//!    commit log per folder.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use memmap2::{Advice, MmapRaw};
+
+/// Allocates every block of `file` up to `len` bytes (extending it if shorter).
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: plain syscall on a valid, open descriptor owned by `file`; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // posix_fallocate returns the error number instead of setting errno.
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock` on `file`; released when the file is closed.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid, open descriptor owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A shared, read-mostly mapping of one segment file.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+    published: AtomicUsize,
+}
+
+impl Mapping {
+    /// Maps the whole of `file`, which must already have its final size (rule 1).
+    pub(crate) fn map(file: &File) -> io::Result<(Arc<Mapping>, MapWriter)> {
+        let raw = MmapRaw::map_raw(file)?;
+        let map = Arc::new(Mapping {
+            raw,
+            published: AtomicUsize::new(0),
+        });
+        Ok((Arc::clone(&map), MapWriter { map }))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Bytes `start..end`, if they are published (rule 3).
+    pub(crate) fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
+        if start > end || end > self.published() {
+            return None;
+        }
+        // SAFETY: `start..end` lies inside the mapping (published <= len) and below the
+        // published length, which the single writer never writes again (rule 2) and which
+        // stays mapped while `self` lives (rule 1). The Acquire load pairs with the Release
+        // store in `publish`, so the bytes are fully written.
+        Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), end - start) })
+    }
+
+    /// msync of `start..end` (rounded out to pages by memmap2).
+    pub(crate) fn sync(&self, start: usize, end: usize) -> io::Result<()> {
+        if end <= start {
+            return Ok(());
+        }
+        self.raw.flush_range(start, end - start)
+    }
+}
+
+/// The single writer of a [`Mapping`] (rule 2). Not `Clone`.
+#[derive(Debug)]
+pub(crate) struct MapWriter {
+    map: Arc<Mapping>,
+}
+
+impl MapWriter {
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
+    /// The unpublished bytes `start..end`, for writing (or for recovery to inspect).
+    pub(crate) fn unpublished_mut(&mut self, start: usize, end: usize) -> Option<&mut [u8]> {
+        if start > end || end > self.map.len() || start < self.map.published() {
+            return None;
+        }
+        // SAFETY: in bounds; at or above the published length, so no reader can look at
+        // these bytes (rule 3), and `&mut self` on the only writer makes this the only
+        // live reference into them (rule 2). The mapping outlives the borrow via `self.map`.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.map.raw.as_mut_ptr().add(start), end - start)
+        })
+    }
+
+    /// The unpublished bytes `start..end`, read-only (recovery inspects them before
+    /// publishing).
+    pub(crate) fn unpublished(&self, start: usize, end: usize) -> Option<&[u8]> {
+        if start > end || end > self.map.len() || start < self.map.published() {
+            return None;
+        }
+        // SAFETY: in bounds and unpublished, so only this writer can reach these bytes, and
+        // `&self` rules out a concurrent `&mut` borrow through the same writer (rule 2).
+        Some(unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr().add(start), end - start) })
+    }
+
+    /// Makes bytes below `end` visible to readers. The published length never shrinks.
+    pub(crate) fn publish(&mut self, end: usize) {
+        let end = end.min(self.map.len());
+        if end > self.map.published() {
+            self.map.published.store(end, Ordering::Release);
+        }
+    }
+
+    /// Pre-faults every page writable so later appends take no page faults. Falls back to
+    /// touching one byte per page where `MADV_POPULATE_WRITE` is missing (Linux < 5.14).
+    pub(crate) fn prefault(&mut self) {
+        if self.map.raw.advise(Advice::PopulateWrite).is_ok() {
+            return;
+        }
+        let start = self.map.published();
+        let len = self.map.len();
+        if let Some(buf) = self.unpublished_mut(start, len) {
+            for b in buf.iter_mut().step_by(4096) {
+                // Volatile so the store of the existing value is not optimised away.
+                // SAFETY: `b` is a valid, exclusive reference into the mapping.
+                unsafe { std::ptr::write_volatile(b, std::ptr::read_volatile(b)) };
+            }
+        }
+    }
+}
