@@ -1,1 +1,21 @@
-//! client
+//! The FerroMQ client: a multiplexed [`Connection`], admin calls, a pipelining
+//! [`Producer`], a group [`PullConsumer`] with exact acknowledgement, and a push-style
+//! [`PushConsumer`] running a handler on a bounded worker pool.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+mod connection;
+pub mod consumer;
+mod error;
+pub mod histogram;
+mod message;
+mod producer;
+mod route;
+
+pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
+pub use consumer::{ConsumerOptions, PullConsumer, PushConsumer, StartFrom};
+pub use error::{Error, Result};
+pub use message::{Message, ReceivedMessage};
+pub use producer::{Producer, ProducerOptions, SendHandle, SendResult};
+pub use protocol;

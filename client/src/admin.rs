@@ -1,0 +1,198 @@
+//! Administrative calls: topics, groups, offsets, lookups and broker statistics.
+
+use protocol::messages::{
+    CreateTopicRequest, DeleteTopicRequest, GetMessageRequest, GetTopicRequest, GroupInfoRequest,
+    GroupInfoResponse, ListTopicsRequest, QueryOffsetRequest, QueueCommit, ResetOffsetRequest,
+    ResetTarget, SearchOffsetRequest, StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest,
+    PERM_READ, PERM_WRITE,
+};
+use protocol::names::{validate_any_name, validate_user_name};
+
+use crate::connection::{ConnectOptions, Connection};
+use crate::error::{Error, Result};
+use crate::message::ReceivedMessage;
+
+/// Administrative calls over a connection.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    conn: Connection,
+}
+
+fn check_user_name(name: &str) -> Result<()> {
+    validate_user_name(name).map_err(|source| Error::InvalidName {
+        name: name.to_string(),
+        source,
+    })
+}
+
+fn check_any_name(name: &str) -> Result<()> {
+    validate_any_name(name).map_err(|source| Error::InvalidName {
+        name: name.to_string(),
+        source,
+    })
+}
+
+impl Admin {
+    /// Connects to the broker at `addr`.
+    ///
+    /// # Errors
+    /// As [`Connection::connect`].
+    pub async fn connect(addr: &str) -> Result<Self> {
+        Ok(Self::new(
+            Connection::connect(addr, ConnectOptions::default()).await?,
+        ))
+    }
+
+    pub fn new(conn: Connection) -> Self {
+        Self { conn }
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Creates a readable and writable topic.
+    ///
+    /// # Errors
+    /// `InvalidName`, or `Broker` with `TopicExists` and the like.
+    pub async fn create_topic(&self, topic: &str, queue_count: u32) -> Result<TopicInfo> {
+        check_user_name(topic)?;
+        let req = CreateTopicRequest {
+            topic: topic.to_string(),
+            queue_count,
+            perm: PERM_READ | PERM_WRITE,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.topic)
+    }
+
+    /// Changes a topic's queue count (grow only) and permissions.
+    ///
+    /// # Errors
+    /// `Broker` with `TopicNotFound` and the like.
+    pub async fn update_topic(&self, topic: &str, queue_count: u32, perm: u8) -> Result<TopicInfo> {
+        check_any_name(topic)?;
+        let req = UpdateTopicRequest {
+            topic: topic.to_string(),
+            queue_count,
+            perm,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.topic)
+    }
+
+    /// # Errors
+    /// `Broker` with `TopicNotFound` and the like.
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        check_any_name(topic)?;
+        let req = DeleteTopicRequest {
+            topic: topic.to_string(),
+        };
+        self.conn.call(&req, &[]).await.map(|_| ())
+    }
+
+    /// A topic with each queue's min and max offset.
+    ///
+    /// # Errors
+    /// `Broker` with `TopicNotFound` and the like.
+    pub async fn get_topic(&self, topic: &str) -> Result<TopicInfo> {
+        check_any_name(topic)?;
+        let req = GetTopicRequest {
+            topic: topic.to_string(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.topic)
+    }
+
+    /// # Errors
+    /// Connection failures.
+    pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<TopicInfo>> {
+        let req = ListTopicsRequest { include_internal };
+        Ok(self.conn.call(&req, &[]).await?.0.topics)
+    }
+
+    /// Members, their queues, and per queue the committed offset and lag.
+    ///
+    /// # Errors
+    /// `Broker` with `NotFound` for an unknown group, and the like.
+    pub async fn group_info(&self, group: &str) -> Result<GroupInfoResponse> {
+        check_any_name(group)?;
+        let req = GroupInfoRequest {
+            group: group.to_string(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// The group's committed progress on one queue.
+    ///
+    /// # Errors
+    /// Connection failures and refusals.
+    pub async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Result<Option<QueueCommit>> {
+        let req = QueryOffsetRequest {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            queue_id,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.committed)
+    }
+
+    /// Moves a group's offsets on every queue of a topic.
+    ///
+    /// # Errors
+    /// `Broker` with `GroupHasMembers` unless `force`, and the like.
+    pub async fn reset_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTarget,
+        force: bool,
+    ) -> Result<Vec<QueueCommit>> {
+        check_any_name(group)?;
+        check_any_name(topic)?;
+        let req = ResetOffsetRequest {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            to,
+            force,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.queues)
+    }
+
+    /// The first offset of a queue stored at or after `timestamp_ms`.
+    ///
+    /// # Errors
+    /// Connection failures and refusals.
+    pub async fn search_offset(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        let req = SearchOffsetRequest {
+            topic: topic.to_string(),
+            queue_id,
+            timestamp_ms,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.offset)
+    }
+
+    /// One message by its id.
+    ///
+    /// # Errors
+    /// `Broker` with `NotFound`, or `Record` when the returned record does not decode.
+    pub async fn get_message(&self, msg_id: &str) -> Result<ReceivedMessage> {
+        let req = GetMessageRequest {
+            msg_id: msg_id.to_string(),
+        };
+        let (_, body) = self.conn.call(&req, &[]).await?;
+        ReceivedMessage::decode(&body)
+    }
+
+    /// # Errors
+    /// Connection failures.
+    pub async fn stats(&self) -> Result<StatsResponse> {
+        Ok(self.conn.call(&StatsRequest {}, &[]).await?.0)
+    }
+}

@@ -1,0 +1,505 @@
+//! One TCP connection to a broker carrying many requests at once.
+//!
+//! Every request gets a fresh request id and a oneshot in the pending map; a writer task
+//! drains an unbounded queue of encoded frames (coalescing whatever is queued into one
+//! write), and a reader task cuts response frames out of the socket and completes the
+//! oneshot of their request id. Responses may arrive in any order.
+//!
+//! When the socket fails, every request in flight on it fails with `Closed` (a send is not
+//! idempotent, so the caller decides whether to retry) and the next request reconnects with
+//! exponential backoff and repeats the Hello handshake.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use protocol::messages::{ErrorResponse, HelloRequest, HelloResponse};
+use protocol::{header, Frame, FrameDecoder, FrameKind, Request, Status, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// Largest response frame accepted; pull responses are bounded by the requested max bytes.
+const MAX_RESPONSE_FRAME_BYTES: u32 = 256 << 20;
+/// Bytes gathered into one socket write when many frames are queued.
+const WRITE_COALESCE_BYTES: usize = 256 << 10;
+
+/// How a [`Connection`] behaves.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Sent in the Hello handshake and used as the consumer member id. Default: random.
+    pub client_id: String,
+    /// How long a request may wait for its answer (long polls add their wait). Default 10 s.
+    pub request_timeout: Duration,
+    /// How long to keep trying to (re)connect before a request fails. Default 5 s.
+    pub connect_timeout: Duration,
+    /// First pause between connection attempts; doubles up to `max_backoff`. Default 20 ms.
+    pub initial_backoff: Duration,
+    /// Longest pause between connection attempts. Default 1 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            client_id: random_client_id(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A random-enough id: host process id, time and a counter, so two clients never clash.
+pub fn random_client_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "mq-{}-{:x}-{n}",
+        std::process::id(),
+        nanos & 0xFFFF_FFFF_FFFF
+    )
+}
+
+type Reply = std::result::Result<Frame, Error>;
+
+/// A live socket: its writer queue and the requests waiting for an answer.
+struct Link {
+    tx: mpsc::UnboundedSender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    dead: AtomicBool,
+    addr: String,
+    /// Stops the reader and writer tasks (and so closes the socket) once the link is dead.
+    cancel: CancellationToken,
+}
+
+impl Link {
+    /// Marks the link dead and fails everything in flight. Idempotent.
+    fn fail_all(&self, why: &Error) {
+        self.dead.store(true, Ordering::Release);
+        self.cancel.cancel();
+        let drained: Vec<_> = match self.pending.lock() {
+            Ok(mut map) => map.drain().collect(),
+            Err(poisoned) => poisoned.into_inner().drain().collect(),
+        };
+        for (_, tx) in drained {
+            let _ = tx.send(Err(clone_error(why, &self.addr)));
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut map) = self.pending.lock() {
+            map.remove(&id);
+        }
+    }
+}
+
+fn clone_error(e: &Error, addr: &str) -> Error {
+    match e {
+        Error::Io { source, .. } => Error::Io {
+            addr: addr.to_string(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Protocol(p) => Error::InvalidArgument(format!("connection lost: {p}")),
+        _ => Error::Closed {
+            addr: addr.to_string(),
+        },
+    }
+}
+
+struct Inner {
+    addr: String,
+    opts: ConnectOptions,
+    link: Mutex<Option<Arc<Link>>>,
+    connecting: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    hello: Mutex<Option<HelloResponse>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the socket tasks, which hold only the link.
+        if let Some(link) = self.link.get_mut().ok().and_then(Option::take) {
+            link.fail_all(&Error::Closed {
+                addr: self.addr.clone(),
+            });
+        }
+    }
+}
+
+/// A cheaply clonable handle on one multiplexed connection to a broker.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` (host:port) and performs the Hello handshake.
+    ///
+    /// # Errors
+    /// `Io` when no connection could be made within the connect timeout, `Broker` or
+    /// `Protocol` when the handshake is refused.
+    pub async fn connect(addr: &str, opts: ConnectOptions) -> Result<Self> {
+        let conn = Self {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                opts,
+                link: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+                hello: Mutex::new(None),
+            }),
+        };
+        conn.link().await?;
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.inner.opts.client_id
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.inner.opts
+    }
+
+    /// The broker's answer to the last Hello (its limits and version).
+    pub fn hello(&self) -> Option<HelloResponse> {
+        self.inner.hello.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// Most messages the broker accepts in one send.
+    pub fn max_batch_messages(&self) -> u32 {
+        self.hello().map_or(4096, |h| h.max_batch_messages)
+    }
+
+    /// Sends a request and waits for its answer within the request timeout.
+    ///
+    /// # Errors
+    /// Any [`Error`]; `Broker` carries the broker's status and message.
+    pub async fn call<R: Request>(&self, req: &R, body: &[u8]) -> Result<(R::Response, Bytes)> {
+        let timeout = self.inner.opts.request_timeout;
+        self.start(req, body).await?.wait(timeout).await
+    }
+
+    /// Puts a request on the wire and returns without waiting for the answer, so that
+    /// requests started one after the other are written in that order.
+    ///
+    /// # Errors
+    /// Connection failures and requests that cannot be encoded.
+    pub async fn start<R: Request>(&self, req: &R, body: &[u8]) -> Result<Pending<R>> {
+        let link = self.link().await?;
+        self.start_on(&link, req, body)
+    }
+
+    fn start_on<R: Request>(&self, link: &Arc<Link>, req: &R, body: &[u8]) -> Result<Pending<R>> {
+        let head = header::encode(req)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame =
+            BytesMut::with_capacity(protocol::frame::PREFIX_LEN + head.len() + body.len());
+        Frame::encode(
+            &mut frame,
+            FrameKind::Request,
+            u16::from(R::CODE),
+            id,
+            &head,
+            body,
+        )?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut map = link.pending.lock().map_err(|_| self.closed_error())?;
+            // Checked under the map lock: a reader that fails the link sets `dead` before
+            // draining, so a request is either drained or refused, never forgotten.
+            if link.dead.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            map.insert(id, tx);
+        }
+        if link.tx.send(frame.freeze()).is_err() {
+            link.remove(id);
+            return Err(self.closed_error());
+        }
+        Ok(Pending {
+            rx,
+            id,
+            link: Arc::clone(link),
+            done: false,
+            _marker: std::marker::PhantomData,
+        })
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed {
+            addr: self.inner.addr.clone(),
+        }
+    }
+
+    /// Closes the connection: requests in flight fail with `Closed`, later ones too.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let link = self.inner.link.lock().ok().and_then(|mut l| l.take());
+        if let Some(link) = link {
+            link.fail_all(&self.closed_error());
+        }
+    }
+
+    fn live_link(&self) -> Option<Arc<Link>> {
+        let guard = self.inner.link.lock().ok()?;
+        guard
+            .as_ref()
+            .filter(|l| !l.dead.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// The live link, reconnecting with backoff when there is none.
+    async fn link(&self) -> Result<Arc<Link>> {
+        if let Some(link) = self.live_link() {
+            return Ok(link);
+        }
+        let _one_at_a_time = self.inner.connecting.lock().await;
+        if let Some(link) = self.live_link() {
+            return Ok(link);
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.opts.connect_timeout;
+        let mut backoff = self.inner.opts.initial_backoff;
+        loop {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(self.closed_error());
+            }
+            match self.open_link().await {
+                Ok(link) => {
+                    if let Ok(mut slot) = self.inner.link.lock() {
+                        *slot = Some(Arc::clone(&link));
+                    }
+                    return Ok(link);
+                }
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(addr = %self.inner.addr, error = %e, "connect failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.opts.max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_link(&self) -> Result<Arc<Link>> {
+        let addr = &self.inner.addr;
+        let io_err = |source| Error::Io {
+            addr: addr.clone(),
+            source,
+        };
+        let stream =
+            tokio::time::timeout(self.inner.opts.connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: "connect",
+                    after_ms: self.inner.opts.connect_timeout.as_millis() as u64,
+                })?
+                .map_err(io_err)?;
+        stream.set_nodelay(true).map_err(io_err)?;
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            addr: addr.clone(),
+            cancel: CancellationToken::new(),
+        });
+        tokio::spawn(write_loop(write, rx, Arc::clone(&link)));
+        tokio::spawn(read_loop(read, Arc::clone(&link)));
+        let hello = HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+            client_id: self.inner.opts.client_id.clone(),
+        };
+        let reply = self.start_on(&link, &hello, &[])?;
+        match reply.wait(self.inner.opts.request_timeout).await {
+            Ok((resp, _)) => {
+                if let Ok(mut h) = self.inner.hello.lock() {
+                    *h = Some(resp);
+                }
+                Ok(link)
+            }
+            Err(e) => {
+                link.fail_all(&self.closed_error());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A request on the wire whose answer has not been awaited yet.
+pub struct Pending<R: Request> {
+    rx: oneshot::Receiver<Reply>,
+    id: u64,
+    link: Arc<Link>,
+    done: bool,
+    _marker: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> Pending<R> {
+    /// Waits for the answer.
+    ///
+    /// # Errors
+    /// `Timeout` after `timeout`; `Closed`/`Io` when the connection broke; `Broker` when
+    /// the broker refused; `Protocol` when the answer does not decode.
+    pub async fn wait(mut self, timeout: Duration) -> Result<(R::Response, Bytes)> {
+        let reply = tokio::time::timeout(timeout, &mut self.rx).await;
+        self.done = true;
+        let frame = match reply {
+            Ok(Ok(reply)) => reply?,
+            Ok(Err(_)) => {
+                return Err(Error::Closed {
+                    addr: self.link.addr.clone(),
+                })
+            }
+            Err(_) => {
+                self.link.remove(self.id);
+                return Err(Error::Timeout {
+                    what: "request",
+                    after_ms: timeout.as_millis() as u64,
+                });
+            }
+        };
+        decode_reply::<R>(frame)
+    }
+}
+
+impl<R: Request> Drop for Pending<R> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abandoned (e.g. a cancelled long poll): forget it so the map does not grow.
+            self.link.remove(self.id);
+        }
+    }
+}
+
+fn decode_reply<R: Request>(frame: Frame) -> Result<(R::Response, Bytes)> {
+    let status = Status::try_from(frame.code)?;
+    if status == Status::Ok {
+        let resp = header::decode::<R::Response>(&frame.header)?;
+        return Ok((resp, frame.body));
+    }
+    let message = header::decode::<ErrorResponse>(&frame.header)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| "(no message)".to_string());
+    Err(Error::Broker { status, message })
+}
+
+async fn write_loop(
+    mut sock: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    link: Arc<Link>,
+) {
+    let mut buf = Vec::with_capacity(WRITE_COALESCE_BYTES);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = link.cancel.cancelled() => break,
+            next = rx.recv() => match next {
+                Some(first) => first,
+                None => break,
+            },
+        };
+        let result = match rx.try_recv() {
+            // The common case when idle: one frame, written without a copy.
+            Err(_) => sock.write_all(&first).await,
+            Ok(second) => {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&second);
+                while buf.len() < WRITE_COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(next) => buf.extend_from_slice(&next),
+                        Err(_) => break,
+                    }
+                }
+                sock.write_all(&buf).await
+            }
+        };
+        if let Err(source) = result {
+            link.fail_all(&Error::Io {
+                addr: link.addr.clone(),
+                source,
+            });
+            return;
+        }
+    }
+    let _ = sock.shutdown().await;
+}
+
+async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
+    let decoder = FrameDecoder::new(MAX_RESPONSE_FRAME_BYTES);
+    let mut buf = BytesMut::with_capacity(256 << 10);
+    let why = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                complete(&link, frame);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break Error::Protocol(e),
+        }
+        if buf.capacity() - buf.len() < 64 << 10 {
+            buf.reserve(256 << 10);
+        }
+        let read = tokio::select! {
+            () = link.cancel.cancelled() => break Error::Closed { addr: link.addr.clone() },
+            read = sock.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                break Error::Closed {
+                    addr: link.addr.clone(),
+                }
+            }
+            Ok(_) => {}
+            Err(source) => {
+                break Error::Io {
+                    addr: link.addr.clone(),
+                    source,
+                }
+            }
+        }
+    };
+    tracing::debug!(addr = %link.addr, error = %why, "connection lost");
+    link.fail_all(&why);
+}
+
+fn complete(link: &Link, frame: Frame) {
+    if frame.kind != FrameKind::Response {
+        return;
+    }
+    let tx = link
+        .pending
+        .lock()
+        .ok()
+        .and_then(|mut map| map.remove(&frame.request_id));
+    if let Some(tx) = tx {
+        let _ = tx.send(Ok(frame));
+    }
+}

@@ -1,0 +1,194 @@
+//! Group membership: heartbeats, following the assignment, committing and leaving.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use protocol::messages::{
+    CommitOffsetRequest, GetTopicRequest, HeartbeatRequest, LeaveGroupRequest, QueryOffsetRequest,
+    SearchOffsetRequest,
+};
+use protocol::names::RETRY_PREFIX;
+
+use super::ack::AckTracker;
+use super::queue::{run_puller, QueueShared};
+use super::{Shared, StartFrom};
+use crate::error::Result;
+
+/// One heartbeat; applies the assignment in the reply.
+pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<()> {
+    let req = HeartbeatRequest {
+        group: shared.group.clone(),
+        client_id: shared.conn.client_id().to_string(),
+        subscriptions: shared.subscriptions.clone(),
+        max_reconsume_times: shared.opts.max_reconsume_times,
+    };
+    let (resp, _) = shared.conn.call(&req, &[]).await?;
+    let wanted: BTreeSet<(String, u32)> = resp
+        .assignment
+        .iter()
+        .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
+        .collect();
+    apply_assignment(shared, &wanted).await
+}
+
+pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(shared.opts.heartbeat_interval) => {}
+            () = shared.heartbeat_now.notified() => {}
+        }
+        if let Err(e) = heartbeat_once(&shared).await {
+            tracing::warn!(group = %shared.group, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Drops lost queues (after committing them) and starts new ones from their committed
+/// position.
+async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<()> {
+    let (lost, current): (Vec<_>, BTreeSet<_>) = {
+        let mut map = shared.queues.lock().map_err(|_| poisoned())?;
+        let lost_keys: Vec<_> = map
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        let lost = lost_keys.iter().filter_map(|k| map.remove(k)).collect();
+        (lost, map.keys().cloned().collect())
+    };
+    if !lost.is_empty() {
+        for q in &lost {
+            q.revoked.store(true, std::sync::atomic::Ordering::Release);
+            q.cancel.cancel();
+        }
+        let commits = lost.iter().filter_map(|q| q.take_commit(true)).collect();
+        send_commits(shared, commits).await?;
+    }
+    for (topic, queue_id) in wanted.difference(&current) {
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        let q = open_queue(shared, topic, *queue_id).await?;
+        let puller = run_puller(
+            Arc::clone(&q),
+            Arc::clone(shared),
+            shared.tag_expr_of(topic),
+        );
+        shared
+            .queues
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert((topic.clone(), *queue_id), q);
+        tokio::spawn(puller);
+    }
+    Ok(())
+}
+
+fn poisoned() -> crate::Error {
+    crate::Error::InvalidArgument("consumer state poisoned by a panic".into())
+}
+
+/// Builds a queue's tracker from the group's committed position, or the start policy.
+async fn open_queue(shared: &Arc<Shared>, topic: &str, queue_id: u32) -> Result<Arc<QueueShared>> {
+    let req = QueryOffsetRequest {
+        group: shared.group.clone(),
+        topic: topic.to_string(),
+        queue_id,
+    };
+    let (resp, _) = shared.conn.call(&req, &[]).await?;
+    let tracker = match resp.committed {
+        Some(c) => AckTracker::new(c.offset, &c.acked_above),
+        None => AckTracker::new(start_offset(shared, topic, queue_id).await?, &[]),
+    };
+    let cancel = shared.cancel.child_token();
+    Ok(Arc::new(QueueShared::new(
+        topic.to_string(),
+        queue_id,
+        tracker,
+        cancel,
+    )))
+}
+
+async fn start_offset(shared: &Shared, topic: &str, queue_id: u32) -> Result<u64> {
+    // Retries are always consumed from the start: nothing in them is ever stale.
+    let policy = if topic.starts_with(RETRY_PREFIX) {
+        StartFrom::Earliest
+    } else {
+        shared.opts.start_from
+    };
+    match policy {
+        StartFrom::TimestampMs(ts) => {
+            let req = SearchOffsetRequest {
+                topic: topic.to_string(),
+                queue_id,
+                timestamp_ms: ts,
+            };
+            Ok(shared.conn.call(&req, &[]).await?.0.offset)
+        }
+        StartFrom::Earliest | StartFrom::Latest => {
+            let req = GetTopicRequest {
+                topic: topic.to_string(),
+            };
+            let (resp, _) = shared.conn.call(&req, &[]).await?;
+            let q = resp.topic.queues.iter().find(|q| q.queue_id == queue_id);
+            Ok(match (policy, q) {
+                (_, None) => 0,
+                (StartFrom::Latest, Some(q)) => q.max_offset,
+                (_, Some(q)) => q.min_offset,
+            })
+        }
+    }
+}
+
+pub(crate) async fn commit_loop(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(shared.opts.commit_interval) => {}
+            () = shared.commit_now.notified() => {}
+        }
+        if let Err(e) = commit_changed(&shared, false).await {
+            tracing::warn!(group = %shared.group, error = %e, "commit failed, will retry");
+        }
+    }
+}
+
+/// Commits every owned queue whose position changed (`force`: every owned queue).
+pub(crate) async fn commit_changed(shared: &Shared, force: bool) -> Result<()> {
+    let queues: Vec<Arc<QueueShared>> = shared
+        .queues
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let commits: Vec<_> = queues.iter().filter_map(|q| q.take_commit(force)).collect();
+    let result = send_commits(shared, commits).await;
+    if result.is_err() {
+        for q in &queues {
+            q.mark_dirty();
+        }
+    }
+    result
+}
+
+async fn send_commits(
+    shared: &Shared,
+    commits: Vec<protocol::messages::QueueCommit>,
+) -> Result<()> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let req = CommitOffsetRequest {
+        group: shared.group.clone(),
+        commits,
+    };
+    shared.conn.call(&req, &[]).await.map(|_| ())
+}
+
+pub(crate) async fn leave(shared: &Shared) -> Result<()> {
+    let req = LeaveGroupRequest {
+        group: shared.group.clone(),
+        client_id: shared.conn.client_id().to_string(),
+    };
+    shared.conn.call(&req, &[]).await.map(|_| ())
+}

@@ -1,0 +1,394 @@
+//! Group consumers: [`PullConsumer`] (the application asks for messages) and
+//! [`PushConsumer`] (a handler runs on a bounded worker pool).
+//!
+//! A pull consumer heartbeats to the broker and follows the assignment in each reply: a
+//! puller task per owned queue long-polls batches into a bounded per-queue prefetch, acks
+//! are tracked per queue exactly ([`ack`]), and a committer sends the commit positions of
+//! changed queues every N acks or T ms, when a queue is lost, and on close.
+
+mod ack;
+mod group;
+mod push;
+mod queue;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::messages::{SendBackRequest, Subscription};
+use protocol::names::{retry_topic, validate_user_name};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{ConnectOptions, Connection};
+use crate::error::{Error, Result};
+use crate::message::ReceivedMessage;
+
+pub use push::PushConsumer;
+pub(crate) use queue::QueueShared;
+
+/// Where a group starts on a queue it never committed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+    /// The first message stored at or after this wall-clock millisecond.
+    TimestampMs(u64),
+}
+
+/// How a consumer behaves. Defaults suit most uses.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Where to start on queues without a committed offset. Default earliest.
+    pub start_from: StartFrom,
+    /// Most delivered-but-unacked messages per queue; pulling pauses beyond. Default 2048.
+    pub prefetch_messages: usize,
+    /// Most delivered-but-unacked bytes per queue. Default 16 MiB.
+    pub prefetch_bytes: usize,
+    /// Most messages per pull. Default 1024.
+    pub pull_batch_messages: u32,
+    /// Most bytes per pull response. Default 8 MiB.
+    pub pull_max_bytes: u32,
+    /// How long the broker may hold a pull at the head of a queue. Default 5000 ms.
+    pub long_poll_ms: u64,
+    /// Commit after this many acks... Default 1000.
+    pub commit_every_acks: usize,
+    /// ...or after this long. Default 200 ms.
+    pub commit_interval: Duration,
+    /// Heartbeat period; a changed assignment is learnt within it. Default 3 s.
+    pub heartbeat_interval: Duration,
+    /// Overrides the group's max reconsume times for this member's nacks.
+    pub max_reconsume_times: Option<u32>,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            start_from: StartFrom::Earliest,
+            prefetch_messages: 2048,
+            prefetch_bytes: 16 << 20,
+            pull_batch_messages: 1024,
+            pull_max_bytes: 8 << 20,
+            long_poll_ms: 5000,
+            commit_every_acks: 1000,
+            commit_interval: Duration::from_millis(200),
+            heartbeat_interval: Duration::from_secs(3),
+            max_reconsume_times: None,
+        }
+    }
+}
+
+/// State shared by the consumer handle, its tasks and its ackers.
+pub(crate) struct Shared {
+    pub(crate) conn: Connection,
+    pub(crate) group: String,
+    pub(crate) opts: ConsumerOptions,
+    pub(crate) subscriptions: Vec<Subscription>,
+    pub(crate) queues: Mutex<HashMap<(String, u32), Arc<QueueShared>>>,
+    pub(crate) tx: mpsc::Sender<Vec<ReceivedMessage>>,
+    acks_since_commit: AtomicUsize,
+    pub(crate) commit_now: Notify,
+    pub(crate) heartbeat_now: Notify,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Shared {
+    /// The tag expression for an assigned topic (the retry topic takes everything).
+    pub(crate) fn tag_expr_of(&self, topic: &str) -> String {
+        self.subscriptions
+            .iter()
+            .find(|s| s.topic == topic)
+            .map_or_else(|| "*".to_string(), |s| s.tag_expr.clone())
+    }
+}
+
+/// Acknowledges messages; clonable, so handler tasks can ack on their own.
+#[derive(Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+}
+
+impl Acker {
+    /// Marks a message done. Acks of a queue this consumer no longer owns are ignored
+    /// (the new owner gets the message again).
+    pub fn ack(&self, msg: &ReceivedMessage) {
+        let Some(q) = &msg.queue else { return };
+        if q.is_revoked() || !q.ack(msg.queue_offset(), msg.record_len()) {
+            return;
+        }
+        let n = self
+            .shared
+            .acks_since_commit
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n >= self.shared.opts.commit_every_acks {
+            self.shared.acks_since_commit.store(0, Ordering::Relaxed);
+            self.shared.commit_now.notify_one();
+        }
+    }
+
+    /// Hands a message back for a later retry (the broker stores it in the group's retry
+    /// topic, or its dead-letter topic past the last attempt), then acks it. If the broker
+    /// cannot be reached the message stays unacked and the send-back is retried in the
+    /// background until it succeeds or the consumer closes: the queue's committed offset
+    /// never passes it.
+    ///
+    /// # Errors
+    /// A permanent refusal by the broker; the message then stays unacked (ack it to drop it).
+    pub async fn nack(&self, msg: &ReceivedMessage) -> Result<()> {
+        let req = SendBackRequest {
+            group: self.shared.group.clone(),
+            msg_id: msg.delivered_msg_id(),
+            max_reconsume_times: self.shared.opts.max_reconsume_times,
+        };
+        match self.shared.conn.call(&req, &[]).await {
+            Ok(_) => {
+                self.nacked(msg);
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, msg_id = %req.msg_id, "send-back failed, retrying in the background");
+                tokio::spawn(retry_send_back(self.clone(), req, msg.clone()));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn nacked(&self, msg: &ReceivedMessage) {
+        self.ack(msg);
+        // The retry topic may have just been created: learn its queues soon.
+        self.shared.heartbeat_now.notify_one();
+    }
+}
+
+async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessage) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            () = acker.shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        match acker.shared.conn.call(&req, &[]).await {
+            Ok(_) => return acker.nacked(&msg),
+            Err(e) if e.is_retriable() => {
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, msg_id = %req.msg_id, "send-back refused; message left unacked");
+                return;
+            }
+        }
+    }
+}
+
+/// A member of a consumer group that the application pulls messages from.
+pub struct PullConsumer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Vec<ReceivedMessage>>,
+    current: std::vec::IntoIter<ReceivedMessage>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl PullConsumer {
+    /// Connects to `addr` and joins `group`, subscribed to `(topic, tag expression)` pairs
+    /// (the group's retry topic is consumed implicitly).
+    ///
+    /// # Errors
+    /// Invalid names, connection failures, or a refused first heartbeat.
+    pub async fn connect(
+        addr: &str,
+        group: &str,
+        subscriptions: &[(&str, &str)],
+        opts: ConsumerOptions,
+    ) -> Result<Self> {
+        let conn = Connection::connect(addr, ConnectOptions::default()).await?;
+        Self::with_connection(conn, group, subscriptions, opts).await
+    }
+
+    /// As [`PullConsumer::connect`] over an existing connection.
+    ///
+    /// # Errors
+    /// As [`PullConsumer::connect`].
+    pub async fn with_connection(
+        conn: Connection,
+        group: &str,
+        subscriptions: &[(&str, &str)],
+        opts: ConsumerOptions,
+    ) -> Result<Self> {
+        for name in std::iter::once(&group).chain(subscriptions.iter().map(|(t, _)| t)) {
+            validate_user_name(name).map_err(|source| Error::InvalidName {
+                name: name.to_string(),
+                source,
+            })?;
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            conn,
+            group: group.to_string(),
+            opts,
+            subscriptions: subscriptions
+                .iter()
+                .map(|(t, e)| Subscription {
+                    topic: (*t).to_string(),
+                    tag_expr: if e.is_empty() {
+                        "*".into()
+                    } else {
+                        (*e).to_string()
+                    },
+                })
+                .collect(),
+            queues: Mutex::new(HashMap::new()),
+            tx,
+            acks_since_commit: AtomicUsize::new(0),
+            commit_now: Notify::new(),
+            heartbeat_now: Notify::new(),
+            cancel: CancellationToken::new(),
+        });
+        // The first heartbeat happens here so that errors (bad group, no broker) surface.
+        group::heartbeat_once(&shared).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(group::heartbeat_loop(Arc::clone(&shared)));
+        tasks.spawn(group::commit_loop(Arc::clone(&shared)));
+        Ok(Self {
+            shared,
+            rx,
+            current: Vec::new().into_iter(),
+            tasks,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.shared.group
+    }
+
+    pub fn client_id(&self) -> &str {
+        self.shared.conn.client_id()
+    }
+
+    /// The retry topic this consumer also consumes.
+    pub fn retry_topic(&self) -> String {
+        retry_topic(&self.shared.group)
+    }
+
+    /// A clonable handle for acking from other tasks.
+    pub fn acker(&self) -> Acker {
+        Acker {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The queues owned now, as `(stored topic, queue id)`, sorted.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .shared
+            .queues
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The next message; waits for one. `None` once the consumer is closed.
+    pub async fn recv(&mut self) -> Option<ReceivedMessage> {
+        loop {
+            for m in self.current.by_ref() {
+                if m.queue.as_ref().is_some_and(|q| !q.is_revoked()) {
+                    return Some(m);
+                }
+            }
+            self.current = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// The next message, or `None` when nothing arrives within `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ReceivedMessage> {
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Up to `max` messages already received, waiting only for the first.
+    pub async fn recv_batch(&mut self, max: usize, out: &mut Vec<ReceivedMessage>) {
+        if let Some(first) = self.recv().await {
+            out.push(first);
+        }
+        while out.len() < max {
+            match self.current.next() {
+                Some(m) if m.queue.as_ref().is_some_and(|q| !q.is_revoked()) => out.push(m),
+                Some(_) => {}
+                None => match self.rx.try_recv() {
+                    Ok(batch) => self.current = batch.into_iter(),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+
+    /// See [`Acker::ack`].
+    pub fn ack(&self, msg: &ReceivedMessage) {
+        self.acker().ack(msg);
+    }
+
+    /// See [`Acker::nack`].
+    ///
+    /// # Errors
+    /// As [`Acker::nack`].
+    pub async fn nack(&self, msg: &ReceivedMessage) -> Result<()> {
+        self.acker().nack(msg).await
+    }
+
+    /// Sends the commit positions of every owned queue now.
+    ///
+    /// # Errors
+    /// When the commit did not reach the broker (it is retried at the next commit).
+    pub async fn commit(&self) -> Result<()> {
+        group::commit_changed(&self.shared, true).await
+    }
+
+    /// Commits, leaves the group (its queues move to other members at once) and closes.
+    ///
+    /// # Errors
+    /// When the final commit or the leave did not reach the broker.
+    pub async fn close(mut self) -> Result<()> {
+        self.shared.cancel.cancel();
+        let queues: Vec<_> = self
+            .shared
+            .queues
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for q in &queues {
+            q.cancel.cancel();
+        }
+        self.tasks.shutdown().await;
+        let committed = group::commit_changed(&self.shared, true).await;
+        let left = group::leave(&self.shared).await;
+        self.shared.conn.close();
+        committed.and(left)
+    }
+
+    /// Stops without committing or leaving, as a crashed process would: the broker drops
+    /// the member after its session timeout and everything not committed is redelivered.
+    pub fn abandon(mut self) {
+        self.shared.cancel.cancel();
+        self.tasks.abort_all();
+        self.shared.conn.close();
+    }
+}
+
+impl Drop for PullConsumer {
+    fn drop(&mut self) {
+        // Stops the tasks; a consumer dropped without close() commits nothing more.
+        self.shared.cancel.cancel();
+        if let Ok(m) = self.shared.queues.lock() {
+            for q in m.values() {
+                q.cancel.cancel();
+            }
+        }
+    }
+}

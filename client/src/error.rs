@@ -1,0 +1,65 @@
+//! The client's error type.
+
+use protocol::{names::NameError, ProtocolError, Status};
+
+/// Everything a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection to the broker failed (connect, read or write).
+    #[error("I/O error talking to {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker sent bytes this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A record in a pull or get-message response does not decode.
+    #[error("bad record in a response: {0}")]
+    Record(#[from] commitlog::format::FormatError),
+    /// The broker answered with a status other than `Ok`.
+    #[error("broker refused the request ({status:?}): {message}")]
+    Broker { status: Status, message: String },
+    /// No answer within the request timeout.
+    #[error("{what} timed out after {after_ms} ms")]
+    Timeout { what: &'static str, after_ms: u64 },
+    /// The connection closed while the request was in flight, or the client was closed.
+    #[error("connection to {addr} closed")]
+    Closed { addr: String },
+    /// A topic or group name the broker would refuse.
+    #[error("invalid name {name:?}: {source}")]
+    InvalidName {
+        name: String,
+        #[source]
+        source: NameError,
+    },
+    /// An argument out of range (empty batch, body over the broker's limit, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// The broker status when the broker refused the request.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Self::Broker { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when trying again later (possibly on a new connection) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Timeout { .. } | Self::Closed { .. } => true,
+            Self::Broker { status, .. } => matches!(
+                status,
+                Status::Busy | Status::ShuttingDown | Status::StorageError
+            ),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
