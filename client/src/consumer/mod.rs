@@ -164,6 +164,18 @@ impl Acker {
     }
 }
 
+fn ack_with(shared: &Shared, msg: &ReceivedMessage) {
+    let Some(q) = &msg.queue else { return };
+    if q.is_revoked() || !q.ack(msg.queue_offset(), msg.record_len()) {
+        return;
+    }
+    let n = shared.acks_since_commit.fetch_add(1, Ordering::Relaxed) + 1;
+    if n >= shared.opts.commit_every_acks {
+        shared.acks_since_commit.store(0, Ordering::Relaxed);
+        shared.commit_now.notify_one();
+    }
+}
+
 async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessage) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -331,7 +343,7 @@ impl PullConsumer {
 
     /// See [`Acker::ack`].
     pub fn ack(&self, msg: &ReceivedMessage) {
-        self.acker().ack(msg);
+        ack_with(&self.shared, msg);
     }
 
     /// See [`Acker::nack`].

@@ -1,0 +1,152 @@
+//! `mq bench WORKLOAD`: produce, consume, sync-latency and e2e, with a live progress line
+//! on stderr and, with `--json`, one JSON object of figures on stdout.
+
+mod workloads;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use client::histogram::Histogram;
+
+use crate::CliResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// P connections send N messages in batches of B with up to K requests in flight.
+    Produce,
+    /// One consumer group drains N messages already in the topic, acking all.
+    Consume,
+    /// One message at a time, waiting for each ack, for S seconds (P in parallel).
+    SyncLatency,
+    /// Produce at RATE while a consumer consumes; produce-to-consume latency.
+    E2e,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    workload: Workload,
+    /// Topic to use (created with 8 queues if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Messages to send (produce, e2e) or drain (consume; default: all in the topic).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Parallel connections (produce, sync-latency).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Messages per send request (produce).
+    #[arg(long, default_value_t = 100)]
+    batch: u32,
+    /// Unacknowledged send requests per connection (produce).
+    #[arg(long, default_value_t = 1000)]
+    inflight: usize,
+    /// Run time in seconds (sync-latency, e2e).
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Messages per second (e2e).
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Print one JSON object with the figures on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a workload measured.
+pub(crate) struct Figures {
+    messages: u64,
+    bytes: u64,
+    elapsed: Duration,
+    latency: Option<Histogram>,
+}
+
+/// A counter the progress line reads.
+#[derive(Clone, Default)]
+pub(crate) struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
+    if args.size == 0 && args.workload == Workload::E2e {
+        return Err("e2e needs --size of at least 8 bytes (the body carries a timestamp)".into());
+    }
+    let progress = Progress::default();
+    let ticker = tokio::spawn(show_progress(progress.clone(), args.workload));
+    let figures = match args.workload {
+        Workload::Produce => workloads::produce(broker, &args, &progress).await,
+        Workload::Consume => workloads::consume(broker, &args, &progress).await,
+        Workload::SyncLatency => workloads::sync_latency(broker, &args, &progress).await,
+        Workload::E2e => workloads::e2e(broker, &args, &progress).await,
+    };
+    ticker.abort();
+    eprintln!();
+    let figures = figures?;
+    report(&args, &figures);
+    Ok(())
+}
+
+async fn show_progress(progress: Progress, workload: Workload) {
+    let start = Instant::now();
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = progress.get();
+        eprint!(
+            "\r{workload:?}: {now} msgs in {:.0} s, {} msgs/s      ",
+            start.elapsed().as_secs_f64(),
+            now - last
+        );
+        last = now;
+    }
+}
+
+fn report(args: &BenchArgs, f: &Figures) {
+    let secs = f.elapsed.as_secs_f64().max(1e-9);
+    let name = args
+        .workload
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string());
+    let mut v = serde_json::json!({
+        "workload": name,
+        "messages": f.messages,
+        "secs": (secs * 1000.0).round() / 1000.0,
+        "msgs_per_s": (f.messages as f64 / secs).round(),
+        "mb_per_s": (f.bytes as f64 / secs / 1e6 * 100.0).round() / 100.0,
+    });
+    if let Some(h) = &f.latency {
+        v["p50_us"] = h.quantile(0.5).into();
+        v["p99_us"] = h.quantile(0.99).into();
+        v["p999_us"] = h.quantile(0.999).into();
+    }
+    if args.json {
+        println!("{v}");
+        return;
+    }
+    println!(
+        "{name}: {} messages in {secs:.2} s: {} msgs/s, {} MB/s",
+        f.messages, v["msgs_per_s"], v["mb_per_s"]
+    );
+    if let Some(h) = &f.latency {
+        println!(
+            "latency us: p50 {} p99 {} p999 {} max {}",
+            h.quantile(0.5),
+            h.quantile(0.99),
+            h.quantile(0.999),
+            h.max()
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! The four workloads of `mq bench`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::admin::Admin;
+use client::histogram::Histogram;
+use client::protocol::batch::{BatchMessage, BatchWriter};
+use client::protocol::Status;
+use client::{ConsumerOptions, Producer, ProducerOptions, PullConsumer, SendHandle, StartFrom};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{BenchArgs, Figures, Progress};
+use crate::CliResult;
+
+const BENCH_QUEUES: u32 = 8;
+
+async fn ensure_topic(broker: &str, topic: &str) -> CliResult {
+    match Admin::connect(broker)
+        .await?
+        .create_topic(topic, BENCH_QUEUES)
+        .await
+    {
+        Err(e) if e.status() != Some(Status::TopicExists) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn encoded(count: u32, size: usize) -> CliResult<BatchWriter> {
+    let body = vec![b'x'; size];
+    let mut w = BatchWriter::with_capacity(count as usize * (16 + size));
+    for _ in 0..count {
+        w.push(&BatchMessage {
+            properties: &[],
+            body: &body,
+            born_timestamp_ms: 0,
+        })?;
+    }
+    Ok(w)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub(crate) async fn produce(
+    broker: &str,
+    args: &BenchArgs,
+    progress: &Progress,
+) -> CliResult<Figures> {
+    ensure_topic(broker, &args.topic).await?;
+    let total = args.messages.unwrap_or(1_000_000);
+    let p = args.producers.max(1) as u64;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..p {
+        let n = total / p + u64::from(i < total % p);
+        let (broker, topic, progress) = (broker.to_string(), args.topic.clone(), progress.clone());
+        let (size, batch, inflight) = (args.size, args.batch.max(1), args.inflight.max(1));
+        set.spawn(
+            async move { produce_one(&broker, &topic, n, size, batch, inflight, progress).await },
+        );
+    }
+    let mut latency = Histogram::new();
+    let mut messages = 0;
+    while let Some(done) = set.join_next().await {
+        let (n, h) = done??;
+        messages += n;
+        latency.merge(&h);
+    }
+    let elapsed = start.elapsed();
+    Ok(Figures {
+        messages,
+        bytes: messages * args.size as u64,
+        elapsed,
+        latency: Some(latency),
+    })
+}
+
+async fn produce_one(
+    broker: &str,
+    topic: &str,
+    n: u64,
+    size: usize,
+    batch: u32,
+    inflight: usize,
+    progress: Progress,
+) -> CliResult<(u64, Histogram)> {
+    let producer = Producer::connect(
+        broker,
+        ProducerOptions {
+            max_in_flight: inflight,
+        },
+    )
+    .await?;
+    let full = encoded(batch, size)?;
+    let (tx, mut rx) = mpsc::channel::<(Instant, SendHandle, u32)>(inflight);
+    // Acks are awaited in send order: they come back in about that order on one connection.
+    let collector = tokio::spawn(async move {
+        let mut h = Histogram::new();
+        let mut acked = 0u64;
+        while let Some((sent_at, handle, count)) = rx.recv().await {
+            handle.wait().await?;
+            h.record(micros(sent_at.elapsed()));
+            acked += u64::from(count);
+            progress.add(u64::from(count));
+        }
+        Ok::<_, client::Error>((acked, h))
+    });
+    let mut sent = 0u64;
+    while sent < n {
+        let count = u32::try_from((n - sent).min(u64::from(batch))).unwrap_or(batch);
+        let queue = producer.select_queue(topic, None).await?;
+        let handle = if count == batch {
+            producer.send_encoded(topic, queue, &full).await?
+        } else {
+            producer
+                .send_encoded(topic, queue, &encoded(count, size)?)
+                .await?
+        };
+        if tx.send((Instant::now(), handle, count)).await.is_err() {
+            break; // the collector stopped on an error; it reports it below
+        }
+        sent += u64::from(count);
+    }
+    drop(tx);
+    let result = collector.await??;
+    producer.close().await;
+    Ok(result)
+}
+
+fn bench_group() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("bench-{t}")
+}
+
+pub(crate) async fn consume(
+    broker: &str,
+    args: &BenchArgs,
+    progress: &Progress,
+) -> CliResult<Figures> {
+    let admin = Admin::connect(broker).await?;
+    let info = admin.get_topic(&args.topic).await?;
+    let stored: u64 = info
+        .queues
+        .iter()
+        .map(|q| q.max_offset.saturating_sub(q.min_offset))
+        .sum();
+    let total = args.messages.unwrap_or(stored).min(stored);
+    let opts = ConsumerOptions {
+        prefetch_messages: 32 * 1024,
+        prefetch_bytes: 64 << 20,
+        pull_batch_messages: 4096,
+        commit_every_acks: 50_000,
+        ..ConsumerOptions::default()
+    };
+    let start = Instant::now();
+    let mut consumer =
+        PullConsumer::connect(broker, &bench_group(), &[(&args.topic, "*")], opts).await?;
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    let mut batch = Vec::with_capacity(4096);
+    while messages < total {
+        batch.clear();
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            consumer.recv_batch(4096, &mut batch),
+        )
+        .await;
+        if got.is_err() || batch.is_empty() {
+            return Err(format!("consume stalled after {messages} of {total} messages").into());
+        }
+        for m in &batch {
+            bytes += m.body().len() as u64;
+            consumer.ack(m);
+        }
+        messages += batch.len() as u64;
+        progress.add(batch.len() as u64);
+    }
+    consumer.close().await?;
+    Ok(Figures {
+        messages,
+        bytes,
+        elapsed: start.elapsed(),
+        latency: None,
+    })
+}
+
+pub(crate) async fn sync_latency(
+    broker: &str,
+    args: &BenchArgs,
+    progress: &Progress,
+) -> CliResult<Figures> {
+    ensure_topic(broker, &args.topic).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let one = Arc::new(encoded(1, args.size)?);
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..args.producers.max(1) {
+        let (broker, topic, progress, one) = (
+            broker.to_string(),
+            args.topic.clone(),
+            progress.clone(),
+            Arc::clone(&one),
+        );
+        set.spawn(async move {
+            let producer = Producer::connect(&broker, ProducerOptions::default()).await?;
+            let mut h = Histogram::new();
+            while Instant::now() < deadline {
+                let queue = producer.select_queue(&topic, None).await?;
+                let t = Instant::now();
+                producer
+                    .send_encoded(&topic, queue, &one)
+                    .await?
+                    .wait()
+                    .await?;
+                h.record(micros(t.elapsed()));
+                progress.add(1);
+            }
+            Ok::<_, client::Error>(h)
+        });
+    }
+    let mut latency = Histogram::new();
+    while let Some(done) = set.join_next().await {
+        latency.merge(&done??);
+    }
+    Ok(Figures {
+        messages: latency.count(),
+        bytes: latency.count() * args.size as u64,
+        elapsed: start.elapsed(),
+        latency: Some(latency),
+    })
+}
+
+pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> CliResult<Figures> {
+    ensure_topic(broker, &args.topic).await?;
+    let total = args.messages.unwrap_or(args.rate * args.duration_s);
+    let opts = ConsumerOptions {
+        start_from: StartFrom::Latest,
+        ..ConsumerOptions::default()
+    };
+    let mut consumer =
+        PullConsumer::connect(broker, &bench_group(), &[(&args.topic, "*")], opts).await?;
+    let base = Instant::now();
+    let producer = tokio::spawn(paced_producer(
+        broker.to_string(),
+        args.topic.clone(),
+        total,
+        args.rate.max(1),
+        args.size.max(8),
+        base,
+    ));
+    let mut latency = Histogram::new();
+    let mut bytes = 0u64;
+    while latency.count() < total {
+        let Some(m) = consumer.recv_timeout(Duration::from_secs(10)).await else {
+            return Err(
+                format!("e2e stalled after {} of {total} messages", latency.count()).into(),
+            );
+        };
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&m.body()[..8]);
+        latency.record(micros(base.elapsed()).saturating_sub(u64::from_le_bytes(ts)));
+        bytes += m.body().len() as u64;
+        consumer.ack(&m);
+        progress.add(1);
+    }
+    let elapsed = base.elapsed();
+    producer.await??;
+    consumer.close().await?;
+    Ok(Figures {
+        messages: latency.count(),
+        bytes,
+        elapsed,
+        latency: Some(latency),
+    })
+}
+
+/// Sends `total` messages at `rate` per second, each stamped with µs since `base`.
+async fn paced_producer(
+    broker: String,
+    topic: String,
+    total: u64,
+    rate: u64,
+    size: usize,
+    base: Instant,
+) -> CliResult {
+    let producer = Producer::connect(&broker, ProducerOptions::default()).await?;
+    let (tx, mut rx) = mpsc::channel::<SendHandle>(4096);
+    let drain = tokio::spawn(async move {
+        while let Some(h) = rx.recv().await {
+            h.wait().await?;
+        }
+        Ok::<_, client::Error>(())
+    });
+    let mut body = vec![b'x'; size];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while sent < total {
+        tick.tick().await;
+        let due = (u128::from(rate) * start.elapsed().as_micros() / 1_000_000) as u64;
+        while sent < due.min(total) {
+            body[..8].copy_from_slice(&micros(base.elapsed()).to_le_bytes());
+            let mut w = BatchWriter::with_capacity(16 + size);
+            w.push(&BatchMessage {
+                properties: &[],
+                body: &body,
+                born_timestamp_ms: 0,
+            })?;
+            let queue = producer.select_queue(&topic, None).await?;
+            let handle = producer.send_encoded(&topic, queue, &w).await?;
+            if tx.send(handle).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    }
+    drop(tx);
+    drain.await??;
+    producer.close().await;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `mq consume TOPIC --group G ...`: one JSON line per message (acked after printing), or
+//! `--exec CMD` run per message (exit 0 acks, non-zero nacks). Commits before exiting.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Args;
+use client::{ConsumerOptions, PullConsumer, ReceivedMessage, StartFrom};
+use tokio::io::AsyncWriteExt;
+
+use crate::CliResult;
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Tag expression: `*`, `a`, or `a || b`.
+    #[arg(long, default_value = "*")]
+    tag: String,
+    /// Where a group without a committed offset starts: earliest, latest or TIMESTAMP_MS.
+    #[arg(long, default_value = "earliest", value_parser = crate::parse_start)]
+    from: StartFrom,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop after this many ms without a message.
+    #[arg(long)]
+    idle_exit_ms: Option<u64>,
+    /// Run this command (via `sh -c`) per message, body on stdin; exit 0 acks, else nacks.
+    #[arg(long)]
+    exec: Option<String>,
+    /// With --exec: attempts before a message goes to the dead-letter queue.
+    #[arg(long)]
+    max_reconsume: Option<u32>,
+}
+
+pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
+    let opts = ConsumerOptions {
+        start_from: args.from,
+        max_reconsume_times: args.max_reconsume,
+        heartbeat_interval: Duration::from_millis(1000),
+        long_poll_ms: 1000,
+        ..ConsumerOptions::default()
+    };
+    let mut consumer =
+        PullConsumer::connect(broker, &args.group, &[(&args.topic, &args.tag)], opts).await?;
+    let result = consume_loop(&mut consumer, &args).await;
+    let closed = consumer.close().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+async fn consume_loop(consumer: &mut PullConsumer, args: &ConsumeArgs) -> CliResult {
+    let mut seen = 0u64;
+    let idle = args.idle_exit_ms.map(Duration::from_millis);
+    let mut out = std::io::stdout();
+    while !matches!(args.max, Some(max) if seen >= max) {
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            m = async {
+                match idle {
+                    Some(d) => consumer.recv_timeout(d).await,
+                    None => consumer.recv().await,
+                }
+            } => m,
+        };
+        let Some(msg) = next else { break };
+        seen += 1;
+        match &args.exec {
+            Some(cmd) => {
+                if exec(cmd, &msg).await? {
+                    consumer.ack(&msg);
+                } else {
+                    consumer.nack(&msg).await?;
+                }
+            }
+            None => {
+                let mut line = serde_json::to_vec(&to_json(&msg))?;
+                line.push(b'\n');
+                out.write_all(&line)?;
+                out.flush()?;
+                consumer.ack(&msg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JSON form of a message (a contract: these field names).
+pub(crate) fn to_json(msg: &ReceivedMessage) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "topic": msg.topic(),
+        "queue": msg.queue_id(),
+        "offset": msg.queue_offset(),
+        "msg_id": msg.msg_id(),
+        "reconsume_times": msg.reconsume_times(),
+        "tag": msg.tag(),
+        "key": msg.keys(),
+    });
+    match std::str::from_utf8(msg.body()) {
+        Ok(text) => v["body"] = text.into(),
+        Err(_) => {
+            v["body_b64"] = base64::engine::general_purpose::STANDARD
+                .encode(msg.body())
+                .into();
+        }
+    }
+    v
+}
+
+/// Runs the command for one message; true when it exited 0.
+async fn exec(cmd: &str, msg: &ReceivedMessage) -> CliResult<bool> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("MQ_TOPIC", msg.topic())
+        .env("MQ_MSG_ID", msg.msg_id())
+        .env("MQ_RECONSUME_TIMES", msg.reconsume_times().to_string())
+        .env("MQ_QUEUE", msg.queue_id().to_string())
+        .env("MQ_OFFSET", msg.queue_offset().to_string())
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin closes the pipe early: not an error.
+        let _ = stdin.write_all(msg.body()).await;
+    }
+    Ok(child.wait().await?.success())
+}

@@ -1,0 +1,179 @@
+//! `mq`: the FerroMQ command-line tool. Commands, flags and JSON fields are a contract.
+
+mod admin_cmds;
+mod bench;
+mod consume;
+mod dlq;
+mod produce;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use client::StartFrom;
+use protocol::messages::ResetTarget;
+
+/// FerroMQ command-line tool: manage topics and groups, produce, consume, benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "mq", version)]
+struct Cli {
+    /// Broker address (host:port).
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:10911",
+        env = "MQ_BROKER"
+    )]
+    broker: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create, list and inspect topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// Send one message per line of stdin; prints one JSON line per acknowledged message.
+    Produce(produce::ProduceArgs),
+    /// Consume as a member of a group; prints one JSON line per message (or runs --exec).
+    Consume(consume::ConsumeArgs),
+    /// Inspect and reset consumer groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Inspect and replay a group's dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+    /// Broker statistics as JSON.
+    Stats,
+    /// Measure throughput and latency: produce, consume, sync-latency, e2e.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCmd {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of queues.
+        #[arg(long, default_value_t = 4)]
+        queues: u32,
+    },
+    /// List topics.
+    List {
+        /// Also list %RETRY% and %DLQ% topics.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a topic's queues with their min and max offsets.
+    Show { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCmd {
+    /// Per topic and queue: committed offset, max offset and lag; members and their queues.
+    Show { group: String },
+    /// Move a group's offsets on every queue of a topic.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    group: String,
+    #[arg(long)]
+    topic: String,
+    /// earliest, latest, or a wall-clock timestamp in ms.
+    #[arg(long, value_parser = parse_reset_target)]
+    to: ResetTarget,
+    /// Reset even while the group has live members.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCmd {
+    /// List the dead-lettered messages of a group (topic %DLQ%GROUP) as JSON lines.
+    Show {
+        group: String,
+        /// Show at most this many.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// Send dead-lettered messages back to their original topic, then commit past them.
+    Resend {
+        group: String,
+        /// Resend at most this many.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+}
+
+pub(crate) fn parse_start(s: &str) -> Result<StartFrom, String> {
+    match s {
+        "earliest" => Ok(StartFrom::Earliest),
+        "latest" => Ok(StartFrom::Latest),
+        ts => ts
+            .parse()
+            .map(StartFrom::TimestampMs)
+            .map_err(|_| format!("expected earliest, latest or a timestamp in ms, got {ts:?}")),
+    }
+}
+
+fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
+    Ok(match parse_start(s)? {
+        StartFrom::Earliest => ResetTarget::Earliest,
+        StartFrom::Latest => ResetTarget::Latest,
+        StartFrom::TimestampMs(ts) => ResetTarget::TimestampMs(ts),
+    })
+}
+
+/// An error already worded for the user.
+pub(crate) type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mq: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mq: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let broker = cli.broker.as_str();
+    match cli.cmd {
+        Cmd::Topic(TopicCmd::Create { name, queues }) => {
+            admin_cmds::topic_create(broker, &name, queues).await
+        }
+        Cmd::Topic(TopicCmd::List { all }) => admin_cmds::topic_list(broker, all).await,
+        Cmd::Topic(TopicCmd::Show { name }) => admin_cmds::topic_show(broker, &name).await,
+        Cmd::Produce(args) => produce::run(broker, args).await,
+        Cmd::Consume(args) => consume::run(broker, args).await,
+        Cmd::Group(GroupCmd::Show { group }) => admin_cmds::group_show(broker, &group).await,
+        Cmd::Group(GroupCmd::Reset(a)) => {
+            admin_cmds::group_reset(broker, &a.group, &a.topic, a.to, a.force).await
+        }
+        Cmd::Dlq(DlqCmd::Show { group, max }) => dlq::show(broker, &group, max).await,
+        Cmd::Dlq(DlqCmd::Resend { group, max }) => dlq::resend(broker, &group, max).await,
+        Cmd::Stats => admin_cmds::stats(broker).await,
+        Cmd::Bench(args) => bench::run(broker, args).await,
+    }
+}
