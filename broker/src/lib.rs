@@ -1,3 +1,5 @@
 //! broker
 
 pub mod groups;
+
+pub mod store;

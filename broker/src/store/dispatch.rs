@@ -1,0 +1,371 @@
+//! The dispatcher: follows the commit log's visible end and appends consume-queue entries.
+//!
+//! Used both live (a thread woken by the log's `wait_visible`) and during recovery, where it
+//! replays records whose entries may already exist. Per record it compares the record's
+//! queue offset with the queue's next expected offset:
+//! - equal: a new entry, batched per queue and appended once per round;
+//! - lower: already indexed (replay); a mismatching entry pointing at an older record is
+//!   replaced from that offset on, one pointing at a newer record wins;
+//! - higher: a gap, which only a damaged or missing queue produces: an empty queue restarts
+//!   at the record's offset (older records are gone), otherwise the round reports it so
+//!   recovery can replay from the start of the log.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use commitlog::{PhysicalOffset, RecordRef};
+use consumequeue::{ConsumeQueue, Entry, QueueOffset};
+
+use super::{Shared, StoreError, StoreResult};
+
+/// Hook called with `(topic, queue id, new max offset)` after a queue grew.
+pub type DispatchListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
+
+/// Records indexed per round before entries are appended and the offset published, to
+/// bound memory and latency under a constant write load.
+const MAX_RECORDS_PER_ROUND: usize = 16_384;
+/// Longest the dispatcher sleeps without checking for shutdown.
+const STOP_CHECK_MS: u64 = 50;
+
+/// How a round treats gaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Normal operation: a gap in a non-empty queue is logged and the record skipped.
+    Live,
+    /// Replaying from the dispatch checkpoint: gaps are reported.
+    Replay,
+    /// Replaying from the log's first record: gaps are repaired by restarting the queue.
+    FullReplay,
+}
+
+/// Result of one round.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// Whether the round stopped early because of the record limit.
+    pub(crate) more: bool,
+    /// Whether a gap was seen (Replay mode only).
+    pub(crate) gap: bool,
+}
+
+struct Pending {
+    queue_id: u32,
+    cq: Arc<ConsumeQueue>,
+    start: u64,
+    entries: Vec<Entry>,
+}
+
+impl Pending {
+    fn next(&self) -> u64 {
+        self.start + self.entries.len() as u64
+    }
+}
+
+/// Per topic: whether records are dispatched at all (`None` = unknown topic) and from which
+/// commit-log offset (earlier records belong to a deleted topic of the same name).
+struct TopicPending {
+    created_at: Option<u64>,
+    queues: Vec<Pending>,
+}
+
+impl Shared {
+    pub(crate) fn run_dispatcher(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.flush_interval_ms);
+        let mut last_flush = Instant::now();
+        let mut failures = 0u32;
+        while !self.stopping.load(Ordering::Acquire) {
+            let done = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
+            let wait = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
+            let mut visible = self.log.wait_visible(done, wait);
+            if self.sync && visible > done {
+                // Join (or start) the group commit producers are waiting on.
+                if let Err(e) = self.log.wait_durable(visible) {
+                    tracing::error!(error = %e, "commit log flush failed; dispatch paused");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                visible = self.log.flushed_offset();
+            }
+            if visible > done {
+                match self.dispatch_round(Mode::Live) {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::error!(error = %e, "dispatch failed; retrying");
+                        // Back off on a persistent error instead of spinning on it.
+                        std::thread::sleep(Duration::from_millis(10 * u64::from(failures.min(20))));
+                    }
+                }
+            }
+            if last_flush.elapsed() >= interval {
+                last_flush = Instant::now();
+                if let Err(e) = self.trim_queues().and_then(|()| self.flush_queues()) {
+                    tracing::error!(error = %e, "consume queue flush failed");
+                }
+            }
+        }
+    }
+
+    /// Dispatches everything currently visible.
+    pub(crate) fn dispatch_all(&self) -> StoreResult<()> {
+        while self.dispatch_round(Mode::Live)?.more {}
+        Ok(())
+    }
+
+    /// Indexes records from the dispatched offset towards the visible end.
+    pub(crate) fn dispatch_round(&self, mode: Mode) -> StoreResult<Round> {
+        let _round = self
+            .dispatch_round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let from = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
+        let limit = self.readable_end();
+        let mut iter = self.log.iter_from(from);
+        let mut pending: HashMap<String, TopicPending> = HashMap::new();
+        let mut round = Round::default();
+        let mut count = 0;
+        let mut failure = None;
+        let mut stopped_at = None;
+        for item in iter.by_ref() {
+            match item {
+                Ok(rec) if rec.next_offset().get() > limit => {
+                    stopped_at = Some(rec.offset());
+                    break;
+                }
+                Ok(rec) => {
+                    if let Err(e) = self.index(&rec, mode, &mut pending, &mut round) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(StoreError::from(e));
+                    break;
+                }
+            }
+            count += 1;
+            if count >= MAX_RECORDS_PER_ROUND {
+                round.more = true;
+                break;
+            }
+        }
+        // A failed record is retried next round: publish only what precedes it.
+        let end = match &failure {
+            Some(_) => None,
+            None => Some(stopped_at.unwrap_or_else(|| iter.position())),
+        };
+        self.commit(pending)?;
+        match (failure, end) {
+            (Some(e), _) => Err(e),
+            (None, Some(end)) => {
+                self.dispatched.fetch_max(end.get(), Ordering::AcqRel);
+                self.wake_waiters();
+                Ok(round)
+            }
+            (None, None) => Ok(round),
+        }
+    }
+
+    fn index(
+        &self,
+        rec: &RecordRef,
+        mode: Mode,
+        pending: &mut HashMap<String, TopicPending>,
+        round: &mut Round,
+    ) -> StoreResult<()> {
+        let view = rec.view();
+        let topic = view.topic();
+        let tp = match pending.get_mut(topic) {
+            Some(tp) => tp,
+            None => pending
+                .entry(topic.to_owned())
+                .or_insert_with(|| TopicPending {
+                    created_at: self
+                        .topics
+                        .with(topic, |t| t.map(|t| t.created_at_physical)),
+                    queues: Vec::new(),
+                }),
+        };
+        if tp.created_at.is_none_or(|c| rec.offset().get() < c) {
+            return Ok(());
+        }
+        let queue_id = view.queue_id();
+        let p = match tp.queues.iter().position(|p| p.queue_id == queue_id) {
+            Some(i) => &mut tp.queues[i],
+            None => {
+                let cq = self.queues.get_or_open(topic, queue_id)?;
+                let start = cq.max_offset().get();
+                tp.queues.push(Pending {
+                    queue_id,
+                    cq,
+                    start,
+                    entries: Vec::new(),
+                });
+                let last = tp.queues.len() - 1;
+                &mut tp.queues[last]
+            }
+        };
+        let entry = Entry {
+            physical_offset: rec.offset().get(),
+            size: rec.size(),
+            tag_hash: view.tag_hash(),
+        };
+        let qo = view.queue_offset();
+        let cq_err = |e| StoreError::cq(topic, queue_id, e);
+        if qo == p.next() {
+            p.entries.push(entry);
+        } else if qo < p.next() {
+            let existing = if qo >= p.start {
+                p.entries.get((qo - p.start) as usize).copied()
+            } else {
+                p.cq.get(QueueOffset::new(qo))
+            };
+            match existing {
+                Some(e)
+                    if e.physical_offset < entry.physical_offset
+                        && qo >= p.cq.min_offset().get() =>
+                {
+                    // The index points at an older record for this offset: the log wins.
+                    p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
+                        .map_err(cq_err)?;
+                    p.cq.truncate_to(QueueOffset::new(qo)).map_err(cq_err)?;
+                    p.start = qo;
+                    p.entries.clear();
+                    p.entries.push(entry);
+                }
+                _ => {}
+            }
+        } else if p.entries.is_empty()
+            && p.cq.min_offset() == p.cq.max_offset()
+            && mode != Mode::Replay
+        {
+            // An empty queue meeting a later record: the earlier ones are gone from the log.
+            p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
+            p.start = qo;
+            p.entries.push(entry);
+        } else if mode == Mode::FullReplay {
+            tracing::warn!(
+                topic,
+                queue_id,
+                expected = p.next(),
+                found = qo,
+                "consume queue gap; restarting the queue"
+            );
+            p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
+                .map_err(cq_err)?;
+            p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
+            p.start = qo;
+            p.entries.clear();
+            p.entries.push(entry);
+        } else {
+            round.gap = true;
+            if mode == Mode::Live {
+                tracing::error!(
+                    topic,
+                    queue_id,
+                    expected = p.next(),
+                    found = qo,
+                    "consume queue gap; record skipped"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends every pending batch and tells listeners which queues grew.
+    fn commit(&self, pending: HashMap<String, TopicPending>) -> StoreResult<()> {
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut first_err = None;
+        for (topic, tp) in pending {
+            for p in tp.queues.into_iter().filter(|p| !p.entries.is_empty()) {
+                match p.cq.append_batch(QueueOffset::new(p.start), &p.entries) {
+                    Ok(()) => {
+                        let max = p.cq.max_offset().get();
+                        for l in &listeners {
+                            l(&topic, p.queue_id, max);
+                        }
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(StoreError::cq(&topic, p.queue_id, e));
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// End of what may be indexed and served: the flushed offset under `Sync`, else the
+    /// log's visible end.
+    pub(crate) fn readable_end(&self) -> u64 {
+        if self.sync {
+            self.log.flushed_offset().get()
+        } else {
+            self.log.visible_offset().get()
+        }
+    }
+
+    fn wake_waiters(&self) {
+        let mut generation = self
+            .dispatch_generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *generation = generation.wrapping_add(1);
+        self.dispatch_cond.notify_all();
+    }
+
+    pub(crate) fn wait_for_message(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: QueueOffset,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut generation = self
+            .dispatch_generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            // Checked under the lock the dispatcher bumps after growing queues: no lost wakeup.
+            if self
+                .queues
+                .get(topic, queue_id)
+                .is_some_and(|q| q.max_offset() > offset)
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            generation = self
+                .dispatch_cond
+                .wait_timeout(generation, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Msyncs every consume queue, then records the dispatched offset they cover.
+    pub(crate) fn flush_queues(&self) -> StoreResult<()> {
+        let covered = self.dispatched.load(Ordering::Acquire);
+        for (topic, queue_id, q) in self.queues.all() {
+            q.flush().map_err(|e| StoreError::cq(&topic, queue_id, e))?;
+        }
+        super::recovery::write_checkpoint(&self.config, covered)
+    }
+
+    /// Drops consume-queue segments below the commit log's minimum.
+    pub(crate) fn trim_queues(&self) -> StoreResult<()> {
+        let min = self.log.min_offset().get();
+        for (topic, queue_id, q) in self.queues.all() {
+            q.delete_below_physical(min)
+                .map_err(|e| StoreError::cq(&topic, queue_id, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,382 @@
+//! The message store (RocketMQ's DefaultMessageStore role): one commit log, a consume queue
+//! per (topic, queue id), a dispatcher thread that indexes new records, and topic metadata.
+//!
+//! Writes go through one lock that assigns queue offsets and appends the batch to the log
+//! in one call; under `FlushPolicy::Sync` the caller then waits for durability outside the
+//! lock, so concurrent producers share flushes. Reads look up the consume queue and return
+//! zero-copy [`RecordRef`]s into the log's mappings.
+//!
+//! On disk, under `<data>`: `commitlog/`, `consumequeue/<topic>/<queue id>/`,
+//! `config/topics`, `checkpoint` (commit-log offset below which every consume-queue entry is
+//! durable) and `lock`.
+
+mod config;
+mod dispatch;
+mod error;
+pub mod fsutil;
+mod get;
+mod message_id;
+mod put;
+mod queues;
+mod recovery;
+mod tags;
+mod topics;
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
+
+pub use commitlog::{PhysicalOffset, RecordRef};
+pub use config::StoreConfig;
+pub use consumequeue::{QueueId, QueueOffset};
+pub use dispatch::DispatchListener;
+pub use error::{StoreError, StoreResult};
+pub use fsutil::atomic_write;
+pub use get::{GetResult, GetStatus};
+pub use message_id::MessageId;
+pub use put::{PutMessage, PutResult};
+pub use tags::{tag_hash, tag_hash_of, TagFilter};
+pub use topics::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
+
+use put::Writer;
+use queues::QueueTable;
+use topics::TopicTable;
+
+/// State shared by the API and the dispatcher thread.
+pub(crate) struct Shared {
+    config: StoreConfig,
+    log: CommitLog,
+    topics: TopicTable,
+    queues: QueueTable,
+    writer: Mutex<Writer>,
+    /// Commit-log offset up to which records are indexed in consume queues.
+    dispatched: AtomicU64,
+    /// Serializes dispatch rounds with topic deletion.
+    dispatch_round: Mutex<()>,
+    /// Bumped after every dispatch round; `wait_for_message` sleeps on it.
+    dispatch_generation: Mutex<u64>,
+    dispatch_cond: Condvar,
+    listeners: RwLock<Vec<DispatchListener>>,
+    stopping: AtomicBool,
+    /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
+    sync: bool,
+}
+
+/// The message store. `Send + Sync`; share it with `Arc`.
+pub struct MessageStore {
+    shared: Arc<Shared>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    log_report: RecoveryReport,
+    /// Holds the flock on `<data>/lock` for the store's lifetime.
+    lock: Option<File>,
+}
+
+impl std::fmt::Debug for MessageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStore")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageStore {
+    /// Opens the store: takes `<data>/lock`, recovers the commit log, truncates and rebuilds
+    /// the consume queues to match it, then starts the dispatcher thread.
+    ///
+    /// # Errors
+    /// `Locked` when another broker uses the directory, I/O and corruption errors, an
+    /// invalid config.
+    pub fn open(config: StoreConfig) -> StoreResult<Self> {
+        config.validate()?;
+        let lock = recovery::lock_data_dir(&config)?;
+        // The store implements `Sync` itself: the log's own `Sync` mode waits for the flush
+        // inside `append_batch`, i.e. under the store's writer lock, which would serialize
+        // producers on one fsync each. Instead the log runs `Async` (its flusher as a
+        // backstop), producers wait with `wait_durable` after releasing the writer lock
+        // (sharing flushes), and the dispatcher indexes only up to the flushed offset.
+        let sync = config.commitlog.flush == FlushPolicy::Sync;
+        let mut log_config = config.commitlog.clone();
+        if sync {
+            log_config.flush = FlushPolicy::Async {
+                interval_ms: config.flush_interval_ms,
+            };
+        }
+        let (log, log_report) = CommitLog::open(log_config)?;
+        let shared = Arc::new(Shared {
+            topics: TopicTable::load(config.topics_path())?,
+            queues: QueueTable::new(config.clone()),
+            writer: Mutex::new(Writer::default()),
+            dispatched: AtomicU64::new(0),
+            dispatch_round: Mutex::new(()),
+            dispatch_generation: Mutex::new(0),
+            dispatch_cond: Condvar::new(),
+            listeners: RwLock::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            sync,
+            log,
+            config,
+        });
+        shared.recover()?;
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("ferromq-dispatch".into())
+            .spawn(move || worker.run_dispatcher())
+            .map_err(|e| {
+                StoreError::io("starting dispatcher thread", &shared.config.data_dir, e)
+            })?;
+        Ok(Self {
+            shared,
+            dispatcher: Mutex::new(Some(handle)),
+            log_report,
+            lock: Some(lock),
+        })
+    }
+
+    /// What the commit log found when it recovered at open.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.log_report
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The underlying commit log (read access for the server: retention stats, offsets).
+    pub fn commit_log(&self) -> &CommitLog {
+        &self.shared.log
+    }
+
+    /// Appends a batch of messages to one queue of a client topic. Queue offsets are
+    /// consecutive and assigned atomically with the append; under `FlushPolicy::Sync` this
+    /// returns once the batch is durable.
+    ///
+    /// # Errors
+    /// Bad topic name, unknown topic (without auto-create), missing write permission, queue
+    /// id out of range, oversized body, malformed properties, commit-log errors.
+    pub fn put_batch(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        msgs: &[PutMessage<'_>],
+    ) -> StoreResult<Vec<PutResult>> {
+        self.shared
+            .put_batch(TopicScope::Client, topic, queue_id, msgs)
+    }
+
+    /// [`MessageStore::put_batch`] for one message.
+    ///
+    /// # Errors
+    /// As for `put_batch`.
+    pub fn put(&self, topic: &str, queue_id: u32, msg: &PutMessage<'_>) -> StoreResult<PutResult> {
+        let mut out = self.shared.put_batch(
+            TopicScope::Client,
+            topic,
+            queue_id,
+            std::slice::from_ref(msg),
+        )?;
+        out.pop().ok_or(StoreError::Closed)
+    }
+
+    /// `put_batch` for a chosen naming scope: the broker uses `TopicScope::Internal` to write
+    /// `%RETRY%`/`%DLQ%` topics.
+    ///
+    /// # Errors
+    /// As for `put_batch`.
+    pub fn put_batch_scoped(
+        &self,
+        scope: TopicScope,
+        topic: &str,
+        queue_id: u32,
+        msgs: &[PutMessage<'_>],
+    ) -> StoreResult<Vec<PutResult>> {
+        self.shared.put_batch(scope, topic, queue_id, msgs)
+    }
+
+    /// Reads up to `max_count` dispatched messages (and about `max_bytes`; at least one
+    /// message when any matches) from `from`, skipping messages `filter` rejects.
+    ///
+    /// # Errors
+    /// Unknown topic or queue, missing read permission, commit-log read errors, an index
+    /// entry that does not match its record.
+    pub fn get_messages(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        from: QueueOffset,
+        max_count: usize,
+        max_bytes: usize,
+        filter: &TagFilter,
+    ) -> StoreResult<GetResult> {
+        self.shared
+            .get_messages(topic, queue_id, from, max_count, max_bytes, filter)
+    }
+
+    /// The record a message id points at.
+    ///
+    /// # Errors
+    /// `MessageNotFound` when nothing (or something else) lives there, commit-log errors.
+    pub fn get_by_id(&self, id: MessageId) -> StoreResult<RecordRef> {
+        self.shared.get_by_id(id)
+    }
+
+    /// First queue offset whose message was stored at or after `timestamp_ms` (the max
+    /// offset when all are older).
+    ///
+    /// # Errors
+    /// Unknown topic or queue.
+    pub fn search_offset_by_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: u64,
+    ) -> StoreResult<QueueOffset> {
+        self.shared
+            .search_offset_by_time(topic, queue_id, timestamp_ms)
+    }
+
+    /// `(min, max)` dispatched offsets of a queue (max exclusive).
+    ///
+    /// # Errors
+    /// Unknown topic or queue.
+    pub fn queue_range(
+        &self,
+        topic: &str,
+        queue_id: u32,
+    ) -> StoreResult<(QueueOffset, QueueOffset)> {
+        self.shared.queue_range(topic, queue_id)
+    }
+
+    /// Creates or updates a topic (client naming rules).
+    ///
+    /// # Errors
+    /// Bad name or queue count, I/O errors persisting the topic table.
+    pub fn create_topic(&self, topic: TopicConfig) -> StoreResult<TopicConfig> {
+        self.shared.create_topic(TopicScope::Client, topic)
+    }
+
+    /// Creates or updates a topic under the given naming scope.
+    ///
+    /// # Errors
+    /// As for `create_topic`.
+    pub fn create_topic_scoped(
+        &self,
+        scope: TopicScope,
+        topic: TopicConfig,
+    ) -> StoreResult<TopicConfig> {
+        self.shared.create_topic(scope, topic)
+    }
+
+    /// Deletes a topic's metadata and consume queues. Its records stay in the commit log
+    /// until retention but are never served again, even if the name is reused.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete_topic(&self, name: &str) -> StoreResult<bool> {
+        self.shared.delete_topic(name)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        self.shared.topics.get(name)
+    }
+
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        self.shared.topics.all()
+    }
+
+    /// Registers a hook called from the dispatcher thread with `(topic, queue id, new max
+    /// offset)` whenever a queue grows. It must be quick and must not block (wake a task).
+    pub fn on_dispatch(&self, listener: DispatchListener) {
+        self.shared
+            .listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(listener);
+    }
+
+    /// Blocks until the queue's max offset exceeds `offset` or `timeout` passes; returns
+    /// whether a message is available. For tests and blocking callers; the server uses
+    /// [`MessageStore::on_dispatch`].
+    pub fn wait_for_message(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: QueueOffset,
+        timeout: Duration,
+    ) -> bool {
+        self.shared
+            .wait_for_message(topic, queue_id, offset, timeout)
+    }
+
+    /// Commit-log offset up to which records are indexed.
+    pub fn dispatched_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.shared.dispatched.load(Ordering::Acquire))
+    }
+
+    /// Applies commit-log retention now and drops consume-queue segments below the new
+    /// minimum (also done periodically in the background).
+    ///
+    /// # Errors
+    /// Commit-log or consume-queue I/O errors.
+    pub fn apply_retention(&self, now_ms: u64) -> StoreResult<()> {
+        self.shared.log.apply_retention(now_ms)?;
+        self.shared.trim_queues()
+    }
+
+    /// Flushes the commit log and the consume queues and writes the dispatch checkpoint.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn flush(&self) -> StoreResult<()> {
+        self.shared.log.flush()?;
+        self.shared.flush_queues()
+    }
+
+    /// Stops the dispatcher after it indexed everything visible, flushes everything and
+    /// closes the commit log (writing its clean-shutdown marker).
+    ///
+    /// # Errors
+    /// I/O errors while flushing or closing.
+    pub fn close(mut self) -> StoreResult<()> {
+        self.stop_dispatcher();
+        self.shared.dispatch_all()?;
+        self.shared.flush_queues()?;
+        // The data-directory lock is released only after the log is closed.
+        let lock = self.lock.take();
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        let result = match Arc::try_unwrap(shared) {
+            Ok(shared) => shared.log.close(),
+            // Only the dispatcher ever clones `shared`, and it has been joined.
+            Err(shared) => shared.log.flush(),
+        };
+        drop(lock);
+        Ok(result?)
+    }
+
+    fn stop_dispatcher(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let handle = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            // A panicked dispatcher has nothing left to clean up; closing proceeds.
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for MessageStore {
+    fn drop(&mut self) {
+        self.stop_dispatcher();
+    }
+}
+
+#[cfg(test)]
+mod tests;

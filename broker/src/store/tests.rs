@@ -1,0 +1,52 @@
+//! Unit tests that need the store's internals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use protocol::properties::{PropertiesBuilder, TAGS};
+
+use super::*;
+
+fn msg<'a>(props: &'a [u8], body: &'a [u8]) -> PutMessage<'a> {
+    PutMessage {
+        properties: props,
+        body,
+        born_timestamp_ms: 0,
+        reconsume_times: 0,
+    }
+}
+
+#[test]
+fn forced_hash_collision_never_delivers_a_wrong_tag() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = MessageStore::open(StoreConfig::new(dir.path())).unwrap();
+    let red = PropertiesBuilder::new().with(TAGS, "red").build();
+    let blue = PropertiesBuilder::new().with(TAGS, "blue").build();
+    store
+        .put_batch(
+            "c",
+            0,
+            &[msg(&red, b"r0"), msg(&blue, b"b1"), msg(&red, b"r2")],
+        )
+        .unwrap();
+    assert!(store.wait_for_message("c", 0, QueueOffset::new(2), Duration::from_secs(10)));
+    // A filter for "blue" whose hash collides with "red": every red entry passes the hash
+    // check and must be rejected on the record's properties.
+    let colliding = TagFilter::with_hashes(vec![("blue".into(), tag_hash("red"))]);
+    let r = store
+        .get_messages("c", 0, QueueOffset::new(0), 10, usize::MAX, &colliding)
+        .unwrap();
+    assert!(r.messages.is_empty());
+    assert_eq!(
+        (r.status, r.next_offset.get()),
+        (GetStatus::NoMatchedMessage, 3)
+    );
+    let both = TagFilter::with_hashes(vec![
+        ("blue".into(), tag_hash("red")),
+        ("blue".into(), tag_hash("blue")),
+    ]);
+    let r = store
+        .get_messages("c", 0, QueueOffset::new(0), 10, usize::MAX, &both)
+        .unwrap();
+    let bodies: Vec<&[u8]> = r.messages.iter().map(|m| m.view().body()).collect();
+    assert_eq!(bodies, vec![&b"b1"[..]]);
+    store.close().unwrap();
+}
