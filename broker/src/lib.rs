@@ -3,3 +3,4 @@
 pub mod groups;
 
 pub mod store;
+pub mod retry;

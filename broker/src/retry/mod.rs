@@ -1,0 +1,43 @@
+//! Retries with delay and dead letters: what happens to a nacked message.
+//!
+//! [`RetryService::send_back`] reads the delivered record by id and makes a copy with
+//! `reconsume_times + 1`, its tags, keys and body, and its origin (`ORIGIN_TOPIC`,
+//! `ORIGIN_MSG_ID`, `ORIGIN_QUEUE_ID`, `ORIGIN_QUEUE_OFFSET`; a retry keeps the origin of
+//! the first delivery, so consumers always see the original topic and id). Past the
+//! group's max reconsume times the copy goes to `%DLQ%<group>` (one queue, created on
+//! demand) and stays there. Otherwise it is due after the delay of that attempt and goes
+//! to `%RETRY%<group>` (one queue, created on demand) when due.
+//!
+//! # How delays survive a restart
+//!
+//! RocketMQ's design, chosen because it needs nothing but the store: a delayed copy is
+//! an ordinary message in a schedule topic, `%SCHEDULE%<level>` (one queue per delay
+//! level), carrying `REAL_TOPIC`, `REAL_QUEUE_ID` and `DUE_AT_MS`. Within a level all
+//! delays are equal, so each queue is in due order and only its head needs watching. One
+//! scheduler thread serves all levels (a level's work is a read and a put, far too little
+//! to need a thread each): it delivers due heads to their real topic and records per level
+//! the next offset to deliver in `<data>/config/schedule_offsets`, saved atomically after
+//! the commit log is flushed. A crash between delivery and save delivers those copies
+//! again (at-least-once); none is lost, because progress never runs ahead of durable
+//! deliveries. The thread sleeps on a condvar until the earliest head is due or the
+//! store's dispatch hook reports a new schedule-topic message.
+//!
+//! Changing the delay table keeps parked copies: they carry their due time, and levels
+//! beyond a shortened table are still served. A level whose delay grew may hold back
+//! newer copies behind older, later-due ones until those are due.
+
+mod config;
+mod copy;
+mod error;
+mod progress;
+mod scheduler;
+mod service;
+
+pub use config::{
+    RetryConfig, DEFAULT_DELAY_LEVELS_MS, DEFAULT_MAX_RECONSUME_TIMES, MAX_DELAY_LEVELS,
+};
+pub use error::RetryError;
+pub use service::{schedule_topic, RetryService};
+
+/// Prefix of the schedule topics, `%SCHEDULE%<level>`.
+pub const SCHEDULE_TOPIC_PREFIX: &str = "%SCHEDULE%";

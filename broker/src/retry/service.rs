@@ -1,0 +1,392 @@
+//! [`RetryService`]: the send-back request and the life of the scheduler thread.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use protocol::messages::{SendBackRequest, SendBackResponse};
+use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
+
+use super::copy::{copy_properties, park, Origin};
+use super::progress::ScheduleProgress;
+use super::{scheduler, RetryConfig, RetryError, SCHEDULE_TOPIC_PREFIX};
+use crate::store::{MessageId, MessageStore, PutMessage, StoreError, TopicConfig, TopicScope};
+
+/// The schedule topic of a delay level (1-based).
+pub fn schedule_topic(level: u32) -> String {
+    format!("{SCHEDULE_TOPIC_PREFIX}{level}")
+}
+
+/// The delay level of a schedule topic name.
+pub(crate) fn level_of(topic: &str) -> Option<u32> {
+    topic
+        .strip_prefix(SCHEDULE_TOPIC_PREFIX)
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l >= 1)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Retries with delay and dead letters. See the module doc for the design.
+#[derive(Debug)]
+pub struct RetryService {
+    shared: Arc<Shared>,
+    scheduler: Mutex<Option<JoinHandle<Result<(), RetryError>>>>,
+}
+
+/// What the API and the scheduler thread share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<MessageStore>,
+    pub(crate) config: RetryConfig,
+    group_max: RwLock<HashMap<String, u32>>,
+    /// Serialises on-demand topic creation so two send-backs do not both create.
+    create_lock: Mutex<()>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+/// Wakes the scheduler: on new schedule-topic messages, and to stop.
+#[derive(Debug, Default)]
+pub(crate) struct Waker {
+    state: Mutex<WakeState>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WakeState {
+    pub(crate) stop: bool,
+    /// Bumped on every wake-up; the scheduler compares it with the value it saw.
+    pub(crate) seq: u64,
+}
+
+impl Waker {
+    fn lock(&self) -> MutexGuard<'_, WakeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn poke(&self) {
+        self.lock().seq += 1;
+        self.cond.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.cond.notify_all();
+    }
+
+    pub(crate) fn snapshot(&self) -> WakeState {
+        *self.lock()
+    }
+
+    /// Sleeps until poked after `seen`, stopped, or the wall clock reaches `deadline_ms`.
+    pub(crate) fn wait(&self, seen: u64, deadline_ms: Option<u64>) {
+        let mut state = self.lock();
+        while !state.stop && state.seq == seen {
+            match deadline_ms {
+                None => {
+                    state = self
+                        .cond
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                Some(d) => {
+                    let now = now_ms();
+                    if now >= d {
+                        return;
+                    }
+                    state = self
+                        .cond
+                        .wait_timeout(state, Duration::from_millis(d - now))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+impl RetryService {
+    /// Loads the schedule progress from `<data>/config/schedule_offsets` and starts the
+    /// scheduler thread. Hold the service in an `Arc`; close it (and drop it) before
+    /// closing the store, which it keeps a reference to.
+    ///
+    /// # Errors
+    /// An invalid config, a corrupt progress file, failing to start the thread.
+    pub fn start(store: Arc<MessageStore>, config: RetryConfig) -> Result<Self, RetryError> {
+        config.validate()?;
+        let config_dir = store.config().config_dir();
+        let progress = ScheduleProgress::load(&config_dir)?;
+        let levels = scheduled_levels(&store, &config, &progress);
+        let waker = Arc::new(Waker::default());
+        let weak = Arc::downgrade(&waker);
+        store.on_dispatch(Arc::new(move |topic: &str, _queue, _max| {
+            if topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
+                if let Some(w) = weak.upgrade() {
+                    w.poke();
+                }
+            }
+        }));
+        let shared = Arc::new(Shared {
+            group_max: RwLock::new(HashMap::new()),
+            store,
+            config,
+            create_lock: Mutex::new(()),
+            waker,
+        });
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("ferromq-retry-scheduler".into())
+            .spawn(move || scheduler::run(&worker, progress, &levels))
+            .map_err(|source| RetryError::Io {
+                op: "start scheduler thread for",
+                path: config_dir,
+                source,
+            })?;
+        Ok(Self {
+            shared,
+            scheduler: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Sends a nacked message back: a copy goes to the group's retry topic after the delay
+    /// of its next attempt, or to its dead-letter topic past the last attempt. Blocking
+    /// (store reads and writes); call it from a blocking thread.
+    ///
+    /// # Errors
+    /// A bad group name or message id, a message that does not exist or cannot be retried
+    /// (bad request); store failures.
+    pub fn send_back(&self, req: &SendBackRequest) -> Result<SendBackResponse, RetryError> {
+        if self.shared.waker.snapshot().stop {
+            return Err(RetryError::Closed);
+        }
+        validate_user_name(&req.group).map_err(|source| RetryError::InvalidGroup {
+            group: req.group.clone(),
+            source,
+        })?;
+        let id: MessageId = req
+            .msg_id
+            .parse()
+            .map_err(|source| RetryError::BadMessageId {
+                id: req.msg_id.clone(),
+                source: Box::new(source),
+            })?;
+        let store = &self.shared.store;
+        let record = store.get_by_id(id).map_err(|source| match source {
+            StoreError::MessageNotFound(_) | StoreError::CommitLog(_) => {
+                RetryError::MessageNotFound {
+                    id: id.to_string(),
+                    source: Box::new(source),
+                }
+            }
+            source => RetryError::Store {
+                op: "reading message",
+                target: id.to_string(),
+                source: Box::new(source),
+            },
+        })?;
+        let view = record.view();
+        let topic = view.topic();
+        let not_retryable = |reason| RetryError::NotRetryable {
+            id: id.to_string(),
+            topic: topic.to_string(),
+            reason,
+        };
+        if topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
+            return Err(not_retryable("it is waiting in a schedule topic"));
+        }
+        if topic.starts_with(DLQ_PREFIX) {
+            return Err(not_retryable("it is dead-lettered; resend it instead"));
+        }
+        let copy = copy_properties(
+            view.properties(),
+            &Origin {
+                topic,
+                msg_id: id.to_string(),
+                queue_id: view.queue_id(),
+                queue_offset: view.queue_offset(),
+            },
+        )
+        .map_err(|source| RetryError::BadProperties {
+            id: id.to_string(),
+            source,
+        })?;
+        let reconsume_times = view.reconsume_times().saturating_add(1);
+        let max = req
+            .max_reconsume_times
+            .or_else(|| self.group_max_reconsume_times(&req.group))
+            .unwrap_or(self.shared.config.max_reconsume_times);
+        let mut msg = PutMessage {
+            properties: &[],
+            body: view.body(),
+            born_timestamp_ms: view.born_timestamp_ms(),
+            reconsume_times,
+        };
+
+        if reconsume_times > max {
+            let dlq = dlq_topic(&req.group);
+            let props = copy.build();
+            msg.properties = &props;
+            self.shared.put(&dlq, 0, &[msg], "dead-lettering into")?;
+            return Ok(SendBackResponse {
+                dead_lettered: true,
+                reconsume_times,
+                due_at_ms: 0,
+            });
+        }
+        let level = self.shared.config.level_of_attempt(reconsume_times);
+        let due_at_ms = now_ms().saturating_add(self.shared.config.delay_of_level_ms(level));
+        let retry = retry_topic(&req.group);
+        // Created now so members are assigned its queue before the first retry is due.
+        self.shared.ensure_topic(&retry)?;
+        let props = park(copy, &retry, 0, due_at_ms, level);
+        msg.properties = &props;
+        self.shared
+            .put(&schedule_topic(level), 0, &[msg], "scheduling a retry in")?;
+        Ok(SendBackResponse {
+            dead_lettered: false,
+            reconsume_times,
+            due_at_ms,
+        })
+    }
+
+    /// Creates the group's retry topic (one queue) unless it exists. The server calls this
+    /// on heartbeat, as RocketMQ does, so members are assigned the retry queue at once.
+    ///
+    /// # Errors
+    /// A bad group name; store failures.
+    pub fn ensure_retry_topic(&self, group: &str) -> Result<(), RetryError> {
+        validate_user_name(group).map_err(|source| RetryError::InvalidGroup {
+            group: group.to_string(),
+            source,
+        })?;
+        self.shared.ensure_topic(&retry_topic(group))
+    }
+
+    /// Sets (or with `None` clears) a group's own max reconsume times.
+    pub fn set_group_max_reconsume_times(&self, group: &str, max: Option<u32>) {
+        let mut map = self
+            .shared
+            .group_max
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match max {
+            Some(m) => map.insert(group.to_string(), m),
+            None => map.remove(group),
+        };
+    }
+
+    /// The max reconsume times set for a group, if any.
+    pub fn group_max_reconsume_times(&self, group: &str) -> Option<u32> {
+        self.shared
+            .group_max
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .copied()
+    }
+
+    /// The delay table in use.
+    pub fn config(&self) -> &RetryConfig {
+        &self.shared.config
+    }
+
+    /// Stops the scheduler and saves its progress; a failed save is logged (its only
+    /// consequence: the next start delivers some retries again). Later send-backs fail
+    /// with `Closed`; closing twice is harmless.
+    pub fn close(&self) {
+        if let Err(e) = self.try_close() {
+            tracing::warn!(error = %e, "retry scheduler progress not saved at close");
+        }
+    }
+
+    /// [`RetryService::close`], returning the error of the final progress save.
+    ///
+    /// # Errors
+    /// Saving the progress failed (the next start delivers some retries again).
+    pub fn try_close(&self) -> Result<(), RetryError> {
+        self.shared.waker.stop();
+        let handle = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match handle.map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            // A panicked scheduler saved nothing; its undelivered messages are
+            // delivered after the next start, so nothing is lost.
+            Some(Err(_panic)) => {
+                tracing::error!("retry scheduler thread panicked");
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RetryService {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    /// Creates an internal topic with one queue unless it exists.
+    pub(crate) fn ensure_topic(&self, topic: &str) -> Result<(), RetryError> {
+        if self.store.topic(topic).is_some() {
+            return Ok(());
+        }
+        let _one = self
+            .create_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.store.topic(topic).is_some() {
+            return Ok(());
+        }
+        self.store
+            .create_topic_scoped(TopicScope::Internal, TopicConfig::new(topic, 1))
+            .map(drop)
+            .map_err(|source| RetryError::Store {
+                op: "creating topic",
+                target: topic.to_string(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Writes messages to an internal topic, creating it on demand.
+    pub(crate) fn put(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        msgs: &[PutMessage<'_>],
+        op: &'static str,
+    ) -> Result<(), RetryError> {
+        self.ensure_topic(topic)?;
+        self.store
+            .put_batch_scoped(TopicScope::Internal, topic, queue_id, msgs)
+            .map(drop)
+            .map_err(|source| RetryError::Store {
+                op,
+                target: topic.to_string(),
+                source: Box::new(source),
+            })
+    }
+}
+
+/// Levels the scheduler serves: the table's, plus any left in the store or the progress
+/// file by an earlier, longer table, so no parked message is stranded.
+fn scheduled_levels(
+    store: &MessageStore,
+    config: &RetryConfig,
+    progress: &ScheduleProgress,
+) -> Vec<u32> {
+    let table = u32::try_from(config.delay_levels_ms.len()).unwrap_or(u32::MAX);
+    let mut levels: BTreeSet<u32> = (1..=table).collect();
+    levels.extend(store.topics().iter().filter_map(|t| level_of(&t.name)));
+    levels.extend(progress.topics().filter_map(level_of));
+    levels.into_iter().collect()
+}
