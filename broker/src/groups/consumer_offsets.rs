@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ack::{self, Normalized};
 use super::error::OffsetsError;
-use super::persist::atomic_write;
+use crate::store::fsutil::atomic_write;
 
 /// Version of the offsets file this code writes and reads.
 pub const OFFSETS_FORMAT_VERSION: u32 = 1;
@@ -260,10 +260,9 @@ impl ConsumerOffsets {
             }
             (encode(&state)?, state.changes)
         };
-        atomic_write(&self.path, &bytes).map_err(|(op, source)| OffsetsError::Io {
-            op,
+        atomic_write(&self.path, &bytes).map_err(|source| OffsetsError::Save {
             path: self.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         self.persisted_changes.store(changes, Ordering::Release);
         Ok(())

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::store::StoreError;
+
 /// Why consumer offsets could not be loaded, changed or saved.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -47,6 +49,13 @@ pub enum OffsetsError {
         queue_id: u32,
         start: u64,
         end: u64,
+    },
+    /// The atomic write of the offsets file failed; the previous file is intact.
+    #[error("consumer offsets: saving {}: {source}", path.display())]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: Box<StoreError>,
     },
     #[error("consumer offsets could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),

@@ -11,7 +11,6 @@ mod assignment;
 mod consumer_offsets;
 mod coordinator;
 mod error;
-pub(crate) mod persist;
 
 pub use assignment::{AssignmentStrategy, ContiguousEvenSplit};
 pub use consumer_offsets::{ConsumerOffsets, OFFSETS_FORMAT_VERSION};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::RetryError;
-use crate::groups::persist::atomic_write;
+use crate::store::fsutil::atomic_write;
 
 const VERSION: u32 = 1;
 
@@ -109,10 +109,10 @@ impl ScheduleProgress {
             path: self.path.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
-        atomic_write(&self.path, &bytes).map_err(|(op, source)| RetryError::Io {
-            op,
-            path: self.path.clone(),
-            source,
+        atomic_write(&self.path, &bytes).map_err(|source| RetryError::Store {
+            op: "saving",
+            target: self.path.display().to_string(),
+            source: Box::new(source),
         })?;
         self.dirty = false;
         Ok(())
