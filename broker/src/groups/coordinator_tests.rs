@@ -236,3 +236,105 @@ fn a_faulty_strategy_never_gives_a_queue_to_two_members() {
     assert!(audit["b"].is_empty());
     assert_eq!(c.strategy_name(), "greedy");
 }
+
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Member, subscribes to "audit" too, time step.
+        Heartbeat(usize, bool, u64),
+        Leave(usize),
+        Expire(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..5, any::<bool>(), 0u64..700).prop_map(|(m, a, dt)| Op::Heartbeat(m, a, dt)),
+            1 => (0usize..5).prop_map(Op::Leave),
+            1 => (0u64..1_500).prop_map(Op::Expire),
+        ]
+    }
+
+    fn cases() -> u32 {
+        std::env::var("FERRO_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// Against a model of who is alive: after every step each queue of each topic
+        /// belongs to exactly one live subscriber, loads differ by at most one, and the
+        /// generation moves whenever an assignment does.
+        #[test]
+        fn assignment_always_covers_every_queue_once(ops in proptest::collection::vec(op(), 1..60)) {
+            let c = coordinator();
+            let mut now = 0u64;
+            // member -> (last heartbeat, subscribes audit)
+            let mut alive: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+            let mut last_members = c.members("g");
+            let mut last_gen = 0u64;
+            for op in ops {
+                match op {
+                    Op::Heartbeat(m, audit, dt) => {
+                        now += dt;
+                        alive.retain(|_, (seen, _)| now - *seen <= TIMEOUT);
+                        let topics: &[&str] = if audit { &["orders", "audit"] } else { &["orders"] };
+                        c.heartbeat(&req("g", &format!("m{m}"), topics), &eight_queues, now);
+                        alive.insert(format!("m{m}"), (now, audit));
+                    }
+                    Op::Leave(m) => {
+                        prop_assert_eq!(c.leave("g", &format!("m{m}")), alive.remove(&format!("m{m}")).is_some());
+                    }
+                    Op::Expire(dt) => {
+                        now += dt;
+                        c.expire(now);
+                        alive.retain(|_, (seen, _)| now - *seen <= TIMEOUT);
+                    }
+                }
+                let members = c.members("g");
+                let ids: BTreeSet<String> = members.iter().map(|m| m.client_id.clone()).collect();
+                prop_assert_eq!(&ids, &alive.keys().cloned().collect::<BTreeSet<_>>());
+                for (topic, count) in [("orders", 8u32), ("audit", 2), ("%RETRY%g", 1)] {
+                    let subscribers: BTreeSet<&String> = alive
+                        .iter()
+                        .filter(|(_, (_, audit))| topic != "audit" || *audit)
+                        .map(|(id, _)| id)
+                        .collect();
+                    let mut seen = BTreeSet::new();
+                    let mut loads = Vec::new();
+                    for m in &members {
+                        let q = m.assignment.iter().find(|a| a.topic == topic).map(|a| a.queue_ids.clone()).unwrap_or_default();
+                        if !subscribers.contains(&m.client_id) {
+                            prop_assert!(q.is_empty(), "{} owns {} without subscribing", m.client_id, topic);
+                            continue;
+                        }
+                        loads.push(q.len());
+                        for x in q {
+                            prop_assert!(seen.insert(x), "queue {}/{} owned twice", topic, x);
+                        }
+                    }
+                    if !subscribers.is_empty() {
+                        prop_assert_eq!(seen, (0..count).collect::<BTreeSet<_>>());
+                        let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+                        prop_assert!(hi - lo <= 1);
+                    }
+                }
+                let gen = c.generation("g").unwrap_or(last_gen);
+                prop_assert!(gen >= last_gen);
+                if members != last_members && !members.is_empty() {
+                    prop_assert!(gen > last_gen, "assignment changed without a new generation");
+                }
+                last_members = members;
+                last_gen = gen;
+            }
+        }
+    }
+}
