@@ -64,8 +64,6 @@ pub enum RetryError {
     },
     #[error("schedule progress file {} is corrupt: {reason}", path.display())]
     CorruptProgress { path: PathBuf, reason: String },
-    #[error("the retry service is shut down")]
-    Closed,
 }
 
 impl RetryError {

@@ -112,8 +112,8 @@ impl Waker {
 
 impl RetryService {
     /// Loads the schedule progress from `<data>/config/schedule_offsets` and starts the
-    /// scheduler thread. Hold the service in an `Arc`; close it (and drop it) before
-    /// closing the store, which it keeps a reference to.
+    /// scheduler thread. The service keeps a reference to the store: close the service
+    /// (or drop it) before closing the store.
     ///
     /// # Errors
     /// An invalid config, a corrupt progress file, failing to start the thread.
@@ -161,9 +161,6 @@ impl RetryService {
     /// A bad group name or message id, a message that does not exist or cannot be retried
     /// (bad request); store failures.
     pub fn send_back(&self, req: &SendBackRequest) -> Result<SendBackResponse, RetryError> {
-        if self.shared.waker.snapshot().stop {
-            return Err(RetryError::Closed);
-        }
         validate_user_name(&req.group).map_err(|source| RetryError::InvalidGroup {
             group: req.group.clone(),
             source,
@@ -295,10 +292,10 @@ impl RetryService {
         &self.shared.config
     }
 
-    /// Stops the scheduler and saves its progress; a failed save is logged (its only
-    /// consequence: the next start delivers some retries again). Later send-backs fail
-    /// with `Closed`; closing twice is harmless.
-    pub fn close(&self) {
+    /// Stops the scheduler, saves its progress and lets go of the store, so the caller
+    /// can close the store next. A failed save is logged; its only consequence is that
+    /// the next start delivers some retries again.
+    pub fn close(self) {
         if let Err(e) = self.try_close() {
             tracing::warn!(error = %e, "retry scheduler progress not saved at close");
         }
@@ -308,7 +305,12 @@ impl RetryService {
     ///
     /// # Errors
     /// Saving the progress failed (the next start delivers some retries again).
-    pub fn try_close(&self) -> Result<(), RetryError> {
+    pub fn try_close(self) -> Result<(), RetryError> {
+        self.stop_scheduler()
+    }
+
+    /// Stops and joins the scheduler thread.
+    fn stop_scheduler(&self) -> Result<(), RetryError> {
         self.shared.waker.stop();
         let handle = self
             .scheduler
@@ -330,7 +332,9 @@ impl RetryService {
 
 impl Drop for RetryService {
     fn drop(&mut self) {
-        self.close();
+        if let Err(e) = self.stop_scheduler() {
+            tracing::warn!(error = %e, "retry scheduler progress not saved at drop");
+        }
     }
 }
 

@@ -37,7 +37,6 @@ pub fn start(store: &Arc<MessageStore>, max_reconsume_times: u32) -> RetryServic
 /// Closes the service, then the store (which needs the service's reference back).
 pub fn shut_down(service: RetryService, store: Arc<MessageStore>) {
     service.try_close().unwrap();
-    drop(service);
     Arc::try_unwrap(store).unwrap().close().unwrap();
 }
 
