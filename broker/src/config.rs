@@ -1,0 +1,363 @@
+//! Broker configuration: one serde struct read from an optional TOML file, overridden by
+//! command-line flags, and validated once before anything is opened.
+//!
+//! Sizes accept plain bytes or a `K`, `M` or `G` suffix (powers of 1024), in flags and in
+//! the file (`segment_size = "256M"` or `segment_size = 268435456`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The broker's retry schedule when none is configured: 1s 5s 10s 30s 1m 2m 3m ... 2h.
+pub const DEFAULT_RETRY_DELAYS_MS: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// The longest a pull may be held at the head of a queue, whatever the client asks.
+pub const MAX_LONG_POLL_MS: u64 = 30_000;
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for the broker: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// When an acknowledged message is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Acknowledge once in the page cache; flushed every `flush_interval_ms`.
+    #[default]
+    Async,
+    /// Acknowledge only once durable (concurrent producers share one fsync).
+    Sync,
+}
+
+impl FromStr for FlushMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "async" => Ok(Self::Async),
+            "sync" => Ok(Self::Sync),
+            other => Err(format!("unknown flush mode {other:?} (use sync or async)")),
+        }
+    }
+}
+
+/// A size in bytes, written as plain bytes or with a K/M/G suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "SizeRepr", into = "u64")]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(v: ByteSize) -> u64 {
+        v.0
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Int(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for ByteSize {
+    type Error = String;
+
+    fn try_from(r: SizeRepr) -> Result<Self, String> {
+        match r {
+            SizeRepr::Int(v) => Ok(Self(v)),
+            SizeRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        let digits = lower
+            .trim_end_matches("ib")
+            .trim_end_matches('b')
+            .trim_end();
+        let (num, shift) = match digits.chars().last() {
+            Some('k') => (&digits[..digits.len() - 1], 10),
+            Some('m') => (&digits[..digits.len() - 1], 20),
+            Some('g') => (&digits[..digits.len() - 1], 30),
+            Some('t') => (&digits[..digits.len() - 1], 40),
+            _ => (digits, 0),
+        };
+        let n: u64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (use e.g. 4096, 64K, 256M, 1G)"))?;
+        n.checked_mul(1u64 << shift)
+            .map(Self)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
+            if v != 0 && v.trailing_zeros() >= shift {
+                return write!(f, "{}{suffix}", v >> shift);
+            }
+        }
+        write!(f, "{v}")
+    }
+}
+
+/// The broker's settings. Every field has a default; a TOML file may set any subset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:10911`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Folder holding the commit log, consume queues, offsets and topics. Default `./data`.
+    pub data_dir: PathBuf,
+    /// When a message is acknowledged. Default `async`.
+    pub flush: FlushMode,
+    /// With `flush = async`, the longest a message stays unflushed. Default 500 ms.
+    pub flush_interval_ms: u64,
+    /// Size of one commit-log segment file. Default 1G; at least 4K.
+    pub segment_size: ByteSize,
+    /// Delete commit-log segments older than this many hours. Default 72; 0 keeps forever.
+    pub retention_hours: u64,
+    /// Delete the oldest segments while the log is larger than this. Default unset (no cap).
+    pub retention_bytes: Option<ByteSize>,
+    /// Largest message body accepted. Default 4M.
+    pub max_message_size: ByteSize,
+    /// Most messages in one send. Default 4096.
+    pub max_batch_messages: u32,
+    /// Largest request frame accepted. Default 64M; must exceed `max_message_size`.
+    pub max_frame_size: ByteSize,
+    /// Create a topic on its first send. Default true.
+    pub auto_create_topics: bool,
+    /// Queues of an auto-created topic. Default 4.
+    pub default_queues: u32,
+    /// Connections served at once; more are refused with `Busy`. Default 1024.
+    pub max_connections: u32,
+    /// Requests in flight on one connection; more are answered `Busy`. Default 256.
+    pub max_inflight_per_connection: u32,
+    /// A consumer silent for longer than this leaves its group. Default 30000 ms.
+    pub session_timeout_ms: u64,
+    /// Delay before each retry of a nacked message. Default 1s 5s 10s 30s 1m 2m ... 2h.
+    pub retry_delays_ms: Vec<u64>,
+    /// Attempts before a message goes to the dead-letter queue. Default 16.
+    pub max_reconsume_times: u32,
+    /// How often changed consumer offsets are written to disk. Default 1000 ms.
+    pub offsets_persist_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            data_dir: PathBuf::from("./data"),
+            flush: FlushMode::Async,
+            flush_interval_ms: 500,
+            segment_size: ByteSize(1 << 30),
+            retention_hours: 72,
+            retention_bytes: None,
+            max_message_size: ByteSize(4 << 20),
+            max_batch_messages: 4096,
+            max_frame_size: ByteSize(64 << 20),
+            auto_create_topics: true,
+            default_queues: 4,
+            max_connections: 1024,
+            max_inflight_per_connection: 256,
+            session_timeout_ms: 30_000,
+            retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
+            max_reconsume_times: 16,
+            offsets_persist_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults with the data under `data_dir` and an ephemeral port on 127.0.0.1: what
+    /// tests start an in-process broker with.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// `Read` or `Parse` naming the file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks every field against its range.
+    ///
+    /// # Errors
+    /// `Invalid` naming the first bad field and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "is empty".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return bad("flush_interval_ms", "must be at least 1".into());
+        }
+        if self.segment_size.get() < 4096 {
+            return bad("segment_size", format!("{} is below 4K", self.segment_size));
+        }
+        if self.max_message_size.get() == 0 || self.max_message_size.get() > u64::from(u32::MAX) {
+            return bad("max_message_size", "must be between 1 and 4G".into());
+        }
+        // A message plus its record header and properties must fit one segment.
+        if self.max_message_size.get() + 64 * 1024 > self.segment_size.get() {
+            return bad(
+                "max_message_size",
+                format!(
+                    "{} does not fit a segment of {} with room for its header",
+                    self.max_message_size, self.segment_size
+                ),
+            );
+        }
+        if self.max_frame_size.get() > u64::from(u32::MAX)
+            || self.max_frame_size.get() <= self.max_message_size.get() + 1024
+        {
+            return bad(
+                "max_frame_size",
+                format!(
+                    "{} must exceed max_message_size ({}) and fit 4G",
+                    self.max_frame_size, self.max_message_size
+                ),
+            );
+        }
+        if self.max_batch_messages == 0 {
+            return bad("max_batch_messages", "must be at least 1".into());
+        }
+        if self.default_queues == 0 || self.default_queues > 1024 {
+            return bad("default_queues", "must be between 1 and 1024".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1".into());
+        }
+        if self.max_inflight_per_connection == 0 {
+            return bad("max_inflight_per_connection", "must be at least 1".into());
+        }
+        if self.session_timeout_ms < 100 {
+            return bad("session_timeout_ms", "must be at least 100".into());
+        }
+        if self.retry_delays_ms.is_empty() {
+            return bad("retry_delays_ms", "needs at least one delay".into());
+        }
+        if self.offsets_persist_interval_ms == 0 {
+            return bad("offsets_persist_interval_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The largest frame as the protocol's `u32`; `validate` ensures it fits.
+    pub(crate) fn max_frame_bytes(&self) -> u32 {
+        u32::try_from(self.max_frame_size.get()).unwrap_or(u32::MAX)
+    }
+
+    /// The largest body as the protocol's `u32`; `validate` ensures it fits.
+    pub(crate) fn max_message_bytes(&self) -> u32 {
+        u32::try_from(self.max_message_size.get()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_and_without_suffixes() {
+        assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize(4096));
+        assert_eq!("64K".parse::<ByteSize>().unwrap(), ByteSize(64 << 10));
+        assert_eq!("256m".parse::<ByteSize>().unwrap(), ByteSize(256 << 20));
+        assert_eq!("1G".parse::<ByteSize>().unwrap(), ByteSize(1 << 30));
+        assert_eq!("2GiB".parse::<ByteSize>().unwrap(), ByteSize(2 << 30));
+        assert_eq!("16 MB".parse::<ByteSize>().unwrap(), ByteSize(16 << 20));
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert!("".parse::<ByteSize>().is_err());
+        assert!("99999999999999T".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(1 << 30).to_string(), "1G");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_toml_overrides_a_subset() {
+        Config::default().validate().unwrap();
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nflush = \"sync\"\nsegment_size = \"64M\"\nmax_message_size = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.flush, FlushMode::Sync);
+        assert_eq!(c.segment_size, ByteSize(64 << 20));
+        assert_eq!(c.max_message_size, ByteSize(1024));
+        assert_eq!(c.default_queues, 4);
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("no_such_field = 1").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let c = Config {
+            segment_size: ByteSize(100),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "segment_size",
+                ..
+            })
+        ));
+        let c = Config {
+            max_frame_size: ByteSize(1024),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! The `broker` binary: reads the config (file, then flags), starts the broker, and runs
+//! it until SIGINT or SIGTERM, then shuts it down cleanly and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use broker::config::{ByteSize, Config, FlushMode};
+use broker::{Broker, BrokerError};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// FerroMQ message broker.
+///
+/// Settings come from the defaults, then the TOML file given with --config (any subset
+/// of the fields of the same names, with `_` for `-`), then these flags. Sizes accept
+/// plain bytes or a K, M or G suffix. Logging follows RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(name = "broker", version)]
+struct Cli {
+    /// TOML config file; flags override what it sets.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:10911].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// When a send is acknowledged: `async` (in the page cache) or `sync` (on disk)
+    /// [default: async].
+    #[arg(long, value_name = "MODE")]
+    flush: Option<FlushMode>,
+    /// With async flush, the longest data stays unflushed, in ms [default: 500].
+    #[arg(long, value_name = "MS")]
+    flush_interval_ms: Option<u64>,
+    /// Commit-log segment size, at least 4K [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    segment_size: Option<ByteSize>,
+    /// Delete commit-log segments older than this; 0 keeps them forever [default: 72].
+    #[arg(long, value_name = "HOURS")]
+    retention_hours: Option<u64>,
+    /// Delete the oldest segments while the log is larger than this [default: no cap].
+    #[arg(long, value_name = "SIZE")]
+    retention_bytes: Option<ByteSize>,
+    /// Largest message body accepted [default: 4M].
+    #[arg(long, value_name = "SIZE")]
+    max_message_size: Option<ByteSize>,
+    /// Most messages in one send [default: 4096].
+    #[arg(long, value_name = "N")]
+    max_batch_messages: Option<u32>,
+    /// Largest request frame accepted [default: 64M].
+    #[arg(long, value_name = "SIZE")]
+    max_frame_size: Option<ByteSize>,
+    /// Create topics on their first send [default: true].
+    #[arg(long, value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+    /// Queues of an auto-created topic [default: 4].
+    #[arg(long, value_name = "N")]
+    default_queues: Option<u32>,
+    /// Connections served at once; more are refused [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u32>,
+    /// Requests in flight per connection; more are answered Busy [default: 256].
+    #[arg(long, value_name = "N")]
+    max_inflight_per_connection: Option<u32>,
+    /// A consumer silent this long leaves its group, in ms [default: 30000].
+    #[arg(long, value_name = "MS")]
+    session_timeout_ms: Option<u64>,
+    /// Retry delays of nacked messages, comma-separated ms
+    /// [default: 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h].
+    #[arg(long, value_name = "MS,MS,...", value_delimiter = ',')]
+    retry_delays_ms: Option<Vec<u64>>,
+    /// Attempts before a message goes to the dead-letter queue [default: 16].
+    #[arg(long, value_name = "N")]
+    max_reconsume_times: Option<u32>,
+    /// How often changed consumer offsets are written, in ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    offsets_persist_interval_ms: Option<u64>,
+}
+
+impl Cli {
+    /// Applies the flags that were given over `c`.
+    fn apply(self, mut c: Config) -> Config {
+        macro_rules! set {
+            ($($field:ident),+) => { $(if let Some(v) = self.$field { c.$field = v; })+ };
+        }
+        set!(
+            listen,
+            data_dir,
+            flush,
+            flush_interval_ms,
+            segment_size,
+            retention_hours,
+            max_message_size,
+            max_batch_messages,
+            max_frame_size,
+            auto_create_topics,
+            default_queues,
+            max_connections,
+            max_inflight_per_connection,
+            session_timeout_ms,
+            retry_delays_ms,
+            max_reconsume_times,
+            offsets_persist_interval_ms
+        );
+        if self.retention_bytes.is_some() {
+            c.retention_bytes = self.retention_bytes;
+        }
+        c
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match &cli.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        },
+        None => Config::default(),
+    };
+    let config = cli.apply(config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(config: Config) -> Result<(), BrokerError> {
+    let data_dir = config.data_dir.clone();
+    let broker = Broker::start(config).await?;
+    eprintln!(
+        "FerroMQ broker listening on {}, data in {}",
+        broker.local_addr(),
+        data_dir.display()
+    );
+    wait_for_signal(&broker).await;
+    broker.shutdown().await
+}
+
+/// Returns on SIGINT, SIGTERM, or a shutdown the broker started itself.
+async fn wait_for_signal(broker: &broker::RunningBroker) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the broker");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            () = broker.stopping() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            () = broker.stopping() => {}
+        }
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("broker: {e}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,255 @@
+//! A broker's life: open the store and services, listen, serve, and shut down in order
+//! (stop accepting, answer what is in flight, write offsets, close the store).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{background, listener, Services};
+use crate::config::{ByteSize, Config, ConfigError, FlushMode};
+use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
+use crate::long_polling::LongPolling;
+use crate::retry::{RetryConfig, RetryError, RetryService};
+use crate::stats::Stats;
+use crate::store::{MessageStore, StoreConfig, StoreError};
+
+/// Why a broker could not start or did not stop cleanly.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the message store in {dir}: {source}")]
+    Store {
+        dir: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot open consumer offsets: {0}")]
+    Offsets(#[from] OffsetsError),
+    #[error("cannot start the retry service: {0}")]
+    Retry(#[from] RetryError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shutdown: {0}")]
+    Shutdown(String),
+}
+
+/// Starts brokers.
+pub struct Broker;
+
+impl Broker {
+    /// Validates `config`, opens the store and services under its data dir, binds the
+    /// listen address, and starts serving.
+    ///
+    /// # Errors
+    /// A bad config, a store that does not open (for example locked by another broker),
+    /// or an address that cannot be bound.
+    pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
+        config.validate()?;
+        // Bound first: a taken port fails fast, before any recovery work.
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| BrokerError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BrokerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let store_config = store_config(&config);
+        let dir = config.data_dir.clone();
+        let store = blocking(move || MessageStore::open(store_config))
+            .await
+            .map_err(BrokerError::Shutdown)?
+            .map_err(|source| BrokerError::Store { dir, source })?;
+        let store = Arc::new(store);
+        let long_polling = Arc::new(LongPolling::new());
+        let lp = Arc::clone(&long_polling);
+        store.on_dispatch(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
+            lp.notify(topic, queue_id);
+        }));
+        let (offsets, retry) = match open_services(&config, &store).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                if let Err(close) = close_store(store).await {
+                    tracing::warn!(error = %close, "store not closed cleanly after a failed start");
+                }
+                return Err(e);
+            }
+        };
+        let services = Arc::new(Services {
+            groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
+            config,
+            store,
+            offsets,
+            retry,
+            long_polling,
+            stats: Stats::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        services
+            .tracker
+            .spawn(listener::run(Arc::clone(&services), listener));
+        services
+            .tracker
+            .spawn(background::persist_offsets(Arc::clone(&services)));
+        services
+            .tracker
+            .spawn(background::expire_members(Arc::clone(&services)));
+        tracing::info!(
+            listen = %local_addr,
+            data_dir = %services.config.data_dir.display(),
+            flush = ?services.config.flush,
+            "broker started"
+        );
+        Ok(RunningBroker {
+            local_addr,
+            services: Some(services),
+        })
+    }
+}
+
+/// A broker serving in the background of the current tokio runtime.
+pub struct RunningBroker {
+    local_addr: SocketAddr,
+    // Taken by `shutdown`; `None` only while shutting down.
+    services: Option<Arc<Services>>,
+}
+
+impl RunningBroker {
+    /// The address the broker listens on (the real port when the config asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Resolves once shutdown has started, whoever started it.
+    pub async fn stopping(&self) {
+        if let Some(s) = &self.services {
+            s.shutdown.cancelled().await;
+        }
+    }
+
+    /// Stops accepting, lets connections answer the requests in flight (held pulls answer
+    /// at once), writes consumer offsets, then closes the retry service and the store.
+    ///
+    /// # Errors
+    /// `Shutdown` when offsets could not be written or the store did not close cleanly;
+    /// everything else is still stopped.
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        let Some(services) = self.services.take() else {
+            return Ok(());
+        };
+        tracing::info!("shutting down");
+        services.shutdown.cancel();
+        services.tracker.close();
+        services.tracker.wait().await;
+        let mut problems = Vec::new();
+        if let Err(e) = background::persist_now(&services).await {
+            problems.push(format!("writing consumer offsets: {e}"));
+        }
+        let Ok(Services { retry, store, .. }) = Arc::try_unwrap(services) else {
+            return Err(BrokerError::Shutdown(
+                "services still in use after every task ended".into(),
+            ));
+        };
+        retry.close();
+        if let Err(e) = close_store(store).await {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            tracing::info!("broker stopped cleanly");
+            Ok(())
+        } else {
+            Err(BrokerError::Shutdown(problems.join("; ")))
+        }
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        // Dropped without `shutdown`: at least stop every task; the store closes when the
+        // last reference goes.
+        if let Some(s) = &self.services {
+            s.shutdown.cancel();
+        }
+    }
+}
+
+/// Opens consumer offsets and starts the retry service, off the runtime.
+async fn open_services(
+    config: &Config,
+    store: &Arc<MessageStore>,
+) -> Result<(ConsumerOffsets, RetryService), BrokerError> {
+    let data_dir = config.data_dir.clone();
+    let retry_config = RetryConfig {
+        delay_levels_ms: config.retry_delays_ms.clone(),
+        max_reconsume_times: config.max_reconsume_times,
+    };
+    let store = Arc::clone(store);
+    blocking(move || {
+        let offsets = ConsumerOffsets::open(&data_dir)?;
+        let retry = RetryService::start(store, retry_config)?;
+        Ok((offsets, retry))
+    })
+    .await
+    .map_err(BrokerError::Shutdown)?
+}
+
+/// Flushes and closes the store off the runtime.
+async fn close_store(store: Arc<MessageStore>) -> Result<(), String> {
+    blocking(move || match Arc::try_unwrap(store) {
+        Ok(store) => store.close().map_err(|e| format!("closing the store: {e}")),
+        Err(_) => Err("the store is still in use; it closes when released".into()),
+    })
+    .await?
+}
+
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
+fn store_config(config: &Config) -> StoreConfig {
+    let mut c = StoreConfig::new(config.data_dir.clone());
+    c.commitlog.segment_size_bytes = config.segment_size.get();
+    c.commitlog.flush = match config.flush {
+        FlushMode::Async => commitlog::FlushPolicy::Async {
+            interval_ms: config.flush_interval_ms,
+        },
+        FlushMode::Sync => commitlog::FlushPolicy::Sync,
+    };
+    c.commitlog.retention = commitlog::Retention {
+        max_age_ms: (config.retention_hours > 0).then(|| config.retention_hours * 3_600_000),
+        max_total_bytes: config.retention_bytes.map(ByteSize::get),
+    };
+    // Room for the record header and properties next to the largest body; `validate`
+    // keeps this below the segment size.
+    c.commitlog.max_record_bytes = config
+        .max_message_bytes()
+        .saturating_add(RECORD_OVERHEAD_BYTES)
+        .max(c.commitlog.max_record_bytes);
+    c.max_body_bytes = config.max_message_bytes() as usize;
+    c.auto_create_topics = config.auto_create_topics;
+    c.default_queue_count = config.default_queues;
+    c
+}
+
+/// What a record may hold beyond its body: header, topic name and properties.
+const RECORD_OVERHEAD_BYTES: u32 = 64 * 1024;

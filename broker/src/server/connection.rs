@@ -1,0 +1,223 @@
+//! One client connection: a cancel-safe read loop that cuts frames out of a buffer,
+//! a task per request (bounded per connection), and one writer task for the answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use protocol::{Frame, FrameDecoder, FrameKind, ProtocolError, RequestCode, Status};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::handler;
+use super::response::Response;
+use super::writer::{self, Outgoing};
+use super::Services;
+
+/// How long a connection may take to finish its in-flight requests after shutdown
+/// starts; a peer that stops reading must not hold the broker open.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Bytes the read buffer grows by when it has no room left.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a request task needs from its connection.
+pub(crate) struct Connection {
+    pub(crate) peer: SocketAddr,
+    /// Cancelled when the connection ends or the broker shuts down; held pulls watch it.
+    pub(crate) closed: CancellationToken,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+impl Connection {
+    /// Queues a response for the writer; dropped if the connection is already gone.
+    pub(crate) async fn respond(&self, request_id: u64, response: Response) {
+        let _ = self
+            .tx
+            .send(Outgoing {
+                request_id,
+                response,
+            })
+            .await;
+    }
+}
+
+/// Serves one accepted socket until the peer leaves, the protocol breaks, or shutdown.
+pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: SocketAddr) {
+    let _ = socket.set_nodelay(true);
+    let (reader, write_half) = socket.into_split();
+    let inflight = services.config.max_inflight_per_connection as usize;
+    let (tx, rx) = mpsc::channel(inflight);
+    let closed = services.shutdown.child_token();
+    // The writer holds only the token: it must end once the reader and every request
+    // task have dropped their senders (held inside `Connection`).
+    let conn = Arc::new(Connection {
+        peer,
+        closed: closed.clone(),
+        tx,
+    });
+    let writer = {
+        let closed = closed.clone();
+        let services = Arc::clone(&services);
+        async move {
+            if let Err(e) = writer::run(write_half, rx, &services.stats).await {
+                tracing::debug!(%peer, error = %e, "write failed; closing");
+            }
+            closed.cancel();
+        }
+    };
+    let reader = read_loop(Arc::clone(&services), conn, reader);
+    let both = async {
+        tokio::join!(reader, writer);
+    };
+    let grace = async {
+        services.shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = both => {}
+        () = grace => tracing::warn!(%peer, "connection did not drain in time; dropped"),
+    }
+    closed.cancel();
+}
+
+/// Reads and dispatches frames. Returning drops this loop's sender, so the writer ends
+/// once the requests still in flight have answered.
+async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: OwnedReadHalf) {
+    let decoder = FrameDecoder::new(services.config.max_frame_bytes());
+    let permits = Arc::new(Semaphore::new(
+        services.config.max_inflight_per_connection as usize,
+    ));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => dispatch(&services, &conn, &permits, frame).await,
+                Ok(None) => break,
+                Err(e) => {
+                    if !report_protocol_error(&conn, &buf, e).await {
+                        return;
+                    }
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            () = conn.closed.cancelled() => return,
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(peer = %conn.peer, pending = buf.len(), "peer closed mid-frame");
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "read failed");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Answers what can be answered about a broken frame. Returns whether the connection
+/// can go on: only after a frame of another protocol version, which was skipped whole.
+async fn report_protocol_error(conn: &Connection, buf: &BytesMut, e: ProtocolError) -> bool {
+    match e {
+        ProtocolError::UnsupportedVersion {
+            found,
+            supported,
+            request_id,
+        } => {
+            let msg = format!(
+                "protocol version {found} is not supported; this broker speaks version {supported}"
+            );
+            conn.respond(request_id, Response::error(Status::UnsupportedVersion, msg))
+                .await;
+            true
+        }
+        ProtocolError::FrameTooLarge { .. } if !starts_with_magic(buf) => {
+            tracing::warn!(peer = %conn.peer, "input is not FerroMQ frames; closing");
+            false
+        }
+        ProtocolError::FrameTooLarge { len, max } => {
+            tracing::warn!(peer = %conn.peer, len, max, "oversized frame; closing");
+            let msg = format!("frame of {len} bytes exceeds the limit of {max} bytes");
+            conn.respond(
+                peeked_request_id(buf),
+                Response::error(Status::FrameTooLarge, msg),
+            )
+            .await;
+            conn.closed.cancel();
+            false
+        }
+        other => {
+            // Garbage or a frame that contradicts itself: the stream is out of sync and
+            // nothing sensible can be addressed, so the connection just closes.
+            tracing::warn!(peer = %conn.peer, error = %other, "malformed input; closing");
+            false
+        }
+    }
+}
+
+/// Whether the bytes after the length prefix are FerroMQ's magic (or not there yet), so
+/// that an oversized length is worth answering rather than just garbage.
+fn starts_with_magic(buf: &BytesMut) -> bool {
+    const MAGIC_AT: usize = 4;
+    match buf.get(MAGIC_AT..MAGIC_AT + 2) {
+        Some(m) => u16::from_le_bytes([m[0], m[1]]) == protocol::frame::MAGIC,
+        None => true,
+    }
+}
+
+/// The request id of the frame at the start of `buf`, if enough of it has arrived.
+fn peeked_request_id(buf: &BytesMut) -> u64 {
+    const ID_AT: usize = 12;
+    buf.get(ID_AT..ID_AT + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Starts one request: a task of its own while a permit is free, `Busy` otherwise.
+async fn dispatch(
+    services: &Arc<Services>,
+    conn: &Arc<Connection>,
+    permits: &Arc<Semaphore>,
+    frame: Frame,
+) {
+    let request_id = frame.request_id;
+    if frame.kind != FrameKind::Request {
+        let msg = "the broker only accepts request frames";
+        conn.respond(request_id, Response::error(Status::BadRequest, msg))
+            .await;
+        return;
+    }
+    let Ok(code) = RequestCode::try_from(frame.code) else {
+        let msg = format!("unknown request code {}", frame.code);
+        conn.respond(request_id, Response::error(Status::UnknownCode, msg))
+            .await;
+        return;
+    };
+    let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+        let msg = format!(
+            "too many requests in flight on this connection (limit {})",
+            services.config.max_inflight_per_connection
+        );
+        conn.respond(request_id, Response::error(Status::Busy, msg))
+            .await;
+        return;
+    };
+    let services = Arc::clone(services);
+    let conn = Arc::clone(conn);
+    services.tracker.clone().spawn(async move {
+        let response = handler::handle(&services, &conn, code, frame).await;
+        conn.respond(request_id, response).await;
+        drop(permit);
+    });
+}

@@ -1,0 +1,176 @@
+//! One module per kind of request. Each handler decodes its header, does its work (store
+//! calls run on the blocking pool) and returns a response; errors become error responses
+//! with a status and a sentence.
+
+mod group;
+mod hello;
+mod lookup;
+mod offset;
+mod pull;
+mod send;
+mod stats;
+mod topic;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::{header, Frame, RequestCode, Status};
+use serde::de::DeserializeOwned;
+
+use super::connection::Connection;
+use super::response::{HandlerError, Response};
+use super::Services;
+use crate::retry::RetryError;
+use crate::store::StoreError;
+
+type HandlerResult = Result<Response, HandlerError>;
+
+/// Answers one request.
+pub(crate) async fn handle(
+    services: &Arc<Services>,
+    conn: &Connection,
+    code: RequestCode,
+    frame: Frame,
+) -> Response {
+    let result = match code {
+        RequestCode::Hello => hello::hello(services, &frame),
+        RequestCode::CreateTopic => topic::create(services, &frame).await,
+        RequestCode::UpdateTopic => topic::update(services, &frame).await,
+        RequestCode::DeleteTopic => topic::delete(services, &frame).await,
+        RequestCode::GetTopic => topic::get(services, &frame).await,
+        RequestCode::ListTopics => topic::list(services, &frame).await,
+        RequestCode::Send => send::send(services, frame).await,
+        RequestCode::Pull => pull::pull(services, conn, &frame).await,
+        RequestCode::CommitOffset => offset::commit(services, &frame).await,
+        RequestCode::QueryOffset => offset::query(services, &frame),
+        RequestCode::ResetOffset => offset::reset(services, &frame).await,
+        RequestCode::Heartbeat => group::heartbeat(services, &frame).await,
+        RequestCode::LeaveGroup => group::leave(services, &frame),
+        RequestCode::GroupInfo => group::info(services, &frame).await,
+        RequestCode::SendBack => lookup::send_back(services, &frame).await,
+        RequestCode::SearchOffset => lookup::search_offset(services, &frame).await,
+        RequestCode::GetMessage => lookup::get_message(services, &frame).await,
+        RequestCode::BrokerStats => stats::stats(services, &frame),
+        other => Err(HandlerError::new(
+            Status::UnknownCode,
+            format!("request code {other:?} is not served by this broker"),
+        )),
+    };
+    result.unwrap_or_else(Response::from)
+}
+
+/// Decodes a request header, naming the request type when it does not decode.
+fn decode<T: DeserializeOwned>(frame: &Frame) -> Result<T, HandlerError> {
+    header::decode(&frame.header).map_err(|e| {
+        let name = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("request");
+        HandlerError::bad_request(format!("malformed {name} header: {e}"))
+    })
+}
+
+/// Runs blocking store work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, HandlerError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, HandlerError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HandlerError::internal(format!("request task failed: {e}")))?
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        let status = store_status(&e);
+        let message = if status == Status::DiskFull {
+            format!("disk full: {e}")
+        } else {
+            e.to_string()
+        };
+        if matches!(status, Status::StorageError | Status::Internal) {
+            tracing::error!(error = %e, "store failure");
+        }
+        HandlerError::new(status, message)
+    }
+}
+
+impl From<RetryError> for HandlerError {
+    fn from(e: RetryError) -> Self {
+        let status = match &e {
+            RetryError::MessageNotFound { .. } => Status::NotFound,
+            RetryError::InvalidGroup { .. } => Status::InvalidName,
+            RetryError::Store { source, .. } => store_status(source),
+            other if other.is_bad_request() => Status::BadRequest,
+            _ => Status::StorageError,
+        };
+        let message = if status == Status::DiskFull {
+            format!("disk full: {e}")
+        } else {
+            e.to_string()
+        };
+        if matches!(status, Status::StorageError | Status::Internal) {
+            tracing::error!(error = %e, "send-back failure");
+        }
+        HandlerError::new(status, message)
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::InvalidTopicName { .. } => Status::InvalidName,
+        StoreError::TopicNotFound(_) => Status::TopicNotFound,
+        StoreError::QueueNotFound { .. }
+        | StoreError::BadProperties(_)
+        | StoreError::BadTagExpression { .. }
+        | StoreError::BadMessageId { .. } => Status::BadRequest,
+        StoreError::PermissionDenied { .. } => Status::Forbidden,
+        StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
+        StoreError::MessageNotFound(_) => Status::NotFound,
+        StoreError::Closed => Status::ShuttingDown,
+        StoreError::CommitLog(c) => commitlog_status(c),
+        StoreError::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
+        _ => Status::StorageError,
+    }
+}
+
+fn commitlog_status(e: &commitlog::Error) -> Status {
+    match e {
+        commitlog::Error::DiskFull { .. } => Status::DiskFull,
+        commitlog::Error::RecordTooLarge { .. } => Status::MessageTooLarge,
+        commitlog::Error::OffsetUnavailable { .. } => Status::NotFound,
+        _ => Status::StorageError,
+    }
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// Checks a consumer group name (user naming rules: groups are never broker-internal).
+fn check_group(group: &str) -> Result<(), HandlerError> {
+    protocol::names::validate_user_name(group).map_err(|e| {
+        HandlerError::new(
+            Status::InvalidName,
+            format!("invalid group name {group:?}: {e}"),
+        )
+    })
+}
+
+/// `(min, max)` offsets of a queue, max exclusive.
+fn queue_bounds(
+    services: &Services,
+    topic: &str,
+    queue_id: u32,
+) -> Result<(u64, u64), HandlerError> {
+    let (min, max) = services.store.queue_range(topic, queue_id)?;
+    Ok((min.get(), max.get()))
+}

@@ -1,0 +1,126 @@
+//! Pull with long polling. A pull at (or past) the head of its queue waits on the queue's notify
+//! (fired by the store's dispatcher) until a matching message arrives, the requested wait
+//! (capped at 30 s) runs out, the connection closes or the broker shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::messages::{PullRequest, PullResponse, PullStatus};
+use protocol::Frame;
+use tokio::time::Instant;
+
+use super::{blocking, decode, HandlerResult, Services};
+use crate::config::MAX_LONG_POLL_MS;
+use crate::server::connection::Connection;
+use crate::server::response::{Body, HandlerError, Response};
+use crate::store::{GetResult, QueueOffset, TagFilter};
+
+/// Body bytes a pull returns when the client does not say.
+const DEFAULT_PULL_BYTES: u32 = 4 << 20;
+
+pub(super) async fn pull(
+    services: &Arc<Services>,
+    conn: &Connection,
+    frame: &Frame,
+) -> HandlerResult {
+    let req: PullRequest = decode(frame)?;
+    let filter = TagFilter::parse(&req.tag_expr).map_err(HandlerError::from)?;
+    let wait = Duration::from_millis(req.max_wait_ms.min(MAX_LONG_POLL_MS));
+    let deadline = Instant::now() + wait;
+    let notify = services.long_polling.watch(&req.topic, req.queue_id);
+    let mut offset = req.offset;
+    loop {
+        // Armed before the store is read, so a message dispatched in between still wakes us.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let got = get(services, &req, offset, &filter).await?;
+        let (min, max) = (got.min_offset.get(), got.max_offset.get());
+        let next = got.next_offset.get();
+        // A pull past the head is held too: its messages may be stored and acknowledged
+        // but not yet dispatched. If none come, it is answered `OffsetPastMax`.
+        if !got.messages.is_empty() || offset < min {
+            return Ok(respond(services, got, offset));
+        }
+        if next > offset && next < max && offset <= max {
+            // The filter skipped a stretch of messages; carry on from past them.
+            offset = next;
+            continue;
+        }
+        offset = next.max(offset);
+        if Instant::now() >= deadline {
+            return Ok(respond(services, got, offset));
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = conn.closed.cancelled() => return Ok(respond(services, got, offset)),
+        }
+    }
+}
+
+async fn get(
+    services: &Arc<Services>,
+    req: &PullRequest,
+    offset: u64,
+    filter: &TagFilter,
+) -> Result<GetResult, HandlerError> {
+    let s = Arc::clone(services);
+    let topic = req.topic.clone();
+    let queue_id = req.queue_id;
+    let max_count = req
+        .max_messages
+        .clamp(1, services.config.max_batch_messages) as usize;
+    let frame_room = services
+        .config
+        .max_frame_bytes()
+        .saturating_sub(1 << 20)
+        .max(1);
+    let max_bytes = match req.max_bytes {
+        0 => DEFAULT_PULL_BYTES,
+        n => n,
+    }
+    .min(frame_room) as usize;
+    let filter = filter.clone();
+    blocking(move || {
+        s.store
+            .get_messages(
+                &topic,
+                queue_id,
+                QueueOffset::new(offset),
+                max_count,
+                max_bytes,
+                &filter,
+            )
+            .map_err(HandlerError::from)
+    })
+    .await
+}
+
+/// Builds the response. The status is derived from the offsets, so it always agrees with
+/// the `min_offset`/`max_offset` it reports.
+fn respond(services: &Services, got: GetResult, requested: u64) -> Response {
+    let (min, max) = (got.min_offset.get(), got.max_offset.get());
+    let count = got.messages.len();
+    let (status, next_offset) = if count > 0 {
+        (PullStatus::Found, got.next_offset.get())
+    } else if requested < min {
+        (PullStatus::OffsetBelowMin, min)
+    } else if requested > max {
+        (PullStatus::OffsetPastMax, max)
+    } else {
+        (
+            PullStatus::NoNewMessage,
+            got.next_offset.get().max(requested),
+        )
+    };
+    services.stats.add_messages_out(count as u64);
+    let header = PullResponse {
+        status,
+        next_offset,
+        min_offset: min,
+        max_offset: max,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+    };
+    Response::ok_with_body(&header, Body::Records(got.messages))
+}

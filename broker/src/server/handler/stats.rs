@@ -1,0 +1,27 @@
+//! Broker statistics.
+
+use protocol::messages::{StatsRequest, StatsResponse};
+use protocol::Frame;
+
+use super::{decode, HandlerResult, Services};
+use crate::server::response::Response;
+
+pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
+    let _: StatsRequest = decode(frame)?;
+    let s = services.stats.snapshot();
+    let store = &services.store;
+    let log = store.commit_log();
+    Ok(Response::ok(&StatsResponse {
+        broker_version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_ms: s.uptime_ms,
+        connections: s.connections,
+        topics: store.topics().len() as u64,
+        messages_in: s.messages_in,
+        messages_out: s.messages_out,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        commitlog_min_offset: log.min_offset().get(),
+        commitlog_write_offset: log.write_offset().get(),
+        commitlog_flushed_offset: log.flushed_offset().get(),
+    }))
+}

@@ -1,0 +1,42 @@
+//! The tokio server: accept loop, connections, request handlers, and the [`Broker`] that
+//! opens the store and services and runs them until shutdown.
+//!
+//! Request path: `listener` accepts, `connection` cuts frames and spawns a task per
+//! request, `handler` answers it, `writer` frames the answer onto the socket.
+
+mod background;
+mod broker;
+mod connection;
+mod handler;
+mod listener;
+mod response;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::groups::{ConsumerOffsets, GroupCoordinator};
+use crate::long_polling::LongPolling;
+use crate::retry::RetryService;
+use crate::stats::Stats;
+use crate::store::MessageStore;
+
+pub use broker::{Broker, BrokerError, RunningBroker};
+
+/// Everything a request handler may use, shared by all connections.
+pub(crate) struct Services {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<MessageStore>,
+    pub(crate) groups: GroupCoordinator,
+    pub(crate) offsets: ConsumerOffsets,
+    pub(crate) retry: RetryService,
+    pub(crate) long_polling: Arc<LongPolling>,
+    pub(crate) stats: Stats,
+    /// Cancelled once, when shutdown starts; every loop selects on it.
+    pub(crate) shutdown: CancellationToken,
+    /// Every task the server spawns, so shutdown can wait for all of them.
+    pub(crate) tracker: TaskTracker,
+}

@@ -1,0 +1,142 @@
+//! The one task per connection that writes responses. Request tasks send finished
+//! responses through a bounded channel, in whatever order they complete. Small frames
+//! are coalesced into one buffer; record bodies go out with vectored writes straight
+//! from the mapped segments.
+
+use std::io::{self, IoSlice};
+
+use bytes::BytesMut;
+use protocol::{Frame, FrameKind};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use super::response::{Body, Response};
+use crate::stats::Stats;
+
+/// A response addressed to the request it answers.
+pub(crate) struct Outgoing {
+    pub(crate) request_id: u64,
+    pub(crate) response: Response,
+}
+
+/// Buffered bytes are written once they exceed this, even if more responses wait.
+const FLUSH_THRESHOLD: usize = 256 * 1024;
+/// Slices passed to one `writev`, well under every platform's IOV_MAX.
+const MAX_SLICES: usize = 64;
+
+/// Writes responses until every sender is gone, then shuts the socket's write side.
+///
+/// # Errors
+/// The socket's write error; the caller closes the connection.
+pub(crate) async fn run(
+    mut socket: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stats: &Stats,
+) -> io::Result<()> {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            write_one(&mut socket, &mut out, msg, stats).await?;
+            if out.len() >= FLUSH_THRESHOLD {
+                socket.write_all(&out).await?;
+                out.clear();
+            }
+            next = rx.try_recv().ok();
+        }
+        if !out.is_empty() {
+            socket.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    socket.shutdown().await
+}
+
+async fn write_one(
+    socket: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    msg: Outgoing,
+    stats: &Stats,
+) -> io::Result<()> {
+    let Outgoing {
+        request_id,
+        response,
+    } = msg;
+    let body_len = response.body.len();
+    let head = Frame::encode_head(
+        out,
+        FrameKind::Response,
+        u16::from(response.status),
+        request_id,
+        &response.header,
+        body_len,
+    );
+    if let Err(e) = head {
+        // Only a body over 4 GiB could get here; the request handlers cap pulls far
+        // below that, so this is a bug worth a loud log rather than a dead connection.
+        tracing::error!(request_id, error = %e, "response does not fit a frame");
+        let fallback = Response::error(protocol::Status::Internal, "response too large");
+        Frame::encode_head(
+            out,
+            FrameKind::Response,
+            u16::from(fallback.status),
+            request_id,
+            &fallback.header,
+            0,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        return Ok(());
+    }
+    stats.add_bytes_out(body_len as u64);
+    match response.body {
+        Body::Empty => Ok(()),
+        Body::Records(records) => {
+            let mut slices: Vec<&[u8]> = Vec::with_capacity(records.len() + 1);
+            slices.push(&out[..]);
+            slices.extend(records.iter().map(commitlog::RecordRef::bytes));
+            write_all_slices(socket, &slices).await?;
+            out.clear();
+            Ok(())
+        }
+    }
+}
+
+/// Writes every byte of `slices` in order with vectored writes, resuming after short
+/// writes at the exact byte where the kernel stopped.
+async fn write_all_slices(socket: &mut OwnedWriteHalf, slices: &[&[u8]]) -> io::Result<()> {
+    let mut index = 0;
+    let mut skip = 0;
+    while index < slices.len() {
+        if slices[index].len() == skip {
+            index += 1;
+            skip = 0;
+            continue;
+        }
+        let mut iov = Vec::with_capacity(MAX_SLICES.min(slices.len() - index));
+        iov.push(IoSlice::new(&slices[index][skip..]));
+        iov.extend(
+            slices[index + 1..]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .take(MAX_SLICES - 1)
+                .map(|s| IoSlice::new(s)),
+        );
+        let mut written = socket.write_vectored(&iov).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && index < slices.len() {
+            let left = slices[index].len() - skip;
+            if written >= left {
+                written -= left;
+                index += 1;
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
