@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use commitlog::{PhysicalOffset, RecordRef};
 use consumequeue::{ConsumeQueue, Entry, QueueOffset};
 
+use super::recovery::{write_checkpoint, Checkpoint};
 use super::{Shared, StoreError, StoreResult};
 
 /// Hook called with `(topic, queue id, new max offset)` after a queue grew.
@@ -352,11 +353,13 @@ impl Shared {
 
     /// Msyncs every consume queue, then records the dispatched offset they cover.
     pub(crate) fn flush_queues(&self) -> StoreResult<()> {
-        let covered = self.dispatched.load(Ordering::Acquire);
+        let mut checkpoint = Checkpoint::new(self.dispatched.load(Ordering::Acquire));
         for (topic, queue_id, q) in self.queues.all() {
+            let max = q.max_offset().get();
             q.flush().map_err(|e| StoreError::cq(&topic, queue_id, e))?;
+            checkpoint.mark(&topic, queue_id, max);
         }
-        super::recovery::write_checkpoint(&self.config, covered)
+        write_checkpoint(&self.config, &checkpoint)
     }
 
     /// Drops consume-queue segments below the commit log's minimum.

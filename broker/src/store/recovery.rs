@@ -35,22 +35,47 @@ pub(crate) fn lock_data_dir(config: &StoreConfig) -> StoreResult<File> {
 }
 
 /// `<data>/checkpoint`: every consume-queue entry for a record below `dispatched_offset` was
-/// durable when it was written. Recovery replays the log from there.
-#[derive(Serialize, Deserialize)]
-struct Checkpoint {
+/// durable when it was written, and each listed queue held at least `max_offset` entries.
+/// Recovery replays the log from there; a queue found shorter than its mark lost durable
+/// entries (damage, deleted files) and triggers a replay of the whole log.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct Checkpoint {
     version: u32,
     dispatched_offset: u64,
+    #[serde(default)]
+    queues: Vec<QueueMark>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct QueueMark {
+    topic: String,
+    queue_id: u32,
+    max_offset: u64,
+}
+
+impl Checkpoint {
+    pub(crate) fn new(dispatched_offset: u64) -> Self {
+        Self {
+            version: CHECKPOINT_VERSION,
+            dispatched_offset,
+            queues: Vec::new(),
+        }
+    }
+
+    pub(crate) fn mark(&mut self, topic: &str, queue_id: u32, max_offset: u64) {
+        self.queues.push(QueueMark {
+            topic: topic.to_owned(),
+            queue_id,
+            max_offset,
+        });
+    }
 }
 
 const CHECKPOINT_VERSION: u32 = 1;
 
-pub(crate) fn write_checkpoint(config: &StoreConfig, dispatched_offset: u64) -> StoreResult<()> {
-    let cp = Checkpoint {
-        version: CHECKPOINT_VERSION,
-        dispatched_offset,
-    };
+pub(crate) fn write_checkpoint(config: &StoreConfig, cp: &Checkpoint) -> StoreResult<()> {
     let path = config.checkpoint_path();
-    let bytes = serde_json::to_vec(&cp).map_err(|e| StoreError::CorruptedFile {
+    let bytes = serde_json::to_vec(cp).map_err(|e| StoreError::CorruptedFile {
         path: path.clone(),
         reason: format!("cannot encode checkpoint: {e}"),
     })?;
@@ -59,11 +84,11 @@ pub(crate) fn write_checkpoint(config: &StoreConfig, dispatched_offset: u64) -> 
 
 /// The checkpoint, or `None` when missing or unreadable (then the whole log is replayed,
 /// which is slow but always correct).
-fn read_checkpoint(config: &StoreConfig) -> Option<u64> {
+fn read_checkpoint(config: &StoreConfig) -> Option<Checkpoint> {
     let path = config.checkpoint_path();
     let bytes = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<Checkpoint>(&bytes) {
-        Ok(cp) if cp.version == CHECKPOINT_VERSION => Some(cp.dispatched_offset),
+        Ok(cp) if cp.version == CHECKPOINT_VERSION => Some(cp),
         _ => {
             tracing::warn!(path = %path.display(), "unreadable dispatch checkpoint; replaying the whole log");
             None
@@ -80,6 +105,7 @@ impl Shared {
         self.log.flush()?;
         let log_end = self.log.write_offset().get();
         let log_min = self.log.min_offset().get();
+        self.topics.clamp_created_at(log_end)?;
         let topic_names: Vec<String> = self.topics.all().into_iter().map(|t| t.name).collect();
         self.queues
             .open_existing(topic_names.iter().map(String::as_str))?;
@@ -89,7 +115,14 @@ impl Shared {
             q.delete_below_physical(log_min).map_err(cq_err)?;
         }
 
-        let start = read_checkpoint(&self.config).map_or(log_min, |c| c.clamp(log_min, log_end));
+        let checkpoint = read_checkpoint(&self.config);
+        let intact = checkpoint
+            .as_ref()
+            .is_some_and(|cp| self.queues_reach_marks(cp));
+        let start = match checkpoint {
+            Some(cp) if intact => cp.dispatched_offset.clamp(log_min, log_end),
+            _ => log_min,
+        };
         if !self.replay(
             start,
             if start == log_min {
@@ -111,6 +144,22 @@ impl Shared {
         }
         drop(writer);
         self.flush_queues()
+    }
+
+    /// Whether every queue of a live topic still holds the entries the checkpoint vouched for.
+    fn queues_reach_marks(&self, cp: &Checkpoint) -> bool {
+        cp.queues.iter().all(|m| {
+            let live = self.topics.with(&m.topic, |t| t.is_some());
+            let max = self
+                .queues
+                .get(&m.topic, m.queue_id)
+                .map_or(0, |q| q.max_offset().get());
+            let ok = !live || max >= m.max_offset;
+            if !ok {
+                tracing::warn!(topic = %m.topic, queue_id = m.queue_id, max, mark = m.max_offset, "consume queue lost durable entries");
+            }
+            ok
+        })
     }
 
     /// Replays the log from `from` to its end; false if a gap was seen (Replay mode).

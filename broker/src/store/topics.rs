@@ -208,6 +208,24 @@ impl TopicTable {
         Ok(Some(old))
     }
 
+    /// Lowers creation offsets above `log_end`: after the log lost its tail, new records of
+    /// such a topic land below the old creation offset and must still be dispatched.
+    pub(crate) fn clamp_created_at(&self, log_end: u64) -> StoreResult<()> {
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let mut changed = false;
+        for t in topics
+            .values_mut()
+            .filter(|t| t.created_at_physical > log_end)
+        {
+            t.created_at_physical = log_end;
+            changed = true;
+        }
+        if changed {
+            self.persist(&topics)?;
+        }
+        Ok(())
+    }
+
     fn persist(&self, topics: &BTreeMap<String, TopicConfig>) -> StoreResult<()> {
         let file = TopicsFile {
             version: TOPICS_FILE_VERSION,

@@ -40,7 +40,7 @@ pub fn read_all(store: &MessageStore, topic: &str, queue: u32, expect: u64) -> V
                 topic,
                 queue,
                 QueueOffset::new(expect - 1),
-                std::time::Duration::from_secs(10)
+                std::time::Duration::from_secs(3)
             ),
             "{topic}/{queue} never reached {expect} messages"
         );
