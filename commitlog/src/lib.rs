@@ -52,3 +52,16 @@ pub use offset::PhysicalOffset;
 pub use read::{Iter, RecordRef};
 pub use recovery::{DropReason, Dropped, RecoveryReport};
 pub use retention::RetentionReport;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn handles_are_send_sync_static() {
+        assert_send_sync::<crate::CommitLog>();
+        assert_send_sync::<crate::RecordRef>();
+        assert_send_sync::<crate::Iter>();
+        assert_send_sync::<crate::Error>();
+    }
+}
