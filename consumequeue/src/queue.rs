@@ -431,10 +431,23 @@ fn load_segments(dir: &Path) -> Result<Vec<Segment>> {
         }
     }
     bases.sort_unstable_by_key(|(b, _)| *b);
-    bases
-        .into_iter()
-        .map(|(b, p)| Segment::open(&p, b))
-        .collect()
+    let mut segs = Vec::with_capacity(bases.len());
+    let mut rest = bases.into_iter();
+    for (base, path) in rest.by_ref() {
+        match Segment::open(&path, base)? {
+            Some(seg) => segs.push(seg),
+            None => {
+                // Holds no whole entry: it and every later segment (unreachable behind the
+                // gap) go; the owner rebuilds the missing entries from the commit log.
+                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+                break;
+            }
+        }
+    }
+    for (_, path) in rest {
+        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+    }
+    Ok(segs)
 }
 
 /// Finds the queue's end (first empty slot), clears anything written after it and removes

@@ -30,22 +30,32 @@ impl Segment {
 
     /// Opens an existing segment; its capacity is taken from the file length so that a
     /// change of `entries_per_segment` only affects new segments.
-    pub(crate) fn open(path: &Path, base: u64) -> Result<Self> {
+    ///
+    /// A file cut mid-entry (a torn write or damage) loses its partial last entry: the file
+    /// is shortened to whole entries, and the queue's recovery then treats it as a short
+    /// segment (everything after it is rebuilt from the commit log). Returns `None` for a
+    /// file too short to hold one entry.
+    pub(crate) fn open(path: &Path, base: u64) -> Result<Option<Self>> {
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io("inspecting", path, e))?
             .len();
-        if len == 0 || len % ENTRY_SIZE as u64 != 0 {
-            return Err(Error::Corrupted {
-                path: path.to_path_buf(),
-                reason: format!("length {len} is not a positive multiple of {ENTRY_SIZE}"),
-            });
+        let whole = len - len % ENTRY_SIZE as u64;
+        if whole == 0 {
+            return Ok(None);
+        }
+        if whole != len {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(whole))
+                .map_err(|e| Error::io("cutting a partial entry from", path, e))?;
         }
         let file = MappedFile::open(path)?;
-        Ok(Self {
+        Ok(Some(Self {
             base,
-            capacity: len / ENTRY_SIZE as u64,
+            capacity: whole / ENTRY_SIZE as u64,
             file,
-        })
+        }))
     }
 
     pub(crate) fn base(&self) -> u64 {
