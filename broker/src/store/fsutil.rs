@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use super::{StoreError, StoreResult};
 
@@ -12,6 +13,12 @@ use super::{StoreError, StoreResult};
 /// # Errors
 /// `StoreError::Io` naming the step that failed; the temp file is removed on failure.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
+    // The temp name is fixed per target, so two writers of the same file (the dispatcher's
+    // periodic checkpoint and `MessageStore::flush`) would truncate each other's temp file
+    // and one rename would fail with NotFound. Metadata writes are small and rare:
+    // serializing all of them in the process is cheap.
+    static WRITING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = path.parent().ok_or_else(|| {
         StoreError::InvalidConfig(format!("{} has no parent folder", path.display()))
     })?;
