@@ -17,7 +17,9 @@ impl Inner {
     /// Blocks until everything below `end` is durable. Concurrent callers share one flush:
     /// the first becomes the leader and syncs all data written so far; the others wait for
     /// it and are done if it covered their end (group commit).
+    /// An `end` beyond the written data is clamped to it.
     pub(crate) fn flush_to(&self, end: u64) -> Result<(), Error> {
+        let end = end.min(self.write_offset.load(Ordering::SeqCst));
         loop {
             self.check_poison()?;
             if self.flushed_offset.load(Ordering::SeqCst) >= end {

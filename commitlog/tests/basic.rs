@@ -172,3 +172,13 @@ fn background_thread_precreates_next_segment() {
     let s = log.stats();
     assert!(s.segments_precreated >= 2, "{s:?}");
 }
+
+#[test]
+fn wait_durable_beyond_the_end_does_not_hang() {
+    let tmp = TempDir::new().unwrap();
+    let (log, _) = open(config(tmp.path()));
+    let b = body(0, 10);
+    log.append(&rec(0, &b)).unwrap();
+    log.wait_durable(PhysicalOffset::new(u64::MAX)).unwrap();
+    assert_eq!(log.flushed_offset(), log.write_offset());
+}
