@@ -19,15 +19,14 @@ use crate::route::RouteCache;
 /// How a [`Producer`] behaves.
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {
-    /// Most send requests awaiting their ack at once; further sends wait. Default 1024.
+    /// Most send requests awaiting their ack at once; further sends wait. Default 256,
+    /// the broker's default limit of requests in flight per connection.
     pub max_in_flight: usize,
 }
 
 impl Default for ProducerOptions {
     fn default() -> Self {
-        Self {
-            max_in_flight: 1024,
-        }
+        Self { max_in_flight: 256 }
     }
 }
 
@@ -112,7 +111,8 @@ impl Producer {
 
     /// Puts one message on the wire and returns a handle on its ack without waiting for it.
     /// Waits only while `max_in_flight` sends are unacknowledged. Sends started one after
-    /// the other are written in that order.
+    /// the other are written in that order, but the broker may store concurrent requests
+    /// in any order: when order within a queue matters, await each send or use a batch.
     ///
     /// # Errors
     /// Failures that happen before the request is written (connect, encoding).
