@@ -2,6 +2,8 @@
 //! read-back, and spawning the real `broker` binary.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 
 use broker::store::{GetStatus, MessageStore, QueueOffset, StoreConfig, TagFilter};

@@ -1,0 +1,131 @@
+//! The real `broker` binary as a child process: free port, temp data dir, SIGKILL.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running broker process; killed (SIGKILL) when dropped.
+pub struct BrokerProcess {
+    child: Child,
+    pub addr: String,
+    pub log_path: PathBuf,
+}
+
+/// A port that was free a moment ago (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl BrokerProcess {
+    /// Starts `broker --data-dir <data> --listen 127.0.0.1:<free port> <args>` and waits until
+    /// it accepts connections. Its output goes to `<log_dir>/broker-<n>.log`.
+    pub fn start(data: &Path, log_dir: &Path, args: &[&str]) -> Self {
+        std::fs::create_dir_all(log_dir).unwrap();
+        // A port taken between our probe and the broker's bind: try another one.
+        for attempt in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let n = std::fs::read_dir(log_dir).map(Iterator::count).unwrap_or(0);
+            let log_path = log_dir.join(format!("broker-{n}.log"));
+            let log = File::create(&log_path).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+                .arg("--listen")
+                .arg(&addr)
+                .arg("--data-dir")
+                .arg(data)
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let mut b = BrokerProcess {
+                child,
+                addr,
+                log_path,
+            };
+            if b.wait_ready(Duration::from_secs(30)) {
+                return b;
+            }
+            b.kill();
+            eprintln!("broker did not come up (attempt {attempt}): {}", b.log());
+        }
+        panic!("broker never came up");
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if TcpStream::connect(&self.addr).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would; reaps the process.
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain syscall on the PID of our own, not yet reaped, child.
+            unsafe {
+                libc::kill(self.pid(), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (graceful shutdown), then waits up to `within` before SIGKILL.
+    pub fn terminate(&mut self, within: Duration) {
+        // SAFETY: as in `kill`.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory (VmRSS) in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Everything the broker printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
