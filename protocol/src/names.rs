@@ -55,6 +55,10 @@ pub fn validate_any_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
+    // Topic names become folder names under the data directory.
+    if name == "." || name == ".." {
+        return Err(NameError::BadCharacter('.'));
+    }
     let body = name.trim_start_matches(RESERVED_PREFIX);
     let body = body.split(RESERVED_PREFIX).collect::<String>();
     match body
@@ -94,5 +98,7 @@ mod tests {
         assert!(validate_any_name(&retry_topic("g1")).is_ok());
         assert!(validate_any_name(&dlq_topic("g1")).is_ok());
         assert_eq!(validate_any_name("%"), Err(NameError::Empty));
+        assert!(validate_user_name("..").is_err());
+        assert!(validate_user_name(".").is_err());
     }
 }
