@@ -106,6 +106,7 @@ impl MessageStore {
             };
         }
         let (log, log_report) = CommitLog::open(log_config)?;
+        log_recovery(&log_report);
         let shared = Arc::new(Shared {
             topics: TopicTable::load(config.topics_path())?,
             queues: QueueTable::new(config.clone()),
@@ -380,3 +381,23 @@ impl Drop for MessageStore {
 
 #[cfg(test)]
 mod tests;
+
+/// Says what commit-log recovery dropped, so an operator learns about lost or damaged data.
+fn log_recovery(report: &RecoveryReport) {
+    if let Some(d) = &report.dropped {
+        tracing::warn!(
+            from = %d.from,
+            to = %d.to,
+            reason = ?d.reason,
+            corruption_followed_by_valid_records = report.corruption_followed_by_valid_records,
+            "commit log recovery dropped a damaged or torn tail"
+        );
+    }
+    if !report.removed_segments.is_empty() {
+        tracing::warn!(
+            segments = ?report.removed_segments,
+            recovered_end = %report.recovered_end,
+            "commit log recovery removed segments beyond the recovered end"
+        );
+    }
+}
