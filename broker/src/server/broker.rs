@@ -203,11 +203,44 @@ async fn open_services(
     let store = Arc::clone(store);
     blocking(move || {
         let offsets = ConsumerOffsets::open(&data_dir)?;
+        clamp_offsets_to_recovered_queues(&offsets, &store);
         let retry = RetryService::start(store, retry_config)?;
         Ok((offsets, retry))
     })
     .await
     .map_err(BrokerError::Shutdown)?
+}
+
+/// Moves every committed offset that lies past its queue's end back to that end. Recovery
+/// may cut a torn or corrupt log tail; a group committed beyond it would otherwise skip
+/// the messages produced at those offsets after the restart. The change is persisted with
+/// the next periodic offsets write.
+fn clamp_offsets_to_recovered_queues(offsets: &ConsumerOffsets, store: &MessageStore) {
+    for group in offsets.groups() {
+        for commit in offsets.queues_of(&group) {
+            let Ok((_, max)) = store.queue_range(&commit.topic, commit.queue_id) else {
+                continue;
+            };
+            let max = max.get();
+            let past = commit.offset > max || commit.acked_above.iter().any(|r| r.end > max);
+            if past {
+                tracing::warn!(
+                    %group,
+                    topic = %commit.topic,
+                    queue_id = commit.queue_id,
+                    committed = commit.offset,
+                    queue_max = max,
+                    "committed offset past the recovered end of the queue; moved back"
+                );
+                offsets.reset(
+                    &group,
+                    &commit.topic,
+                    commit.queue_id,
+                    commit.offset.min(max),
+                );
+            }
+        }
+    }
 }
 
 /// Flushes and closes the store off the runtime.
