@@ -52,7 +52,10 @@ impl BrokerProcess {
                 return b;
             }
             b.kill();
-            eprintln!("broker did not come up (attempt {attempt}): {}", b.log());
+            let log = b.log();
+            // Only a port taken between our probe and the broker's bind is worth a retry.
+            assert!(log.contains("in use"), "broker did not come up:\n{log}");
+            eprintln!("broker did not come up (attempt {attempt}): {log}");
         }
         panic!("broker never came up");
     }
@@ -63,7 +66,8 @@ impl BrokerProcess {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if TcpStream::connect(&self.addr).is_ok() {
+            // The port may be bound before start-up finished; the banner comes after it.
+            if self.log().contains("listening on") && TcpStream::connect(&self.addr).is_ok() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
