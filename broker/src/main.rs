@@ -184,3 +184,63 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     eprintln!("broker: {e}");
     ExitCode::FAILURE
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nflush = \"sync\"\ndefault_queues = 8\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "broker",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9100",
+            "--segment-size",
+            "64M",
+            "--retention-bytes",
+            "10G",
+            "--auto-create-topics",
+            "false",
+            "--retry-delays-ms",
+            "10,20,30",
+        ]);
+        let file_config = Config::from_file(cli.config.as_deref().unwrap()).unwrap();
+        let c = cli.apply(file_config);
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.flush, FlushMode::Sync);
+        assert_eq!(c.default_queues, 8);
+        assert_eq!(c.segment_size, ByteSize(64 << 20));
+        assert_eq!(c.retention_bytes, Some(ByteSize(10 << 30)));
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.retry_delays_ms, [10, 20, 30]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn help_documents_every_option_with_its_default() {
+        Cli::command().debug_assert();
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version" | "config") {
+                continue;
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains("[default:"),
+                "--{id} does not state its default: {help}"
+            );
+        }
+    }
+}
