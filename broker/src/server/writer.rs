@@ -7,7 +7,7 @@ use std::io::{self, IoSlice};
 
 use bytes::BytesMut;
 use protocol::{Frame, FrameKind};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
@@ -104,7 +104,10 @@ async fn write_one(
 
 /// Writes every byte of `slices` in order with vectored writes, resuming after short
 /// writes at the exact byte where the kernel stopped.
-async fn write_all_slices(socket: &mut OwnedWriteHalf, slices: &[&[u8]]) -> io::Result<()> {
+async fn write_all_slices<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    slices: &[&[u8]],
+) -> io::Result<()> {
     let mut index = 0;
     let mut skip = 0;
     while index < slices.len() {
@@ -139,4 +142,34 @@ async fn write_all_slices(socket: &mut OwnedWriteHalf, slices: &[&[u8]]) -> io::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn vectored_writes_resume_exactly_after_short_writes() {
+        // A 7-byte pipe forces short writes at every slice boundary and inside slices.
+        let (mut tx, mut rx) = tokio::io::duplex(7);
+        let parts: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| {
+                (0..(i % 9))
+                    .map(|j| i.wrapping_mul(31).wrapping_add(j))
+                    .collect()
+            })
+            .collect();
+        let expected: Vec<u8> = parts.concat();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        write_all_slices(&mut tx, &slices).await.unwrap();
+        drop(tx);
+        assert_eq!(reader.await.unwrap(), expected);
+    }
 }

@@ -138,6 +138,10 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::Closed => Status::ShuttingDown,
         StoreError::CommitLog(c) => commitlog_status(c),
         StoreError::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
+        StoreError::ConsumeQueue {
+            source: consumequeue::Error::Io { source, .. },
+            ..
+        } if is_disk_full(source) => Status::DiskFull,
         _ => Status::StorageError,
     }
 }
@@ -145,6 +149,7 @@ fn store_status(e: &StoreError) -> Status {
 fn commitlog_status(e: &commitlog::Error) -> Status {
     match e {
         commitlog::Error::DiskFull { .. } => Status::DiskFull,
+        commitlog::Error::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
         commitlog::Error::RecordTooLarge { .. } => Status::MessageTooLarge,
         commitlog::Error::OffsetUnavailable { .. } => Status::NotFound,
         _ => Status::StorageError,
@@ -173,4 +178,24 @@ fn queue_bounds(
 ) -> Result<(u64, u64), HandlerError> {
     let (min, max) = services.store.queue_range(topic, queue_id)?;
     Ok((min.get(), max.get()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_reported_as_disk_full_in_plain_words() {
+        let e = StoreError::Io {
+            op: "appending to",
+            path: "/data/commitlog".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let h = HandlerError::from(e);
+        assert_eq!(h.status, Status::DiskFull);
+        assert!(h.message.starts_with("disk full"), "{}", h.message);
+        let e = StoreError::TopicNotFound("t".into());
+        assert_eq!(HandlerError::from(e).status, Status::TopicNotFound);
+    }
 }
