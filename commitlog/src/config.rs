@@ -26,7 +26,10 @@ impl Default for FlushPolicy {
 /// Which sealed segments may be deleted. Both limits off by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
-    /// Delete sealed segments last written longer ago than this.
+    /// Delete sealed segments last written longer ago than this. The age of a segment
+    /// sealed in this run is taken from when it was sealed; for segments found on open it
+    /// is the file's modification time (which mmap writes update only at page faults and
+    /// msync, so it can be somewhat older than the last record).
     pub max_age_ms: Option<u64>,
     /// Delete the oldest sealed segments while all segments together exceed this.
     pub max_total_bytes: Option<u64>,

@@ -182,3 +182,26 @@ fn wait_durable_beyond_the_end_does_not_hang() {
     log.wait_durable(PhysicalOffset::new(u64::MAX)).unwrap();
     assert_eq!(log.flushed_offset(), log.write_offset());
 }
+
+#[test]
+fn dirty_bytes_trigger_flushes_before_the_interval() {
+    let tmp = TempDir::new().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.flush = FlushPolicy::Async {
+        interval_ms: 3_600_000,
+    };
+    cfg.flush_dirty_bytes = 2048;
+    let (log, _) = open(cfg);
+    let b = body(0, 1000);
+    for i in 0..3 {
+        log.append(&rec(i, &b)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.flushed_offset().get() < 2048 {
+        assert!(
+            Instant::now() < deadline,
+            "dirty-bytes trigger never flushed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -231,3 +231,39 @@ fn lock_is_released_by_close() {
     let (_log, report) = CommitLog::open(config(tmp.path())).unwrap();
     assert!(report.clean_shutdown);
 }
+
+#[test]
+fn disk_full_with_background_preallocation_resumes() {
+    let tmp = TempDir::new().unwrap();
+    let faults = Arc::new(FaultyStorage::new());
+    faults.disk_full(true);
+    let mut cfg = config(tmp.path());
+    cfg.storage = faults.clone();
+    // The first segment cannot be created either: open reports it.
+    assert!(matches!(
+        CommitLog::open(cfg.clone()),
+        Err(Error::DiskFull { .. })
+    ));
+    faults.disk_full(false);
+    let (log, _) = open(cfg);
+    faults.disk_full(true);
+    let b = body(0, 1000);
+    let mut failed = false;
+    for i in 0..20 {
+        match log.append(&rec(i, &b)) {
+            Ok(_) => {}
+            Err(Error::DiskFull { .. }) => {
+                failed = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(failed, "appends never ran out of space");
+    let n = contents(&log).len();
+    faults.disk_full(false);
+    for i in 0..10 {
+        log.append(&rec(100 + i, &b)).unwrap();
+    }
+    assert_eq!(contents(&log).len(), n + 10);
+}
