@@ -203,3 +203,43 @@ async fn connections_beyond_the_limit_are_refused_with_busy() {
     assert!(served);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_short_lived_connections_leaves_the_broker_serving() {
+    let dir = TempDir::new().unwrap();
+    let broker = start(dir.path(), |c| c.max_connections = 64).await;
+    let addr = broker.local_addr();
+    let mut tasks = Vec::new();
+    for i in 0..1_000u32 {
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            use tokio::io::AsyncWriteExt;
+            // Some say nothing, some send a partial frame, some send garbage.
+            let _ = match i % 3 {
+                0 => Ok(()),
+                1 => s.write_all(&[40, 0, 0, 0, 0x4D, 0x46]).await,
+                _ => s.write_all(b"\xff\xff\xff\xff garbage").await,
+            };
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Closed connections free their slots; a new client is served.
+    let mut served = false;
+    for _ in 0..100 {
+        let mut c = RawClient::connect(addr).await;
+        let id = c.send_request(&hello(), &[]).await;
+        if let Some(r) = c.read_reply().await {
+            if r.request_id == id && r.status == Status::Ok {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served);
+    broker.shutdown().await.unwrap();
+}
