@@ -52,8 +52,12 @@ pub struct Config {
     pub retention_check_interval_ms: u64,
     /// Largest record (header included). Default 8 MiB + 64 KiB of header and properties.
     pub max_record_bytes: u32,
-    /// Create and pre-fault the next segment on a background thread. Default true.
+    /// Create the next segment ahead of need on a background thread. Default true.
     pub preallocate: bool,
+    /// Pre-fault that segment's pages writable (`MADV_POPULATE_WRITE`) so appends take no
+    /// page faults. The pages start dirty, so the kernel also writes the zeros back once:
+    /// more disk writes for faster appends. Default true.
+    pub prefault: bool,
     /// File-system seam; the real file system by default. See [`crate::storage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -72,6 +76,7 @@ impl Config {
             retention_check_interval_ms: 10_000,
             max_record_bytes: (8 << 20) + (64 << 10),
             preallocate: true,
+            prefault: true,
             storage: Arc::new(RealFs),
         }
     }

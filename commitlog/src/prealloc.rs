@@ -55,7 +55,9 @@ impl Inner {
             Ok((seg, mut map)) => {
                 // Still under the create lock: a writer that needs this segment waits for
                 // it rather than racing to create the same file.
-                map.prefault();
+                if self.cfg.prefault {
+                    map.prefault();
+                }
                 *next = seg.end();
                 self.counters
                     .segments_precreated
