@@ -31,6 +31,8 @@ const KIND_OFFSET: usize = 7;
 const CODE_OFFSET: usize = 8;
 const REQUEST_ID_OFFSET: usize = 12;
 const HEADER_LEN_OFFSET: usize = 20;
+/// Most buffer space reserved beyond what a partial frame has delivered so far.
+const RESERVE_AHEAD: usize = 1 << 20;
 /// Bytes before the header: the whole fixed part of a frame.
 pub const PREFIX_LEN: usize = 24;
 const _: () = assert!(HEADER_LEN_OFFSET + 4 == PREFIX_LEN);
@@ -172,14 +174,21 @@ impl FrameDecoder {
             ));
         }
         let total = total as usize;
-        if buf.len() < total {
-            // Grows at most to the checked frame size.
-            buf.reserve(total - buf.len());
-            return Ok(None);
+        // The magic is checked as soon as it has arrived, not once the whole frame has:
+        // garbage whose first bytes read as a plausible length is refused at once instead
+        // of being buffered up to the frame limit.
+        if buf.len() >= MAGIC_OFFSET + 2 {
+            let magic = u16::from_le_bytes([buf[MAGIC_OFFSET], buf[MAGIC_OFFSET + 1]]);
+            if magic != MAGIC {
+                return Err(ProtocolError::BadMagic { found: magic });
+            }
         }
-        let magic = u16::from_le_bytes([buf[MAGIC_OFFSET], buf[MAGIC_OFFSET + 1]]);
-        if magic != MAGIC {
-            return Err(ProtocolError::BadMagic { found: magic });
+        if buf.len() < total {
+            // Grows with the data that arrives, never ahead of it by more than
+            // RESERVE_AHEAD: a peer claiming a large frame and sending little of it costs
+            // little.
+            buf.reserve((total - buf.len()).min(RESERVE_AHEAD));
+            return Ok(None);
         }
         let request_id = read_u64(&buf[REQUEST_ID_OFFSET..]);
         let version = buf[VERSION_OFFSET];
