@@ -3,7 +3,7 @@
 //! of topics or consumer groups; the broker builds consume queues on top of it.
 //!
 //! Modules:
-//! - [`format`]: the on-disk byte layout (records, end-of-segment marker, meta files).
+//! - [`format`](mod@format): the on-disk byte layout (records, end-of-segment marker, meta files).
 //! - [`storage`]: the file-system seam; [`fault`] wraps it for fault injection and crash
 //!   images (used by this crate's tests and by the broker's reliability tests).
 //! - `log`: [`CommitLog`], the public handle. `append`: the single writer.
