@@ -168,7 +168,7 @@ pub struct Config {
     pub default_queues: u32,
     /// Connections served at once; more are refused with `Busy`. Default 1024.
     pub max_connections: u32,
-    /// Requests in flight on one connection; more are answered `Busy`. Default 256.
+    /// Requests in flight on one connection; more are answered `Busy`. Default 1024 (the `mq bench` pipeline depth fits).
     pub max_inflight_per_connection: u32,
     /// A consumer silent for longer than this leaves its group. Default 30000 ms.
     pub session_timeout_ms: u64,
@@ -196,7 +196,7 @@ impl Default for Config {
             auto_create_topics: true,
             default_queues: 4,
             max_connections: 1024,
-            max_inflight_per_connection: 256,
+            max_inflight_per_connection: 1024,
             session_timeout_ms: 30_000,
             retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
             max_reconsume_times: 16,

@@ -61,7 +61,7 @@ struct Cli {
     /// Connections served at once; more are refused [default: 1024].
     #[arg(long, value_name = "N")]
     max_connections: Option<u32>,
-    /// Requests in flight per connection; more are answered Busy [default: 256].
+    /// Requests in flight per connection; more are answered Busy [default: 1024].
     #[arg(long, value_name = "N")]
     max_inflight_per_connection: Option<u32>,
     /// A consumer silent this long leaves its group, in ms [default: 30000].
