@@ -178,6 +178,9 @@ pub struct Config {
     pub max_reconsume_times: u32,
     /// How often changed consumer offsets are written to disk. Default 1000 ms.
     pub offsets_persist_interval_ms: u64,
+    /// A connection that sends part of a frame and then nothing for this long is closed.
+    /// Default 30000 ms.
+    pub partial_frame_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -201,6 +204,7 @@ impl Default for Config {
             retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
             max_reconsume_times: 16,
             offsets_persist_interval_ms: 1_000,
+            partial_frame_timeout_ms: 30_000,
         }
     }
 }
@@ -287,6 +291,9 @@ impl Config {
         }
         if self.retry_delays_ms.is_empty() {
             return bad("retry_delays_ms", "needs at least one delay".into());
+        }
+        if self.partial_frame_timeout_ms == 0 {
+            return bad("partial_frame_timeout_ms", "must be at least 1".into());
         }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());

@@ -77,6 +77,10 @@ struct Cli {
     /// How often changed consumer offsets are written, in ms [default: 1000].
     #[arg(long, value_name = "MS")]
     offsets_persist_interval_ms: Option<u64>,
+    /// Close a connection that stops sending in the middle of a frame for this long, in ms
+    /// [default: 30000].
+    #[arg(long, value_name = "MS")]
+    partial_frame_timeout_ms: Option<u64>,
 }
 
 impl Cli {
@@ -102,7 +106,8 @@ impl Cli {
             session_timeout_ms,
             retry_delays_ms,
             max_reconsume_times,
-            offsets_persist_interval_ms
+            offsets_persist_interval_ms,
+            partial_frame_timeout_ms
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

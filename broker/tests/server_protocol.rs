@@ -243,3 +243,17 @@ async fn a_storm_of_short_lived_connections_leaves_the_broker_serving() {
     assert!(served);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_stalled_mid_frame_is_closed() {
+    let dir = TempDir::new().unwrap();
+    let broker = start(dir.path(), |c| c.partial_frame_timeout_ms = 200).await;
+    let mut idle = RawClient::connect(broker.local_addr()).await;
+    let mut stalled = RawClient::connect(broker.local_addr()).await;
+    stalled.send_raw(&[60, 0, 0, 0, 0x4D, 0x46, 1]).await;
+    assert!(stalled.is_closed().await);
+    // A connection idle between frames is left alone.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    idle.call(&hello(), &[]).await;
+    broker.shutdown().await.unwrap();
+}

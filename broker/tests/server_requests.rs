@@ -262,3 +262,33 @@ async fn commits_beyond_the_head_are_rejected_and_others_are_queryable() {
     assert!(c.call(&other, &[]).await.0.committed.is_none());
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_permissions_are_enforced() {
+    let dir = TempDir::new().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = RawClient::connect(broker.local_addr()).await;
+    let read_only = CreateTopicRequest {
+        perm: protocol::messages::PERM_READ,
+        ..create("ro", 1)
+    };
+    let (created, _) = c.call(&read_only, &[]).await;
+    assert_eq!(created.topic.perm, protocol::messages::PERM_READ);
+    let (req, body) = batch("ro", 0, &[b"x"], None);
+    assert_eq!(c.call_raw(&req, &body).await.status, Status::Forbidden);
+    let write_only = CreateTopicRequest {
+        perm: protocol::messages::PERM_WRITE,
+        ..create("wo", 1)
+    };
+    c.call(&write_only, &[]).await;
+    c.send_batch("wo", 0, &[b"x"], None).await;
+    assert_eq!(
+        c.call_raw(&pull("wo", 0, 0, 0), &[]).await.status,
+        Status::Forbidden
+    );
+    let internal = DeleteTopicRequest {
+        topic: "%DLQ%g".into(),
+    };
+    assert_eq!(c.call_raw(&internal, &[]).await.status, Status::Forbidden);
+    broker.shutdown().await.unwrap();
+}

@@ -92,6 +92,7 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         services.config.max_inflight_per_connection as usize,
     ));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let stall = Duration::from_millis(services.config.partial_frame_timeout_ms);
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -107,8 +108,15 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        // Only a half-received frame is timed: idle connections between requests are
+        // normal, but a peer that stops mid-frame would hold its buffer forever.
+        let stalled = tokio::time::sleep(stall);
         tokio::select! {
             () = conn.closed.cancelled() => return,
+            () = stalled, if !buf.is_empty() => {
+                tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
+                return;
+            }
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
