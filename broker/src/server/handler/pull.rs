@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::messages::{PullRequest, PullResponse, PullStatus};
-use protocol::Frame;
+use protocol::{Frame, Status};
 use tokio::time::Instant;
 
 use super::{blocking, decode, HandlerResult, Services};
@@ -27,6 +27,22 @@ pub(super) async fn pull(
     let filter = TagFilter::parse(&req.tag_expr).map_err(HandlerError::from)?;
     let wait = Duration::from_millis(req.max_wait_ms.min(MAX_LONG_POLL_MS));
     let deadline = Instant::now() + wait;
+    // Only queues that exist get a notify, so made-up names cannot grow the registry.
+    match services.store.topic(&req.topic) {
+        Some(t) if req.queue_id < t.queue_count => {}
+        Some(t) => {
+            return Err(HandlerError::bad_request(format!(
+                "queue {} does not exist in topic {} ({} queues)",
+                req.queue_id, req.topic, t.queue_count
+            )))
+        }
+        None => {
+            return Err(HandlerError::new(
+                Status::TopicNotFound,
+                format!("topic {} does not exist", req.topic),
+            ))
+        }
+    }
     let notify = services.long_polling.watch(&req.topic, req.queue_id);
     let mut offset = req.offset;
     loop {
