@@ -69,6 +69,7 @@ async fn membership_lag_and_guarded_reset() {
             offset: 1,
             acked_above: vec![],
         }],
+        reset_epoch: None,
     };
     c.call(&commit, &[]).await;
     let (info, _) = c.call(&GroupInfoRequest { group: "g".into() }, &[]).await;

@@ -236,6 +236,7 @@ async fn commits_beyond_the_head_are_rejected_and_others_are_queryable() {
             offset,
             acked_above: acked,
         }],
+        reset_epoch: None,
     };
     let reply = c.call_raw(&commit(4, vec![]), &[]).await;
     assert_eq!(reply.status, Status::OffsetOutOfRange);

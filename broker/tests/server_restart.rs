@@ -26,6 +26,7 @@ fn commit(offset: u64) -> CommitOffsetRequest {
             offset,
             acked_above: vec![],
         }],
+        reset_epoch: None,
     }
 }
 

@@ -87,6 +87,9 @@ wire_enum!(
         GroupHasMembers = 16,
         ShuttingDown = 17,
         Internal = 18,
+        /// A member's commit made before its group's offsets were reset: it must drop its
+        /// queues and start them again from the reset position (learnt by heartbeat).
+        OffsetsReset = 19,
     }
 );
 

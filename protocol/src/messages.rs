@@ -205,6 +205,10 @@ pub struct QueueCommit {
 pub struct CommitOffsetRequest {
     pub group: String,
     pub commits: Vec<QueueCommit>,
+    /// A group member's last seen [`HeartbeatResponse::reset_epoch`]: the commit is refused
+    /// with `OffsetsReset` when the group's offsets were reset since. `None` (tools) always
+    /// applies.
+    pub reset_epoch: Option<u64>,
 }
 request!(CommitOffsetRequest, CommitOffset, Empty);
 
@@ -254,6 +258,10 @@ pub struct HeartbeatResponse {
     pub assignment: Vec<QueueAssignment>,
     /// A member silent for longer than this is dropped.
     pub session_timeout_ms: u64,
+    /// Changes when the group's offsets are reset while it runs (0: not since the broker
+    /// started). A member seeing a new value drops its queues without committing and
+    /// starts them again from the committed (reset) offsets.
+    pub reset_epoch: u64,
 }
 request!(HeartbeatRequest, Heartbeat, HeartbeatResponse);
 

@@ -13,7 +13,7 @@
 //! not parse is an error at open rather than a silent reset to zero, which would redeliver
 //! everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ struct State {
     groups: BTreeMap<String, BTreeMap<String, BTreeMap<u32, Progress>>>,
     /// Bumped by every change; compared with `persisted_changes` for dirty tracking.
     changes: u64,
+    /// group -> epoch of its last reset since start (see [`ConsumerOffsets::begin_reset`]).
+    /// Not saved: after a restart no member holds state a reset must invalidate.
+    reset_epochs: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +106,11 @@ impl ConsumerOffsets {
         };
         Ok(Self {
             path,
-            state: Mutex::new(State { groups, changes: 0 }),
+            state: Mutex::new(State {
+                groups,
+                changes: 0,
+                reset_epochs: HashMap::new(),
+            }),
             persist_lock: Mutex::new(()),
             persisted_changes: AtomicU64::new(0),
         })
@@ -121,6 +128,21 @@ impl ConsumerOffsets {
     /// # Errors
     /// [`OffsetsError::InvalidRange`] for a range that ends before it starts.
     pub fn commit(&self, group: &str, commits: &[QueueCommit]) -> Result<(), OffsetsError> {
+        self.commit_fenced(group, None, commits)
+    }
+
+    /// As [`ConsumerOffsets::commit`], for a member that last saw the group's reset epoch
+    /// `seen_epoch`: refused when the group was reset since, so that a member still
+    /// holding its old position cannot undo the reset.
+    ///
+    /// # Errors
+    /// As [`ConsumerOffsets::commit`]; [`OffsetsError::ResetSince`] for a stale member.
+    pub fn commit_fenced(
+        &self,
+        group: &str,
+        seen_epoch: Option<u64>,
+        commits: &[QueueCommit],
+    ) -> Result<(), OffsetsError> {
         let normalized = commits
             .iter()
             .map(|c| {
@@ -136,6 +158,16 @@ impl ConsumerOffsets {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut state = self.lock();
+        // Checked under the same lock as the reset, so a commit is either before the
+        // reset (and overwritten by it) or refused.
+        let current = state.reset_epochs.get(group).copied().unwrap_or(0);
+        if let Some(seen) = seen_epoch.filter(|seen| current != 0 && *seen != current) {
+            return Err(OffsetsError::ResetSince {
+                group: group.to_string(),
+                seen,
+                current,
+            });
+        }
         let mut changed = false;
         for (c, n) in normalized {
             let Normalized {
@@ -180,6 +212,21 @@ impl ConsumerOffsets {
             state.changes += 1;
         }
         Ok(())
+    }
+
+    /// Starts a reset of `group`'s offsets: a new epoch, unique also across restarts (at
+    /// least `now_ms`), which members learn by heartbeat; commits made under an older
+    /// epoch are refused from now on. Returns the epoch.
+    pub fn begin_reset(&self, group: &str, now_ms: u64) -> u64 {
+        let mut state = self.lock();
+        let slot = state.reset_epochs.entry(group.to_string()).or_insert(0);
+        *slot = (*slot + 1).max(now_ms);
+        *slot
+    }
+
+    /// The epoch of `group`'s last reset since start; 0 if none.
+    pub fn reset_epoch(&self, group: &str) -> u64 {
+        self.lock().reset_epochs.get(group).copied().unwrap_or(0)
     }
 
     /// A group's progress on one queue; `None` if it never committed there.

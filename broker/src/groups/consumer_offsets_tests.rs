@@ -226,3 +226,36 @@ fn exact_ack_survives_a_restart() {
         .collect();
     assert_eq!(pending, vec![10]);
 }
+
+#[test]
+fn a_commit_from_before_a_reset_is_refused_and_one_after_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.reset_epoch("g"), 0);
+    // No reset since start: whatever epoch a member remembers, its commit applies.
+    o.commit_fenced("g", Some(7), &[commit("orders", 0, 50, &[])])
+        .unwrap();
+
+    let epoch = o.begin_reset("g", 1_000);
+    assert_eq!(
+        (epoch, o.reset_epoch("g"), o.reset_epoch("h")),
+        (1_000, 1_000, 0)
+    );
+    o.reset("g", "orders", 0, 0);
+    let err = o
+        .commit_fenced("g", Some(0), &[commit("orders", 0, 50, &[])])
+        .unwrap_err();
+    assert!(
+        matches!(err, OffsetsError::ResetSince { current: 1_000, .. }),
+        "{err}"
+    );
+    assert_eq!(o.get("g", "orders", 0), Some(commit("orders", 0, 0, &[])));
+
+    o.commit_fenced("g", Some(epoch), &[commit("orders", 0, 3, &[])])
+        .unwrap();
+    o.commit_fenced("g", None, &[commit("orders", 0, 4, &[])])
+        .unwrap();
+    assert_eq!(o.get("g", "orders", 0), Some(commit("orders", 0, 4, &[])));
+    // Epochs only grow, even when the clock says otherwise.
+    assert_eq!(o.begin_reset("g", 5), 1_001);
+}

@@ -133,6 +133,8 @@ impl GroupCoordinator {
                 .map(|m| m.assignment.clone())
                 .unwrap_or_default(),
             session_timeout_ms: self.session_timeout_ms,
+            // Offsets resets are the business of consumer offsets; the server fills it in.
+            reset_epoch: 0,
         }
     }
 

@@ -57,6 +57,13 @@ pub enum OffsetsError {
         #[source]
         source: Box<StoreError>,
     },
+    /// A member's commit from before its group's offsets were reset.
+    #[error("group {group} was reset (epoch {current}) after this member's view (epoch {seen}); it restarts from the reset offsets")]
+    ResetSince {
+        group: String,
+        seen: u64,
+        current: u64,
+    },
     #[error("consumer offsets could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),
 }

@@ -1,6 +1,7 @@
 //! Group membership: heartbeats, following the assignment, committing and leaving.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use protocol::messages::{
@@ -8,6 +9,7 @@ use protocol::messages::{
     SearchOffsetRequest,
 };
 use protocol::names::RETRY_PREFIX;
+use protocol::Status;
 
 use super::ack::AckTracker;
 use super::queue::{run_puller, QueueShared};
@@ -23,6 +25,7 @@ pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<()> {
         max_reconsume_times: shared.opts.max_reconsume_times,
     };
     let (resp, _) = shared.conn.call(&req, &[]).await?;
+    follow_reset(shared, resp.reset_epoch);
     let wanted: BTreeSet<(String, u32)> = resp
         .assignment
         .iter()
@@ -44,6 +47,28 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
     }
 }
 
+/// After a reset of the group's offsets (a new non-zero epoch), drops every queue without
+/// committing, so that the assignment that follows starts them from the reset offsets.
+/// What was acked but not yet committed is delivered again. Epoch 0 means no reset since
+/// the broker started (for example after a broker restart): nothing to follow.
+fn follow_reset(shared: &Shared, epoch: u64) {
+    let old = shared.reset_epoch.swap(epoch, Ordering::AcqRel);
+    if epoch == 0 || epoch == old {
+        return;
+    }
+    let dropped: Vec<Arc<QueueShared>> = match shared.queues.lock() {
+        Ok(mut map) => map.drain().map(|(_, q)| q).collect(),
+        Err(_) => return,
+    };
+    if !dropped.is_empty() {
+        tracing::info!(group = %shared.group, epoch, "group offsets were reset; restarting queues");
+    }
+    for q in dropped {
+        q.revoked.store(true, Ordering::Release);
+        q.cancel.cancel();
+    }
+}
+
 /// Drops lost queues (after committing them) and starts new ones from their committed
 /// position.
 async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<()> {
@@ -59,7 +84,7 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
     };
     if !lost.is_empty() {
         for q in &lost {
-            q.revoked.store(true, std::sync::atomic::Ordering::Release);
+            q.revoked.store(true, Ordering::Release);
             q.cancel.cancel();
         }
         let commits = lost.iter().filter_map(|q| q.take_commit(true)).collect();
@@ -181,8 +206,14 @@ async fn send_commits(
     let req = CommitOffsetRequest {
         group: shared.group.clone(),
         commits,
+        reset_epoch: Some(shared.reset_epoch.load(Ordering::Acquire)),
     };
-    shared.conn.call(&req, &[]).await.map(|_| ())
+    let result = shared.conn.call(&req, &[]).await.map(|_| ());
+    if matches!(&result, Err(e) if e.status() == Some(Status::OffsetsReset)) {
+        // Learn the new epoch (and drop the stale positions) now rather than later.
+        shared.heartbeat_now.notify_one();
+    }
+    result
 }
 
 pub(crate) async fn leave(shared: &Shared) -> Result<()> {

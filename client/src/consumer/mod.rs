@@ -12,7 +12,7 @@ mod push;
 mod queue;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) commit_now: Notify,
     pub(crate) heartbeat_now: Notify,
     pub(crate) cancel: CancellationToken,
+    /// The group's offsets-reset epoch as last heartbeat showed it; sent with commits.
+    pub(crate) reset_epoch: AtomicU64,
 }
 
 impl Shared {
@@ -258,6 +260,7 @@ impl PullConsumer {
             commit_now: Notify::new(),
             heartbeat_now: Notify::new(),
             cancel: CancellationToken::new(),
+            reset_epoch: AtomicU64::new(0),
         });
         // The first heartbeat happens here so that errors (bad group, no broker) surface.
         group::heartbeat_once(&shared).await?;

@@ -20,7 +20,8 @@ pub(super) async fn heartbeat(services: &Arc<Services>, frame: &Frame) -> Handle
         // first heartbeat, before any message is nacked.
         s.retry.ensure_retry_topic(&req.group)?;
         let queue_count_of = |topic: &str| s.store.topic(topic).map(|t| t.queue_count);
-        let resp = s.groups.heartbeat(&req, &queue_count_of, now_ms());
+        let mut resp = s.groups.heartbeat(&req, &queue_count_of, now_ms());
+        resp.reset_epoch = s.offsets.reset_epoch(&req.group);
         Ok(Response::ok(&resp))
     })
     .await

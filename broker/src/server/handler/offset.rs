@@ -8,7 +8,8 @@ use protocol::messages::{
 };
 use protocol::{Frame, Status};
 
-use super::{blocking, check_group, decode, queue_bounds, HandlerResult, Services};
+use super::{blocking, check_group, decode, now_ms, queue_bounds, HandlerResult, Services};
+use crate::groups::OffsetsError;
 use crate::server::response::{HandlerError, Response};
 
 /// Records a group's progress. A commit past a queue's head would skip messages that do
@@ -36,8 +37,13 @@ pub(super) async fn commit(services: &Arc<Services>, frame: &Frame) -> HandlerRe
             }
         }
         s.offsets
-            .commit(&req.group, &req.commits)
-            .map_err(|e| HandlerError::bad_request(e.to_string()))?;
+            .commit_fenced(&req.group, req.reset_epoch, &req.commits)
+            .map_err(|e| match e {
+                OffsetsError::ResetSince { .. } => {
+                    HandlerError::new(Status::OffsetsReset, e.to_string())
+                }
+                e => HandlerError::bad_request(e.to_string()),
+            })?;
         Ok(Response::ok(&Empty {}))
     })
     .await
@@ -50,7 +56,9 @@ pub(super) fn query(services: &Services, frame: &Frame) -> HandlerResult {
 }
 
 /// Moves a group's position on every queue of a topic. Refused while the group has live
-/// members unless forced: they would overwrite the reset with their next commit.
+/// members unless forced; a forced reset starts a new reset epoch first, so that live
+/// members' later commits of their old positions are refused and they restart their
+/// queues from the reset offsets when their next heartbeat shows the new epoch.
 pub(super) async fn reset(services: &Arc<Services>, frame: &Frame) -> HandlerResult {
     let req: ResetOffsetRequest = decode(frame)?;
     check_group(&req.group)?;
@@ -71,6 +79,7 @@ pub(super) async fn reset(services: &Arc<Services>, frame: &Frame) -> HandlerRes
                 format!("topic {} does not exist", req.topic),
             )
         })?;
+        s.offsets.begin_reset(&req.group, now_ms());
         let mut queues: Vec<QueueCommit> = Vec::with_capacity(topic.queue_count as usize);
         for queue_id in 0..topic.queue_count {
             let (min, max) = queue_bounds(&s, &req.topic, queue_id)?;

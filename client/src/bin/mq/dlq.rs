@@ -143,6 +143,7 @@ pub(crate) async fn resend(broker: &str, group: &str, max: Option<u64>) -> CliRe
                     offset: last.queue_offset() + 1,
                     acked_above: Vec::new(),
                 }],
+                reset_epoch: None,
             };
             conn.call(&req, &[]).await?;
         }
