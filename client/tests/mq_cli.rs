@@ -4,35 +4,9 @@
 
 mod support;
 
-use std::process::{Output, Stdio};
-
 use serde_json::Value;
+use support::cli::{json_lines, mq};
 use support::TestBroker;
-use tokio::io::AsyncWriteExt;
-
-async fn mq(b: &TestBroker, args: &[&str], stdin: &str) -> Output {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mq"))
-        .arg("--broker")
-        .arg(&b.addr)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    child.wait_with_output().await.unwrap()
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_then_consume_prints_the_contract_fields() {

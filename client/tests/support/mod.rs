@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod cli;
+
 use std::time::Duration;
 
 use broker::{Broker, Config, RunningBroker};
