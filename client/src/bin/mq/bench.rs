@@ -83,7 +83,10 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
         return Err("e2e needs --size of at least 8 bytes (the body carries a timestamp)".into());
     }
     let progress = Progress::default();
-    let ticker = tokio::spawn(show_progress(progress.clone(), args.workload));
+    let ticker = tokio::spawn(show_progress(
+        progress.clone(),
+        workload_name(args.workload),
+    ));
     let figures = match args.workload {
         Workload::Produce => workloads::produce(broker, &args, &progress).await,
         Workload::Consume => workloads::consume(broker, &args, &progress).await,
@@ -97,7 +100,13 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
     Ok(())
 }
 
-async fn show_progress(progress: Progress, workload: Workload) {
+/// The name the command line and the JSON figures use (`sync-latency`).
+fn workload_name(w: Workload) -> String {
+    w.to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+async fn show_progress(progress: Progress, workload: String) {
     let start = Instant::now();
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -106,7 +115,7 @@ async fn show_progress(progress: Progress, workload: Workload) {
         tick.tick().await;
         let now = progress.get();
         eprint!(
-            "\r{workload:?}: {now} msgs in {:.0} s, {} msgs/s      ",
+            "\r{workload}: {now} msgs in {:.0} s, {} msgs/s      ",
             start.elapsed().as_secs_f64(),
             now - last
         );
@@ -116,10 +125,7 @@ async fn show_progress(progress: Progress, workload: Workload) {
 
 fn report(args: &BenchArgs, f: &Figures) {
     let secs = f.elapsed.as_secs_f64().max(1e-9);
-    let name = args
-        .workload
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string());
+    let name = workload_name(args.workload);
     let mut v = serde_json::json!({
         "workload": name,
         "messages": f.messages,

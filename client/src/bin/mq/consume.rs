@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::Args;
+use client::admin::Admin;
 use client::{ConsumerOptions, PullConsumer, ReceivedMessage, StartFrom};
+use protocol::properties;
 use tokio::io::AsyncWriteExt;
 
 use crate::CliResult;
@@ -39,6 +41,9 @@ pub(crate) struct ConsumeArgs {
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
+    // A topic that does not exist is a mistake to report, not a reason to wait silently
+    // (and auto-creation happens on the first send, never on a subscription).
+    Admin::connect(broker).await?.get_topic(&args.topic).await?;
     let opts = ConsumerOptions {
         start_from: args.from,
         max_reconsume_times: args.max_reconsume,
@@ -46,22 +51,61 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
         long_poll_ms: 1000,
         ..ConsumerOptions::default()
     };
+    let mut stop = StopSignals::new()?;
     let mut consumer =
         PullConsumer::connect(broker, &args.group, &[(&args.topic, &args.tag)], opts).await?;
-    let result = consume_loop(&mut consumer, &args).await;
+    let result = consume_loop(&mut consumer, &args, &mut stop).await;
     let closed = consumer.close().await;
     result?;
     closed?;
     Ok(())
 }
 
-async fn consume_loop(consumer: &mut PullConsumer, args: &ConsumeArgs) -> CliResult {
+/// SIGINT and SIGTERM, watched from the start so that one arriving between two messages is
+/// not lost: either ends the loop, and what was acked is committed before exiting.
+struct StopSignals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> CliResult<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn consume_loop(
+    consumer: &mut PullConsumer,
+    args: &ConsumeArgs,
+    stop: &mut StopSignals,
+) -> CliResult {
     let mut seen = 0u64;
     let idle = args.idle_exit_ms.map(Duration::from_millis);
     let mut out = std::io::stdout();
     while !matches!(args.max, Some(max) if seen >= max) {
         let next = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = stop.recv() => break,
             m = async {
                 match idle {
                     Some(d) => consumer.recv_timeout(d).await,
@@ -91,12 +135,32 @@ async fn consume_loop(consumer: &mut PullConsumer, args: &ConsumeArgs) -> CliRes
     Ok(())
 }
 
+/// Queue and offset of the message in its topic: for a retry (delivered from
+/// `%RETRY%G`), those of the original message, so that topic, queue, offset and msg_id
+/// all name the same message whatever the attempt.
+pub(crate) fn position(msg: &ReceivedMessage) -> (u32, u64) {
+    if msg.is_retry() {
+        let queue = msg
+            .property(properties::ORIGIN_QUEUE_ID)
+            .and_then(|q| q.parse().ok());
+        let offset = msg
+            .property(properties::ORIGIN_QUEUE_OFFSET)
+            .and_then(|o| o.parse().ok());
+        if let (Some(queue), Some(offset)) = (queue, offset) {
+            return (queue, offset);
+        }
+    }
+    (msg.queue_id(), msg.queue_offset())
+}
+
 /// The JSON form of a message (a contract: these field names).
 pub(crate) fn to_json(msg: &ReceivedMessage) -> serde_json::Value {
+    let (queue, offset) = position(msg);
+    // Fields in this order (serde_json's preserve_order keeps it).
     let mut v = serde_json::json!({
         "topic": msg.topic(),
-        "queue": msg.queue_id(),
-        "offset": msg.queue_offset(),
+        "queue": queue,
+        "offset": offset,
         "msg_id": msg.msg_id(),
         "reconsume_times": msg.reconsume_times(),
         "tag": msg.tag(),
@@ -115,14 +179,15 @@ pub(crate) fn to_json(msg: &ReceivedMessage) -> serde_json::Value {
 
 /// Runs the command for one message; true when it exited 0.
 async fn exec(cmd: &str, msg: &ReceivedMessage) -> CliResult<bool> {
+    let (queue, offset) = position(msg);
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .env("MQ_TOPIC", msg.topic())
         .env("MQ_MSG_ID", msg.msg_id())
         .env("MQ_RECONSUME_TIMES", msg.reconsume_times().to_string())
-        .env("MQ_QUEUE", msg.queue_id().to_string())
-        .env("MQ_OFFSET", msg.queue_offset().to_string())
+        .env("MQ_QUEUE", queue.to_string())
+        .env("MQ_OFFSET", offset.to_string())
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;

@@ -8,6 +8,7 @@ mod produce;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use client::StartFrom;
 use protocol::messages::ResetTarget;
@@ -129,8 +130,49 @@ fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
 /// An error already worded for the user.
 pub(crate) type CliResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// A usage error as one line (clap spreads it over several, with the usage), exit code 2;
+/// `--help` and `--version` print as usual.
+fn parse_args() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `mq` or `mq topic` alone: the help is the answer (on stderr, failing).
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("mq: error: {} (see --help)", one_line(&e.to_string()));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The message part of a rendered clap error on one line: no `error:` prefix, no usage,
+/// no tip, no "For more information".
+fn one_line(rendered: &str) -> String {
+    let mut parts = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || line.starts_with("tip:") {
+            continue;
+        }
+        parts.push(line.strip_prefix("error:").unwrap_or(line).trim());
+    }
+    parts.join(" ")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MQ_LOG")
