@@ -38,7 +38,7 @@ pub use error::{StoreError, StoreResult};
 pub use fsutil::atomic_write;
 pub use get::{GetResult, GetStatus};
 pub use message_id::MessageId;
-pub use put::{PutMessage, PutResult};
+pub use put::{GroupsAppended, PutGroup, PutMessage, PutResult};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
 pub use topics::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
 
@@ -196,6 +196,42 @@ impl MessageStore {
         msgs: &[PutMessage<'_>],
     ) -> StoreResult<Vec<PutResult>> {
         self.shared.put_batch(scope, topic, queue_id, msgs)
+    }
+
+    /// Stores several groups of messages (each for one queue, each all or nothing) with one
+    /// writer-lock acquisition and one commit-log append, so many small sends cost one
+    /// append. A group that fails its checks is refused on its own and the others are
+    /// stored. Never waits for durability, even under `FlushPolicy::Sync`: the caller
+    /// acknowledges after [`MessageStore::wait_durable`] on the returned end, which lets it
+    /// go on appending while the flush runs.
+    ///
+    /// # Errors
+    /// The outer error: the append itself failed (commit-log error, store closed) and none
+    /// of the groups was stored. Per group: as for `put_batch`.
+    pub fn append_groups(
+        &self,
+        scope: TopicScope,
+        groups: &[PutGroup<'_>],
+    ) -> StoreResult<GroupsAppended> {
+        self.shared.append_groups(scope, groups)
+    }
+
+    /// Whether acknowledgements must wait for [`MessageStore::wait_durable`]
+    /// (`FlushPolicy::Sync`).
+    pub fn is_sync(&self) -> bool {
+        self.shared.sync
+    }
+
+    /// Blocks until the commit log is durable up to `end`, sharing the flush with every
+    /// other waiter (group commit). Returns at once under async flush.
+    ///
+    /// # Errors
+    /// The failed flush (the log is then poisoned).
+    pub fn wait_durable(&self, end: PhysicalOffset) -> StoreResult<()> {
+        if self.shared.sync && end.get() > 0 {
+            self.shared.log.wait_durable(end)?;
+        }
+        Ok(())
     }
 
     /// Reads up to `max_count` dispatched messages (and about `max_bytes`; at least one

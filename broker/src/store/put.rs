@@ -73,6 +73,22 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The messages for one queue inside a multi-queue append ([`crate::store::MessageStore::append_groups`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PutGroup<'a> {
+    pub topic: &'a str,
+    pub queue_id: u32,
+    pub msgs: &'a [PutMessage<'a>],
+}
+
+/// What a multi-queue append did: one outcome per group, in order, and the commit-log end
+/// that covers every stored group (what a durability wait needs).
+#[derive(Debug)]
+pub struct GroupsAppended {
+    pub results: Vec<StoreResult<Vec<PutResult>>>,
+    pub end: PhysicalOffset,
+}
+
 impl Shared {
     pub(crate) fn put_batch(
         &self,
@@ -81,12 +97,25 @@ impl Shared {
         queue_id: u32,
         msgs: &[PutMessage<'_>],
     ) -> StoreResult<Vec<PutResult>> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
+        let group = PutGroup {
+            topic,
+            queue_id,
+            msgs,
+        };
+        let mut done = self.append_groups(scope, std::slice::from_ref(&group))?;
+        let result = done.results.pop().ok_or(StoreError::Closed)??;
+        if self.sync && !result.is_empty() {
+            // Outside the writer lock: concurrent producers share one flush.
+            self.log.wait_durable(done.end)?;
         }
-        validate_topic_name(topic, scope)?;
-        let mut tag_hashes = Vec::with_capacity(msgs.len());
-        for m in msgs {
+        Ok(result)
+    }
+
+    /// Checks one group and returns the tag hash of each message.
+    fn check_group(&self, scope: TopicScope, g: &PutGroup<'_>) -> StoreResult<Vec<u64>> {
+        validate_topic_name(g.topic, scope)?;
+        let mut tag_hashes = Vec::with_capacity(g.msgs.len());
+        for m in g.msgs {
             if m.body.len() > self.config.max_body_bytes {
                 return Err(StoreError::BodyTooLarge {
                     size: m.body.len(),
@@ -98,66 +127,107 @@ impl Shared {
                 .map_err(StoreError::BadProperties)?;
             tag_hashes.push(tag_hash_of(m.properties));
         }
-        let topic_cfg = self.topic_for_put(topic)?;
+        let topic_cfg = self.topic_for_put(g.topic)?;
         if !topic_cfg.perm.write {
             return Err(StoreError::PermissionDenied {
-                topic: topic.to_owned(),
+                topic: g.topic.to_owned(),
                 access: "writes",
             });
         }
-        if queue_id >= topic_cfg.queue_count {
+        if g.queue_id >= topic_cfg.queue_count {
             return Err(StoreError::QueueNotFound {
-                topic: topic.to_owned(),
-                queue_id,
+                topic: g.topic.to_owned(),
+                queue_id: g.queue_id,
                 queue_count: topic_cfg.queue_count,
             });
         }
-        if msgs.is_empty() {
-            return Ok(Vec::new());
+        Ok(tag_hashes)
+    }
+
+    /// Stores every valid group with one writer-lock acquisition and one commit-log
+    /// append; a group that fails its checks is refused on its own. Does not wait for
+    /// durability. The outer error means the append failed and nothing was stored.
+    pub(crate) fn append_groups(
+        &self,
+        scope: TopicScope,
+        groups: &[PutGroup<'_>],
+    ) -> StoreResult<GroupsAppended> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
         }
+        let checked: Vec<StoreResult<Vec<u64>>> =
+            groups.iter().map(|g| self.check_group(scope, g)).collect();
+        let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
+        let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
+        // (group index, first queue offset) of every group that goes into the append.
+        let mut bases: Vec<(usize, u64)> = Vec::with_capacity(groups.len());
 
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let base = writer.next_offset(topic, queue_id);
         let store_ts = now_ms().max(writer.last_store_ts_ms);
-        let records: Vec<RecordIn<'_>> = msgs
-            .iter()
-            .zip(&tag_hashes)
-            .zip(base..)
-            .map(|((m, &tag_hash), queue_offset)| RecordIn {
-                topic,
-                queue_id,
-                queue_offset,
-                tag_hash,
-                born_timestamp_ms: m.born_timestamp_ms,
-                store_timestamp_ms: store_ts,
-                reconsume_times: m.reconsume_times,
-                properties: m.properties,
-                body: m.body,
-            })
-            .collect();
-        // Nothing of a failed batch is visible, so the counter only moves on success.
-        let appended = self.log.append_batch(&records)?;
-        writer.set_next(topic, queue_id, base + appended.len() as u64);
+        for (i, (g, tags)) in groups.iter().zip(&checked).enumerate() {
+            let Ok(tags) = tags else { continue };
+            if g.msgs.is_empty() {
+                continue;
+            }
+            let base = writer.next_offset(g.topic, g.queue_id);
+            // Advanced now so a later group of the same queue continues after this one;
+            // undone below if the append fails.
+            writer.set_next(g.topic, g.queue_id, base + g.msgs.len() as u64);
+            bases.push((i, base));
+            records.extend(g.msgs.iter().zip(tags).zip(base..).map(
+                |((m, &tag_hash), queue_offset)| RecordIn {
+                    topic: g.topic,
+                    queue_id: g.queue_id,
+                    queue_offset,
+                    tag_hash,
+                    born_timestamp_ms: m.born_timestamp_ms,
+                    store_timestamp_ms: store_ts,
+                    reconsume_times: m.reconsume_times,
+                    properties: m.properties,
+                    body: m.body,
+                },
+            ));
+        }
+        let appended = if records.is_empty() {
+            Vec::new()
+        } else {
+            match self.log.append_batch(&records) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Nothing of a failed batch is visible: put every counter back, the
+                    // earliest base of a queue last.
+                    for &(i, base) in bases.iter().rev() {
+                        writer.set_next(groups[i].topic, groups[i].queue_id, base);
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
         writer.last_store_ts_ms = store_ts;
         drop(writer);
 
-        if self.sync {
-            if let Some(last) = appended.last() {
-                let end = last.offset.get() + u64::from(last.size);
-                // Outside the writer lock: concurrent producers share one flush.
-                self.log.wait_durable(PhysicalOffset::new(end))?;
-            }
+        let end = appended.last().map_or(PhysicalOffset::new(0), |a| {
+            PhysicalOffset::new(a.offset.get() + u64::from(a.size))
+        });
+        let mut results: Vec<StoreResult<Vec<PutResult>>> =
+            checked.into_iter().map(|c| c.map(|_| Vec::new())).collect();
+        let mut rest = &appended[..];
+        for (i, base) in bases {
+            let g = &groups[i];
+            let (mine, tail) = rest.split_at(g.msgs.len().min(rest.len()));
+            rest = tail;
+            results[i] = Ok(mine
+                .iter()
+                .zip(base..)
+                .map(|(a, queue_offset)| PutResult {
+                    msg_id: MessageId::new(a.offset, a.size),
+                    queue_id: g.queue_id,
+                    queue_offset: QueueOffset::new(queue_offset),
+                    physical_offset: a.offset,
+                })
+                .collect());
         }
-        Ok(appended
-            .iter()
-            .zip(base..)
-            .map(|(a, queue_offset)| PutResult {
-                msg_id: MessageId::new(a.offset, a.size),
-                queue_id,
-                queue_offset: QueueOffset::new(queue_offset),
-                physical_offset: a.offset,
-            })
-            .collect())
+        Ok(GroupsAppended { results, end })
     }
 
     /// The topic's config, auto-creating it when allowed.

@@ -50,3 +50,68 @@ fn forced_hash_collision_never_delivers_a_wrong_tag() {
     assert_eq!(bodies, vec![&b"b1"[..]]);
     store.close().unwrap();
 }
+
+#[test]
+fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = MessageStore::open(StoreConfig::new(dir.path())).unwrap();
+    store.create_topic(TopicConfig::new("t", 2)).unwrap();
+    let (a, b) = (msg(&[], b"a"), msg(&[], b"b"));
+    let first = [a, b];
+    let one = [a];
+    let groups = [
+        PutGroup {
+            topic: "t",
+            queue_id: 0,
+            msgs: &first,
+        },
+        PutGroup {
+            topic: "t",
+            queue_id: 9,
+            msgs: &one,
+        },
+        PutGroup {
+            topic: "t",
+            queue_id: 0,
+            msgs: &one,
+        },
+        PutGroup {
+            topic: "t",
+            queue_id: 1,
+            msgs: &one,
+        },
+    ];
+    let done = store.append_groups(TopicScope::Client, &groups).unwrap();
+    let offsets: Vec<Option<Vec<u64>>> = done
+        .results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .ok()
+                .map(|v| v.iter().map(|p| p.queue_offset.get()).collect())
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![Some(vec![0, 1]), None, Some(vec![2]), Some(vec![0])]
+    );
+    assert!(matches!(
+        done.results[1],
+        Err(StoreError::QueueNotFound { queue_id: 9, .. })
+    ));
+    assert_eq!(done.end, store.commit_log().write_offset());
+    assert!(store.wait_for_message("t", 0, QueueOffset::new(2), Duration::from_secs(10)));
+    let r = store
+        .get_messages(
+            "t",
+            0,
+            QueueOffset::new(0),
+            10,
+            usize::MAX,
+            &TagFilter::parse("*").unwrap(),
+        )
+        .unwrap();
+    let bodies: Vec<&[u8]> = r.messages.iter().map(|m| m.view().body()).collect();
+    assert_eq!(bodies, vec![&b"a"[..], b"b", b"a"]);
+    store.close().unwrap();
+}
