@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::appender::Appender;
+use super::handler::send::SendLimits;
 use super::{background, listener, Services};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
@@ -91,6 +93,28 @@ impl Broker {
                 return Err(e);
             }
         };
+        let stats = Arc::new(Stats::new());
+        let limits = SendLimits {
+            max_batch_messages: config.max_batch_messages,
+            max_body_bytes: config.max_message_bytes(),
+        };
+        let appender = match Appender::start(
+            Arc::clone(&store),
+            Arc::clone(&stats),
+            limits,
+            tokio::runtime::Handle::current(),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                retry.close();
+                if let Err(close) = close_store(store).await {
+                    tracing::warn!(error = %close, "store not closed cleanly after a failed start");
+                }
+                return Err(BrokerError::Shutdown(format!(
+                    "cannot start the appender thread: {e}"
+                )));
+            }
+        };
         let services = Arc::new(Services {
             groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
             config,
@@ -98,7 +122,8 @@ impl Broker {
             offsets,
             retry,
             long_polling,
-            stats: Stats::new(),
+            stats,
+            appender,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -158,6 +183,12 @@ impl RunningBroker {
         services.shutdown.cancel();
         services.tracker.close();
         services.tracker.wait().await;
+        // Every connection has ended; the appender answers what it still holds and stops,
+        // releasing its hold on the store.
+        let s = Arc::clone(&services);
+        if let Err(e) = blocking(move || s.appender.stop()).await {
+            tracing::warn!(error = %e, "appender did not stop cleanly");
+        }
         let mut problems = Vec::new();
         if let Err(e) = background::persist_now(&services).await {
             problems.push(format!("writing consumer offsets: {e}"));

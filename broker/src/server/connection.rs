@@ -1,5 +1,6 @@
-//! One client connection: a cancel-safe read loop that cuts frames out of a buffer,
-//! a task per request (bounded per connection), and one writer task for the answers.
+//! One client connection: a cancel-safe read loop that cuts frames out of a buffer, hands
+//! sends to the appender in arrival order, starts a task for every other request (bounded
+//! per connection together with the sends), and one writer task for the answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use protocol::{Frame, FrameDecoder, FrameKind, ProtocolError, RequestCode, Statu
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::appender::SendJob;
 use super::handler;
 use super::response::Response;
 use super::writer::{self, Outgoing};
@@ -42,6 +44,32 @@ impl Connection {
                 response,
             })
             .await;
+    }
+
+    /// Queues a response from a thread outside the runtime (the appender) without
+    /// blocking it; only when the writer's queue is full does a task wait for room. The
+    /// in-flight slot is given back once the response is queued.
+    pub(crate) fn respond_from_thread(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        request_id: u64,
+        response: Response,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let out = Outgoing {
+            request_id,
+            response,
+        };
+        match self.tx.try_send(out) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                let tx = self.tx.clone();
+                runtime.spawn(async move {
+                    let _ = tx.send(out).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 }
 
@@ -91,12 +119,15 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
     let permits = Arc::new(Semaphore::new(
         services.config.max_inflight_per_connection as usize,
     ));
+    let appender = services.appender.sender();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let stall = Duration::from_millis(services.config.partial_frame_timeout_ms);
     loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => dispatch(&services, &conn, &permits, frame).await,
+                Ok(Some(frame)) => {
+                    dispatch(&services, &conn, &permits, appender.as_ref(), frame).await;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     if !report_protocol_error(&conn, &buf, e).await {
@@ -192,11 +223,13 @@ fn peeked_request_id(buf: &BytesMut) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Starts one request: a task of its own while a permit is free, `Busy` otherwise.
+/// Starts one request while a permit is free (`Busy` otherwise): a send goes to the
+/// appender, anything else runs as a task of its own.
 async fn dispatch(
     services: &Arc<Services>,
     conn: &Arc<Connection>,
     permits: &Arc<Semaphore>,
+    appender: Option<&mpsc::Sender<SendJob>>,
     frame: Frame,
 ) {
     let request_id = frame.request_id;
@@ -221,6 +254,25 @@ async fn dispatch(
             .await;
         return;
     };
+    if code == RequestCode::Send {
+        let job = SendJob {
+            conn: Arc::clone(conn),
+            frame,
+            permit,
+        };
+        let refused = match appender {
+            Some(tx) => tx.send(job).await.err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            let id = job.frame.request_id;
+            drop(job);
+            let msg = "the broker is shutting down";
+            conn.respond(id, Response::error(Status::ShuttingDown, msg))
+                .await;
+        }
+        return;
+    }
     let services = Arc::clone(services);
     let conn = Arc::clone(conn);
     services.tracker.clone().spawn(async move {

@@ -2,8 +2,10 @@
 //! opens the store and services and runs them until shutdown.
 //!
 //! Request path: `listener` accepts, `connection` cuts frames and spawns a task per
-//! request, `handler` answers it, `writer` frames the answer onto the socket.
+//! request (sends go to the `appender` thread instead, in arrival order), `handler`
+//! answers it, `writer` frames the answer onto the socket.
 
+mod appender;
 mod background;
 mod broker;
 mod connection;
@@ -34,7 +36,9 @@ pub(crate) struct Services {
     pub(crate) offsets: ConsumerOffsets,
     pub(crate) retry: RetryService,
     pub(crate) long_polling: Arc<LongPolling>,
-    pub(crate) stats: Stats,
+    pub(crate) stats: Arc<Stats>,
+    /// Stores the sends of every connection.
+    pub(crate) appender: appender::Appender,
     /// Cancelled once, when shutdown starts; every loop selects on it.
     pub(crate) shutdown: CancellationToken,
     /// Every task the server spawns, so shutdown can wait for all of them.

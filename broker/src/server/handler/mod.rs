@@ -7,7 +7,7 @@ mod hello;
 mod lookup;
 mod offset;
 mod pull;
-mod send;
+pub(super) mod send;
 mod stats;
 mod topic;
 
@@ -39,7 +39,10 @@ pub(crate) async fn handle(
         RequestCode::DeleteTopic => topic::delete(services, &frame).await,
         RequestCode::GetTopic => topic::get(services, &frame).await,
         RequestCode::ListTopics => topic::list(services, &frame).await,
-        RequestCode::Send => send::send(services, frame).await,
+        // Connections hand sends to the appender; none should arrive here.
+        RequestCode::Send => Err(HandlerError::internal(
+            "sends are stored by the appender, not by request tasks",
+        )),
         RequestCode::Pull => pull::pull(services, conn, &frame).await,
         RequestCode::CommitOffset => offset::commit(services, &frame).await,
         RequestCode::QueryOffset => offset::query(services, &frame),

@@ -1,6 +1,6 @@
-//! Send: one message or a batch to one queue, stored all or nothing.
-
-use std::sync::Arc;
+//! Send: one message or a batch to one queue, stored all or nothing. Sends are not run as
+//! request tasks: the connection hands them to the appender (`server::appender`) in arrival
+//! order, which checks them here and stores many at once.
 
 use protocol::batch::{self, BatchMessage};
 use protocol::messages::{SendReceipt, SendRequest, SendResponse};
@@ -8,14 +8,32 @@ use protocol::names::{validate_user_name, NameError};
 use protocol::properties::Properties;
 use protocol::{Frame, Status};
 
-use super::{blocking, decode, HandlerResult, Services};
+use super::decode;
 use crate::server::response::{HandlerError, Response};
-use crate::store::PutMessage;
+use crate::store::{PutMessage, PutResult};
 
-pub(super) async fn send(services: &Arc<Services>, frame: Frame) -> HandlerResult {
-    let req: SendRequest = decode(&frame)?;
+/// The limits a send is checked against, copied out of the broker config.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendLimits {
+    pub(crate) max_batch_messages: u32,
+    pub(crate) max_body_bytes: u32,
+}
+
+/// A checked send, borrowing its messages from the request frame.
+pub(crate) struct PreparedSend<'a> {
+    pub(crate) req: SendRequest,
+    pub(crate) msgs: Vec<PutMessage<'a>>,
+    pub(crate) body_bytes: u64,
+}
+
+/// Decodes and checks a send request without storing it.
+///
+/// # Errors
+/// A malformed header or batch, a reserved or invalid topic, an empty or oversized batch,
+/// an oversized body, malformed properties.
+pub(crate) fn prepare(limits: SendLimits, frame: &Frame) -> Result<PreparedSend<'_>, HandlerError> {
+    let req: SendRequest = decode(frame)?;
     check_topic(&req.topic)?;
-    let limits = &services.config;
     if req.count == 0 {
         return Err(HandlerError::bad_request(
             "a send needs at least one message",
@@ -30,38 +48,39 @@ pub(super) async fn send(services: &Arc<Services>, frame: Frame) -> HandlerResul
             ),
         ));
     }
-    let max_body = limits.max_message_bytes();
-    let s = Arc::clone(services);
-    let body = frame.body;
-    blocking(move || {
-        // Decoded without a body limit so an oversized body is told apart from a
-        // malformed batch and reported as such.
-        let msgs = batch::decode(&body, req.count, u32::MAX)
-            .map_err(|e| HandlerError::bad_request(e.to_string()))?;
-        check_messages(&msgs, max_body)?;
-        let puts: Vec<PutMessage<'_>> = msgs
-            .iter()
-            .map(|m| PutMessage {
-                properties: m.properties,
-                body: m.body,
-                born_timestamp_ms: m.born_timestamp_ms,
-                reconsume_times: 0,
-            })
-            .collect();
-        let results = s.store.put_batch(&req.topic, req.queue_id, &puts)?;
-        let bytes: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
-        s.stats.add_messages_in(results.len() as u64, bytes);
-        let receipts = results
-            .iter()
-            .map(|r| SendReceipt {
-                msg_id: r.msg_id.to_string(),
-                queue_id: r.queue_id,
-                queue_offset: r.queue_offset.get(),
-            })
-            .collect();
-        Ok(Response::ok(&SendResponse { receipts }))
+    // Decoded without a body limit so an oversized body is told apart from a malformed
+    // batch and reported as such.
+    let msgs = batch::decode(&frame.body, req.count, u32::MAX)
+        .map_err(|e| HandlerError::bad_request(e.to_string()))?;
+    check_messages(&msgs, limits.max_body_bytes)?;
+    let body_bytes = msgs.iter().map(|m| m.body.len() as u64).sum();
+    let msgs = msgs
+        .iter()
+        .map(|m| PutMessage {
+            properties: m.properties,
+            body: m.body,
+            born_timestamp_ms: m.born_timestamp_ms,
+            reconsume_times: 0,
+        })
+        .collect();
+    Ok(PreparedSend {
+        req,
+        msgs,
+        body_bytes,
     })
-    .await
+}
+
+/// The acknowledgement of a stored send: one receipt per message, in order.
+pub(crate) fn receipts(results: &[PutResult]) -> Response {
+    let receipts = results
+        .iter()
+        .map(|r| SendReceipt {
+            msg_id: r.msg_id.to_text(),
+            queue_id: r.queue_id,
+            queue_offset: r.queue_offset.get(),
+        })
+        .collect();
+    Response::ok(&SendResponse { receipts })
 }
 
 /// Producers may only write user topics; `%RETRY%` and `%DLQ%` are the broker's.

@@ -1,0 +1,279 @@
+//! The appender: one thread that stores the sends of every connection.
+//!
+//! Connections hand each Send frame, in arrival order, into one bounded channel. The
+//! appender takes everything queued, checks each request, stores all valid ones with a
+//! single store call (one writer lock, one commit-log append) and answers each request
+//! straight to its connection's writer. One thread in arrival order keeps pipelined sends
+//! of a connection in order, and many small sends become one large append.
+//!
+//! Under `flush = sync` the answers go to a second thread that waits for durability
+//! (group commit across connections) while the appender goes on appending.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use protocol::Frame;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::connection::Connection;
+use super::handler::send::{self, PreparedSend, SendLimits};
+use super::response::{HandlerError, Response};
+use crate::stats::Stats;
+use crate::store::{MessageStore, PhysicalOffset, PutGroup, TopicScope};
+
+/// Sends queued towards the appender from all connections together.
+const QUEUE_DEPTH: usize = 4096;
+/// Most requests stored by one append.
+const MAX_JOBS_PER_APPEND: usize = 2048;
+/// Stop taking more requests into one append once their bodies add up to this.
+const MAX_BYTES_PER_APPEND: usize = 32 << 20;
+
+/// One send request waiting to be stored.
+pub(crate) struct SendJob {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) frame: Frame,
+    /// The connection's in-flight slot, given back once the answer is queued.
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// A request and its answer; `stored` says whether the answer waits for durability.
+struct Answer {
+    job: SendJob,
+    response: Response,
+    stored: bool,
+}
+
+/// Handle on the appender thread.
+pub(crate) struct Appender {
+    tx: Mutex<Option<mpsc::Sender<SendJob>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Appender {
+    /// Starts the appender (and, under sync flush, its durability thread).
+    ///
+    /// # Errors
+    /// The OS refused to start a thread.
+    pub(crate) fn start(
+        store: Arc<MessageStore>,
+        stats: Arc<Stats>,
+        limits: SendLimits,
+        runtime: Handle,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread = std::thread::Builder::new()
+            .name("ferromq-append".into())
+            .spawn(move || {
+                let worker = Worker {
+                    store,
+                    stats,
+                    limits,
+                    runtime,
+                };
+                worker.run(rx);
+            })?;
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Where a connection queues its sends; `None` once the appender is stopping.
+    pub(crate) fn sender(&self) -> Option<mpsc::Sender<SendJob>> {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops taking sends and waits until every queued one is answered. Blocking; call it
+    /// after the connections have ended.
+    pub(crate) fn stop(&self) {
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            // A panicked appender has answered what it could; shutdown goes on.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        // A broker dropped without `shutdown`: the thread must still let go of the store so
+        // the data directory can be opened again.
+        self.stop();
+    }
+}
+
+struct Worker {
+    store: Arc<MessageStore>,
+    stats: Arc<Stats>,
+    limits: SendLimits,
+    runtime: Handle,
+}
+
+impl Worker {
+    fn run(self, mut rx: mpsc::Receiver<SendJob>) {
+        let durable = if self.store.is_sync() {
+            match self.start_durability_thread() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // Without the thread every batch waits for its flush here instead.
+                    tracing::error!(error = %e, "cannot start the durability thread");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut jobs = Vec::with_capacity(MAX_JOBS_PER_APPEND);
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.frame.body.len();
+            jobs.push(first);
+            while jobs.len() < MAX_JOBS_PER_APPEND && bytes < MAX_BYTES_PER_APPEND {
+                let Ok(job) = rx.try_recv() else { break };
+                bytes += job.frame.body.len();
+                jobs.push(job);
+            }
+            let (end, answers) = self.store_all(&mut jobs);
+            match &durable {
+                Some((tx, _)) if answers.iter().any(|a| a.stored) => {
+                    if let Err(std_mpsc::SendError((_, answers))) = tx.send((end, answers)) {
+                        self.wait_and_answer(end, answers);
+                    }
+                }
+                _ => self.wait_and_answer(end, answers),
+            }
+        }
+        if let Some((tx, thread)) = durable {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+
+    /// Checks and stores `jobs` (emptied) with one append; returns the end to wait for.
+    fn store_all(&self, jobs: &mut Vec<SendJob>) -> (PhysicalOffset, Vec<Answer>) {
+        let prepared: Vec<Result<PreparedSend<'_>, HandlerError>> = jobs
+            .iter()
+            .map(|j| send::prepare(self.limits, &j.frame))
+            .collect();
+        let groups: Vec<PutGroup<'_>> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok())
+            .map(|p| PutGroup {
+                topic: &p.req.topic,
+                queue_id: p.req.queue_id,
+                msgs: &p.msgs,
+            })
+            .collect();
+        let mut end = PhysicalOffset::new(0);
+        let mut responses: Vec<(Response, bool)> = Vec::with_capacity(jobs.len());
+        match self.store.append_groups(TopicScope::Client, &groups) {
+            Ok(done) => {
+                end = done.end;
+                let mut results = done.results.into_iter();
+                let (mut messages, mut bytes) = (0u64, 0u64);
+                for p in &prepared {
+                    responses.push(match p {
+                        Err(e) => (Response::from(e.clone()), false),
+                        Ok(p) => match results.next() {
+                            Some(Ok(stored)) => {
+                                messages += stored.len() as u64;
+                                bytes += p.body_bytes;
+                                (send::receipts(&stored), true)
+                            }
+                            Some(Err(e)) => (Response::from(HandlerError::from(e)), false),
+                            None => (Response::from(lost_result()), false),
+                        },
+                    });
+                }
+                self.stats.add_messages_in(messages, bytes);
+            }
+            Err(e) => {
+                let e = HandlerError::from(e);
+                for p in &prepared {
+                    let err = match p {
+                        Err(mine) => mine.clone(),
+                        Ok(_) => e.clone(),
+                    };
+                    responses.push((Response::from(err), false));
+                }
+            }
+        }
+        drop(groups);
+        drop(prepared);
+        let answers = jobs
+            .drain(..)
+            .zip(responses)
+            .map(|(job, (response, stored))| Answer {
+                job,
+                response,
+                stored,
+            })
+            .collect();
+        (end, answers)
+    }
+
+    /// Waits until `end` is durable (nothing to wait for under async flush), then answers.
+    fn wait_and_answer(&self, end: PhysicalOffset, answers: Vec<Answer>) {
+        let failed = self.store.wait_durable(end).err().map(HandlerError::from);
+        for a in answers {
+            let response = match &failed {
+                Some(e) if a.stored => Response::from(e.clone()),
+                _ => a.response,
+            };
+            a.job.conn.respond_from_thread(
+                &self.runtime,
+                a.job.frame.request_id,
+                response,
+                a.job.permit,
+            );
+        }
+    }
+
+    /// The thread that waits for durability of appended batches, all queued ones with a
+    /// single flush, and then answers them.
+    #[allow(clippy::type_complexity)]
+    fn start_durability_thread(
+        &self,
+    ) -> std::io::Result<(
+        std_mpsc::Sender<(PhysicalOffset, Vec<Answer>)>,
+        JoinHandle<()>,
+    )> {
+        let (tx, rx) = std_mpsc::channel::<(PhysicalOffset, Vec<Answer>)>();
+        let worker = Worker {
+            store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
+            limits: self.limits,
+            runtime: self.runtime.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ferromq-durable".into())
+            .spawn(move || {
+                while let Ok((mut end, mut answers)) = rx.recv() {
+                    while let Ok((more_end, more)) = rx.try_recv() {
+                        end = end.max(more_end);
+                        answers.extend(more);
+                    }
+                    worker.wait_and_answer(end, answers);
+                }
+            })?;
+        Ok((tx, thread))
+    }
+}
+
+fn lost_result() -> HandlerError {
+    HandlerError::internal("the store returned fewer results than requests")
+}
