@@ -49,7 +49,7 @@ pub use error::Error;
 pub use format::RecordIn;
 pub use log::{Appended, CommitLog, Stats};
 pub use offset::PhysicalOffset;
-pub use read::{Iter, RecordRef};
+pub use read::{Iter, Reader, RecordRef};
 pub use recovery::{DropReason, Dropped, RecoveryReport};
 pub use retention::RetentionReport;
 

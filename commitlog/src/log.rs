@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::flush::CLEAN_SHUTDOWN_FILE;
 use crate::format::{Meta, MetaKind, RecordIn};
 use crate::lock::DirLock;
-use crate::read::{Iter, RecordRef};
+use crate::read::{Iter, Reader, RecordRef};
 use crate::recovery::{recover, RecoveryReport};
 use crate::retention::RetentionReport;
 use crate::shared::{lock, Inner};
@@ -109,6 +109,11 @@ impl CommitLog {
     /// the visible end, [`Error::ChecksumMismatch`] / [`Error::Corrupted`] otherwise.
     pub fn read(&self, offset: PhysicalOffset) -> Result<RecordRef, Error> {
         self.inner.read(offset)
+    }
+
+    /// A reader for many reads at chosen offsets (cheaper than [`CommitLog::read`] each).
+    pub fn reader(&self) -> Reader<'_> {
+        Reader::new(&self.inner)
     }
 
     /// Iterates records from `offset` (a record boundary) to the visible end.

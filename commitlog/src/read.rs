@@ -142,6 +142,52 @@ impl Inner {
     }
 }
 
+/// Reads records at chosen offsets, keeping the segment of the last read: a batch of
+/// reads that mostly hit one segment (a pull) takes the segment-list lock once, not per
+/// record. Each read is checked exactly like [`crate::CommitLog::read`].
+pub struct Reader<'a> {
+    inner: &'a Inner,
+    seg: Option<Arc<Segment>>,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(inner: &'a Inner) -> Self {
+        Reader { inner, seg: None }
+    }
+
+    /// Reads the record at `offset`, checking its CRC. Zero copy.
+    ///
+    /// # Errors
+    /// As [`crate::CommitLog::read`].
+    pub fn read(&mut self, offset: PhysicalOffset) -> Result<RecordRef, Error> {
+        let at = offset.get();
+        // Below the minimum fails here, so a cached segment removed by retention is never
+        // read from (its mapping would still be valid memory).
+        let visible = self.inner.check_readable(at)?;
+        let cached = self
+            .seg
+            .as_ref()
+            .is_some_and(|s| s.start.get() <= at && at < s.end());
+        if !cached {
+            self.seg = self.inner.segment_for(at);
+        }
+        let Some(seg) = &self.seg else {
+            return Err(Error::OffsetUnavailable {
+                requested: offset,
+                min: PhysicalOffset::new(self.inner.min_offset.load(Ordering::SeqCst)),
+            });
+        };
+        match self.inner.read_at(seg, at, visible)? {
+            At::Record(r) => Ok(r),
+            At::Skip(_) => Err(Error::Corrupted {
+                segment: seg.start,
+                offset,
+                reason: FormatError::EndOfSegment,
+            }),
+        }
+    }
+}
+
 /// Iterates records from an offset to the visible end (re-read on every step, so an
 /// iterator can be resumed after more data arrives). Stops after the first error.
 pub struct Iter {

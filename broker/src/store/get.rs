@@ -135,6 +135,7 @@ impl Shared {
         let mut messages = Vec::with_capacity(max_count.min(READ_CHUNK * 4));
         let mut entries: Vec<Entry> = Vec::with_capacity(READ_CHUNK.min(max_count));
         let (mut next, mut bytes, mut scanned) = (from.get(), 0usize, 0usize);
+        let mut reader = self.log.reader();
         'scan: while messages.len() < max_count && scanned < MAX_SCAN_ENTRIES.max(max_count) {
             entries.clear();
             let want = if filter.is_all() {
@@ -162,10 +163,7 @@ impl Shared {
                     next += 1;
                     continue;
                 }
-                let rec = match self
-                    .log
-                    .read(commitlog::PhysicalOffset::new(e.physical_offset))
-                {
+                let rec = match reader.read(commitlog::PhysicalOffset::new(e.physical_offset)) {
                     Ok(r) => r,
                     Err(commitlog::Error::OffsetUnavailable { .. }) if messages.is_empty() => {
                         return Ok(empty(GetStatus::OffsetBelowMin { min }, min, min, max));
