@@ -111,8 +111,10 @@ impl Producer {
 
     /// Puts one message on the wire and returns a handle on its ack without waiting for it.
     /// Waits only while `max_in_flight` sends are unacknowledged. Sends started one after
-    /// the other are written in that order, but the broker may store concurrent requests
-    /// in any order: when order within a queue matters, await each send or use a batch.
+    /// the other are written in that order, and the broker stores the sends of one
+    /// connection in the order they arrive, so pipelined sends to one queue keep their
+    /// order (a send refused as `Busy` is the exception: keep `max_in_flight` at or below
+    /// the broker's limit).
     ///
     /// # Errors
     /// Failures that happen before the request is written (connect, encoding).

@@ -19,7 +19,7 @@ pub(crate) struct ProduceArgs {
     /// Key of every message (messages with one key go to one queue, in order).
     #[arg(long)]
     key: Option<String>,
-    /// Most sends awaiting their ack (1 with --key, to keep the key's order).
+    /// Most sends awaiting their ack.
     #[arg(long, default_value_t = 256)]
     inflight: usize,
 }
@@ -27,11 +27,10 @@ pub(crate) struct ProduceArgs {
 type Outcome = (u64, Result<SendResult, client::Error>);
 
 pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
-    // The broker answers the requests of a connection concurrently, so pipelined sends to
-    // one queue may be stored out of order. A key promises order: send keyed lines one at
-    // a time.
+    // Pipelined even with a key: the broker stores the sends of one connection in the
+    // order they arrive, and they are written in line order.
     let opts = ProducerOptions {
-        max_in_flight: if args.key.is_some() { 1 } else { args.inflight },
+        max_in_flight: args.inflight,
     };
     let producer = Producer::connect(broker, opts).await?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

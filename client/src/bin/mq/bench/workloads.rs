@@ -278,7 +278,9 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
     })
 }
 
-/// Sends `total` messages at `rate` per second, each stamped with µs since `base`.
+/// Sends `total` messages at `rate` per second, each stamped with µs since `base`. Paced
+/// one message at a time from a thread of its own (tokio timers tick in whole
+/// milliseconds, which would send in bursts and measure the bursts' queueing).
 async fn paced_producer(
     broker: String,
     topic: String,
@@ -287,7 +289,7 @@ async fn paced_producer(
     size: usize,
     base: Instant,
 ) -> CliResult {
-    let producer = Producer::connect(&broker, ProducerOptions::default()).await?;
+    let producer = Arc::new(Producer::connect(&broker, ProducerOptions::default()).await?);
     let (tx, mut rx) = mpsc::channel::<SendHandle>(4096);
     let drain = tokio::spawn(async move {
         while let Some(h) = rx.recv().await {
@@ -295,14 +297,18 @@ async fn paced_producer(
         }
         Ok::<_, client::Error>(())
     });
-    let mut body = vec![b'x'; size];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while sent < total {
-        tick.tick().await;
-        let due = (u128::from(rate) * start.elapsed().as_micros() / 1_000_000) as u64;
-        while sent < due.min(total) {
+    let runtime = tokio::runtime::Handle::current();
+    let p = Arc::clone(&producer);
+    let paced = tokio::task::spawn_blocking(move || -> Result<(), client::Error> {
+        let mut body = vec![b'x'; size];
+        let interval_ns = 1_000_000_000 / u128::from(rate);
+        let start = Instant::now();
+        for sent in 0..total {
+            let due = start + Duration::from_nanos((interval_ns * u128::from(sent)) as u64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
             body[..8].copy_from_slice(&micros(base.elapsed()).to_le_bytes());
             let mut w = BatchWriter::with_capacity(16 + size);
             w.push(&BatchMessage {
@@ -310,16 +316,20 @@ async fn paced_producer(
                 body: &body,
                 born_timestamp_ms: 0,
             })?;
-            let queue = producer.select_queue(&topic, None).await?;
-            let handle = producer.send_encoded(&topic, queue, &w).await?;
-            if tx.send(handle).await.is_err() {
+            let handle = runtime.block_on(async {
+                let queue = p.select_queue(&topic, None).await?;
+                p.send_encoded(&topic, queue, &w).await
+            })?;
+            if tx.blocking_send(handle).is_err() {
                 break;
             }
-            sent += 1;
         }
-    }
-    drop(tx);
+        Ok(())
+    });
+    paced.await??;
     drain.await??;
-    producer.close().await;
+    if let Ok(producer) = Arc::try_unwrap(producer) {
+        producer.close().await;
+    }
     Ok(())
 }
