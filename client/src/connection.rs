@@ -121,7 +121,10 @@ struct Inner {
     addr: String,
     opts: ConnectOptions,
     link: Mutex<Option<Arc<Link>>>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while (re)connecting. It guards the number of failed reconnect rounds, so that
+    /// callers queued behind a round that failed share its outcome instead of each
+    /// waiting a full connect timeout in turn.
+    connecting: tokio::sync::Mutex<u64>,
     next_id: AtomicU64,
     closed: AtomicBool,
     hello: Mutex<Option<HelloResponse>>,
@@ -164,7 +167,7 @@ impl Connection {
                 addr: addr.to_string(),
                 opts,
                 link: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
+                connecting: tokio::sync::Mutex::new(0),
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 hello: Mutex::new(None),
@@ -279,10 +282,40 @@ impl Connection {
         if let Some(link) = self.live_link() {
             return Ok(link);
         }
-        let _one_at_a_time = self.inner.connecting.lock().await;
+        let failed_before = self.failed_rounds();
+        let mut failed_rounds = self.inner.connecting.lock().await;
         if let Some(link) = self.live_link() {
             return Ok(link);
         }
+        if *failed_rounds != failed_before {
+            // A round that ended while this caller waited for the lock just failed.
+            return Err(self.unreachable_error());
+        }
+        let result = self.reconnect().await;
+        if result.is_err() {
+            *failed_rounds += 1;
+        }
+        result
+    }
+
+    /// Failed reconnect rounds so far, or `u64::MAX` while a round is running: then the
+    /// caller waits for that round and shares its outcome.
+    fn failed_rounds(&self) -> u64 {
+        self.inner.connecting.try_lock().map_or(u64::MAX, |n| *n)
+    }
+
+    fn unreachable_error(&self) -> Error {
+        Error::Io {
+            addr: self.inner.addr.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the broker could not be reached just now",
+            ),
+        }
+    }
+
+    /// One reconnect round: tries with backoff until the connect timeout.
+    async fn reconnect(&self) -> Result<Arc<Link>> {
         let deadline = tokio::time::Instant::now() + self.inner.opts.connect_timeout;
         let mut backoff = self.inner.opts.initial_backoff;
         loop {

@@ -8,7 +8,9 @@ mod restart_support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use client::{Message, Producer, ProducerOptions, PullConsumer, ReceivedMessage};
+use client::{
+    ConnectOptions, Connection, Message, Producer, ProducerOptions, PullConsumer, ReceivedMessage,
+};
 use restart_support::{Hosted, Restartable, FIRST_RETRY_MS};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -118,4 +120,71 @@ async fn a_pending_retry_survives_a_killed_broker() {
 #[ignore = "the broker host of the kill test, started by it as a child process"]
 fn broker_host() {
     restart_support::host_main();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_while_the_broker_is_down_is_sent_back_once_it_returns() {
+    let mut b = Restartable::start().await;
+    let p = Producer::connect(&b.addr, ProducerOptions::default())
+        .await
+        .unwrap();
+    let msgs: Vec<Message> = (0..3).map(|i| Message::new(format!("job-{i}"))).collect();
+    p.send_batch("jobs", &msgs).await.unwrap();
+    p.close().await;
+    // A short connect timeout: calls fail soon while the broker is away.
+    let conn = Connection::connect(
+        &b.addr,
+        ConnectOptions {
+            connect_timeout: Duration::from_millis(500),
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut c = PullConsumer::with_connection(conn, "g", &[("jobs", "*")], opts())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(c.recv_timeout(PATIENCE).await.expect("delivered"));
+    }
+    c.ack(&got[0]);
+    c.ack(&got[2]);
+    c.commit().await.unwrap();
+
+    b.stop().await;
+    // Unreachable broker: the nack is kept and retried in the background.
+    c.nack(&got[1]).await.unwrap();
+    assert!(c.commit().await.is_err());
+    b.start_again().await;
+
+    let m = c
+        .recv_timeout(PATIENCE)
+        .await
+        .expect("the kept nack reaches the broker and the retry comes back");
+    assert_eq!(
+        (m.topic(), m.msg_id(), m.reconsume_times(), m.body()),
+        ("jobs", got[1].msg_id(), 1, &b"job-1"[..])
+    );
+    c.ack(&m);
+    // The committed offset never passed the nacked message until it was sent back; now
+    // the whole queue is done, and nothing acked came back.
+    let admin = client::admin::Admin::connect(&b.addr).await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while admin
+        .committed("g", "jobs", 0)
+        .await
+        .unwrap()
+        .map(|q| q.offset)
+        != Some(3)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue never committed to 3"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.recv_timeout(Duration::from_millis(300)).await.is_none());
+    c.close().await.unwrap();
+    b.shutdown().await;
 }

@@ -57,7 +57,17 @@ impl Restartable {
     /// Graceful shutdown (offsets written, store closed), then a new broker on the same
     /// data dir and address.
     pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Graceful shutdown; clients see the broker unreachable until `start_again`.
+    pub async fn stop(&mut self) {
         self.broker.take().unwrap().shutdown().await.unwrap();
+    }
+
+    /// A new broker on the same data dir and address.
+    pub async fn start_again(&mut self) {
         let listen = self.addr.parse().unwrap();
         self.broker = Some(
             Broker::start(config(self.dir.path(), listen))
