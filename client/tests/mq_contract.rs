@@ -7,7 +7,7 @@ mod support;
 
 use client::{Message, PullConsumer};
 use serde_json::Value;
-use support::cli::{json_lines, mq, spawn_mq};
+use support::cli::{json_lines, mq, mq_bytes, spawn_mq};
 use support::{fast_options, TestBroker, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
@@ -341,4 +341,25 @@ async fn bench_names_its_workload_in_progress_and_json() {
     ] {
         assert!(f[key].is_number(), "{key}: {f}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_takes_any_bytes_per_line_and_acks_each() {
+    let b = TestBroker::start().await;
+    b.admin().await.create_topic("raw", 1).await.unwrap();
+    // A non-UTF-8 line, an empty line, a CRLF line and a last line without '\n'.
+    let out = mq_bytes(&b, &["produce", "raw"], b"ok\n\xff\xfe\n\nwin\r\nlast").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out).len(), 5, "{out:?}");
+
+    let out = mq(&b, &["consume", "raw", "--group", "g", "--max", "5"], "").await;
+    assert!(out.status.success(), "{out:?}");
+    let bodies: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|m| match m.get("body") {
+            Some(text) => text.as_str().unwrap().to_string(),
+            None => format!("b64:{}", m["body_b64"].as_str().unwrap()),
+        })
+        .collect();
+    assert_eq!(bodies, ["ok", "b64://4=", "", "win", "last"]);
 }

@@ -1,12 +1,14 @@
 //! `mq produce TOPIC [--tag T] [--key K]`: one message per stdin line, pipelined; one JSON
-//! line per ack, in the order the acks arrive.
+//! line per ack, in line order, each written as soon as it and those before it are in.
 
 use std::io::Write;
 
 use clap::Args;
 use client::{Message, Producer, ProducerOptions, SendResult};
+use std::collections::VecDeque;
 use tokio::io::AsyncBufReadExt;
-use tokio::task::JoinSet;
+
+use tokio::task::JoinHandle;
 
 use crate::CliResult;
 
@@ -24,7 +26,7 @@ pub(crate) struct ProduceArgs {
     inflight: usize,
 }
 
-type Outcome = (u64, Result<SendResult, client::Error>);
+type Outcome = Result<SendResult, client::Error>;
 
 pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
     // Pipelined even with a key: the broker stores the sends of one connection in the
@@ -33,8 +35,12 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
         max_in_flight: args.inflight,
     };
     let producer = Producer::connect(broker, opts).await?;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut acks: JoinSet<Outcome> = JoinSet::new();
+    // Lines as bytes: a body need not be UTF-8 (consumers print it as body_b64).
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    // Each ack is awaited by a task of its own (so its in-flight permit is released as soon
+    // as it arrives) and printed in line order: the front of this queue first.
+    let mut acks: VecDeque<(u64, JoinHandle<Outcome>)> = VecDeque::new();
     let mut line_no = 0u64;
     let mut failed = Vec::new();
     let mut eof = false;
@@ -42,16 +48,32 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
     while !eof || !acks.is_empty() {
         tokio::select! {
             biased;
-            Some(done) = acks.join_next(), if !acks.is_empty() => {
-                report(&mut out, done, &mut failed)?;
+            done = async {
+                match acks.front_mut() {
+                    Some((_, h)) => h.await,
+                    None => std::future::pending().await,
+                }
+            }, if !acks.is_empty() => {
+                if let Some((n, _)) = acks.pop_front() {
+                    report(&mut out, n, done, &mut failed)?;
+                }
             }
-            line = lines.next_line(), if !eof => {
-                let Some(line) = line? else {
+            read = stdin.read_until(b'\n', &mut buf), if !eof => {
+                // 0 with bytes in buf: a last line without '\n' (partly read by a call
+                // the ack branch preempted; read_until keeps what it read in buf).
+                if read? == 0 && buf.is_empty() {
                     eof = true;
                     continue;
-                };
+                }
                 line_no += 1;
-                let mut msg = Message::new(line.into_bytes());
+                let mut line = std::mem::take(&mut buf);
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                let mut msg = Message::new(line);
                 if let Some(t) = &args.tag {
                     msg = msg.with_tag(t);
                 }
@@ -61,9 +83,10 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
                 let n = line_no;
                 match producer.send_async(&args.topic, &msg).await {
                     Ok(handle) => {
-                        acks.spawn(async move {
-                            (n, handle.wait().await.and_then(|mut r| r.pop().ok_or(client::Error::InvalidArgument("no receipt".into()))))
+                        let ack = tokio::spawn(async move {
+                            handle.wait().await.and_then(|mut r| r.pop().ok_or(client::Error::InvalidArgument("no receipt".into())))
                         });
+                        acks.push_back((n, ack));
                     }
                     Err(e) => failed.push((n, e.to_string())),
                 }
@@ -89,16 +112,17 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
 
 fn report(
     out: &mut impl Write,
+    n: u64,
     done: Result<Outcome, tokio::task::JoinError>,
     failed: &mut Vec<(u64, String)>,
 ) -> CliResult {
     match done? {
-        (_, Ok(r)) => {
+        Ok(r) => {
             let line = serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "offset": r.queue_offset});
             writeln!(out, "{line}")?;
             out.flush()?;
         }
-        (n, Err(e)) => {
+        Err(e) => {
             eprintln!("mq: line {n}: send failed: {e}");
             failed.push((n, e.to_string()));
         }
