@@ -210,12 +210,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults with the data under `data_dir` and an ephemeral port on 127.0.0.1: what
-    /// tests start an in-process broker with.
+    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1 and 64 MiB
+    /// segments: what tests start an in-process broker with. Segments are preallocated, so
+    /// the 1 GiB default would reserve gigabytes of disk per test broker.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            segment_size: ByteSize(64 << 20),
             ..Self::default()
         }
     }
