@@ -45,12 +45,20 @@ pub(super) async fn pull(
     }
     let notify = services.long_polling.watch(&req.topic, req.queue_id);
     let mut offset = req.offset;
+    // The first read may touch cold pages of the log and runs on the blocking pool; after
+    // a long-poll wake-up it reads what the dispatcher just indexed (hot in the page
+    // cache) right here, sparing a thread hop on the end-to-end latency path.
+    let mut woken = false;
     loop {
         // Armed before the store is read, so a message dispatched in between still wakes us.
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let got = get(services, &req, offset, &filter).await?;
+        let got = if woken {
+            read(services, &req, offset, &filter)?
+        } else {
+            get(services, &req, offset, &filter).await?
+        };
         let (min, max) = (got.min_offset.get(), got.max_offset.get());
         let next = got.next_offset.get();
         // A pull past the head is held too: its messages may be stored and acknowledged
@@ -68,13 +76,14 @@ pub(super) async fn pull(
             return Ok(respond(services, got, offset));
         }
         tokio::select! {
-            () = &mut notified => {}
+            () = &mut notified => woken = true,
             () = tokio::time::sleep_until(deadline) => {}
             () = conn.closed.cancelled() => return Ok(respond(services, got, offset)),
         }
     }
 }
 
+/// [`read`] on the blocking pool.
 async fn get(
     services: &Arc<Services>,
     req: &PullRequest,
@@ -82,8 +91,18 @@ async fn get(
     filter: &TagFilter,
 ) -> Result<GetResult, HandlerError> {
     let s = Arc::clone(services);
-    let topic = req.topic.clone();
-    let queue_id = req.queue_id;
+    let req = req.clone();
+    let filter = filter.clone();
+    blocking(move || read(&s, &req, offset, &filter)).await
+}
+
+/// Reads the pull's batch from the store, within the request's and the frame's limits.
+fn read(
+    services: &Services,
+    req: &PullRequest,
+    offset: u64,
+    filter: &TagFilter,
+) -> Result<GetResult, HandlerError> {
     let max_count = req
         .max_messages
         .clamp(1, services.config.max_batch_messages) as usize;
@@ -97,20 +116,17 @@ async fn get(
         n => n,
     }
     .min(frame_room) as usize;
-    let filter = filter.clone();
-    blocking(move || {
-        s.store
-            .get_messages(
-                &topic,
-                queue_id,
-                QueueOffset::new(offset),
-                max_count,
-                max_bytes,
-                &filter,
-            )
-            .map_err(HandlerError::from)
-    })
-    .await
+    services
+        .store
+        .get_messages(
+            &req.topic,
+            req.queue_id,
+            QueueOffset::new(offset),
+            max_count,
+            max_bytes,
+            filter,
+        )
+        .map_err(HandlerError::from)
 }
 
 /// Builds the response. The status is derived from the offsets, so it always agrees with
