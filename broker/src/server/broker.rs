@@ -136,7 +136,8 @@ impl Broker {
         services
             .tracker
             .spawn(background::expire_members(Arc::clone(&services)));
-        tracing::info!(
+        // The binary prints the one start line users read; embedders get it at debug.
+        tracing::debug!(
             listen = %local_addr,
             data_dir = %services.config.data_dir.display(),
             flush = ?services.config.flush,
