@@ -29,6 +29,7 @@ fn heartbeat(c: &GroupCoordinator, client: &str, now_ms: u64) -> Vec<u32> {
                 tag_expr: "*".into(),
             }],
             max_reconsume_times: None,
+            held: Vec::new(),
         },
         &queue_count,
         now_ms,

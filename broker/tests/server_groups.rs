@@ -23,6 +23,7 @@ fn heartbeat(client_id: &str) -> HeartbeatRequest {
             tag_expr: "*".into(),
         }],
         max_reconsume_times: None,
+        held: Vec::new(),
     }
 }
 

@@ -248,14 +248,23 @@ pub struct HeartbeatRequest {
     pub subscriptions: Vec<Subscription>,
     /// Overrides the group's max reconsume times for this member's nacks.
     pub max_reconsume_times: Option<u32>,
+    /// The queues this member still holds: it may deliver from them and has not yet
+    /// committed what it acked on them. The coordinator grants a queue to its new owner
+    /// only once no other live member reports (or was last granted) it, so that the new
+    /// owner starts from a commit that includes every ack of the old one.
+    pub held: Vec<QueueAssignment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     /// Changes whenever the group's membership or assignment changes.
     pub generation: u64,
-    /// The queues this member owns now, per subscribed topic (retry topic included).
+    /// The queues this member owns now, per subscribed topic (retry topic included): the
+    /// part of its target assignment that no other member still holds.
     pub assignment: Vec<QueueAssignment>,
+    /// Queues of this member's target assignment not granted yet, because another member
+    /// still holds them. While non-zero the member should heartbeat again soon.
+    pub pending_queues: u32,
     /// A member silent for longer than this is dropped.
     pub session_timeout_ms: u64,
     /// Changes when the group's offsets are reset while it runs (0: not since the broker

@@ -7,6 +7,15 @@
 //! changes: the set of members, what they subscribe to, or the queue count of a topic they
 //! subscribe to. Each change takes a new generation from one counter shared by all groups,
 //! so a generation is never reused, not even after a group empties and comes back.
+//!
+//! The assignment the strategy computes is each member's *target*. A member is *granted*
+//! a queue of its target only when no other live member holds it: a member reports the
+//! queues it holds in every heartbeat, and the coordinator also counts as held what it
+//! granted in its last reply (the member may not have reported it yet). The old owner of
+//! a moving queue learns it lost it at its next heartbeat, commits its acks on it, drops
+//! it and heartbeats again reporting it released; only then does the new owner get it, so
+//! the new owner starts from a commit that includes every ack of the old one. A member
+//! that leaves or expires releases everything at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -48,7 +57,11 @@ struct Member {
     /// Subscribed topics, the group's retry topic included.
     topics: BTreeSet<String>,
     last_heartbeat_ms: u64,
+    /// What the strategy gives this member (its target).
     assignment: Vec<QueueAssignment>,
+    /// Queues this member may still hold: what it reported in its last heartbeat plus
+    /// what the reply to that heartbeat granted it.
+    held: BTreeSet<(String, u32)>,
 }
 
 impl Default for GroupCoordinator {
@@ -111,6 +124,7 @@ impl GroupCoordinator {
                         topics,
                         last_heartbeat_ms: now_ms,
                         assignment: Vec::new(),
+                        held: BTreeSet::new(),
                     },
                 );
                 changed = true;
@@ -125,13 +139,11 @@ impl GroupCoordinator {
         if changed {
             self.rebalance(group, last_generation);
         }
+        let (assignment, pending_queues) = grant(group, &req.client_id, &req.held);
         HeartbeatResponse {
             generation: group.generation,
-            assignment: group
-                .members
-                .get(&req.client_id)
-                .map(|m| m.assignment.clone())
-                .unwrap_or_default(),
+            assignment,
+            pending_queues,
             session_timeout_ms: self.session_timeout_ms,
             // Offsets resets are the business of consumer offsets; the server fills it in.
             reset_epoch: 0,
@@ -184,7 +196,9 @@ impl GroupCoordinator {
         dropped
     }
 
-    /// The members of a group and what each owns, sorted by client id.
+    /// The members of a group and their target assignments, sorted by client id. A queue
+    /// moving between members is listed under its new owner even while the old one still
+    /// holds it (until the old one's next heartbeat releases it).
     pub fn members(&self, group: &str) -> Vec<MemberInfo> {
         let inner = self.lock();
         inner
@@ -286,6 +300,59 @@ impl GroupCoordinator {
         *last_generation += 1;
         group.generation = *last_generation;
     }
+}
+
+/// Records what `client_id` reports holding, and grants it the queues of its target that
+/// no other member holds. Returns the grant and how many target queues are still held
+/// elsewhere.
+fn grant(
+    group: &mut Group,
+    client_id: &str,
+    reported: &[QueueAssignment],
+) -> (Vec<QueueAssignment>, u32) {
+    let held_elsewhere: BTreeSet<(&str, u32)> = group
+        .members
+        .iter()
+        .filter(|(id, _)| id.as_str() != client_id)
+        .flat_map(|(_, m)| m.held.iter().map(|(t, q)| (t.as_str(), *q)))
+        .collect();
+    let Some(member) = group.members.get(client_id) else {
+        return (Vec::new(), 0);
+    };
+    let mut pending = 0u32;
+    let granted: Vec<QueueAssignment> = member
+        .assignment
+        .iter()
+        .map(|a| {
+            let queue_ids: Vec<u32> = a
+                .queue_ids
+                .iter()
+                .copied()
+                .filter(|q| {
+                    let free = !held_elsewhere.contains(&(a.topic.as_str(), *q));
+                    pending += u32::from(!free);
+                    free
+                })
+                .collect();
+            QueueAssignment {
+                topic: a.topic.clone(),
+                queue_ids,
+            }
+        })
+        .collect();
+    let mut held: BTreeSet<(String, u32)> = reported
+        .iter()
+        .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
+        .collect();
+    held.extend(
+        granted
+            .iter()
+            .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q))),
+    );
+    if let Some(member) = group.members.get_mut(client_id) {
+        member.held = held;
+    }
+    (granted, pending)
 }
 
 /// Asks the queue count of every topic the group's members subscribe to.

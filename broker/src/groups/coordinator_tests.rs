@@ -24,6 +24,21 @@ fn req(group: &str, client: &str, topics: &[&str]) -> HeartbeatRequest {
             })
             .collect(),
         max_reconsume_times: None,
+        held: Vec::new(),
+    }
+}
+
+/// A heartbeat reporting that `client` holds `held` (topic, queues).
+fn holding(client: &str, held: &[(&str, Vec<u32>)]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        held: held
+            .iter()
+            .map(|(t, q)| QueueAssignment {
+                topic: (*t).into(),
+                queue_ids: q.clone(),
+            })
+            .collect(),
+        ..req("g", client, &["orders"])
     }
 }
 
@@ -73,7 +88,9 @@ fn three_members_share_eight_queues_evenly() {
     let retry = all_owned(&c, "g", "%RETRY%g");
     assert_eq!(retry["c1"], vec![0]);
     assert!(retry["c2"].is_empty() && retry["c3"].is_empty());
-    // A heartbeat returns the member's own assignment.
+    // A heartbeat returns the member's own assignment, once c3, which held every queue
+    // since it joined first, has heartbeated again and so released the others'.
+    c.heartbeat(&req("g", "c3", &["orders"]), &eight_queues, 5);
     let r = c.heartbeat(&req("g", "c2", &["orders"]), &eight_queues, 10);
     assert_eq!(queues_of(&r, "orders"), vec![3, 4, 5]);
     assert_eq!(r.session_timeout_ms, TIMEOUT);
@@ -337,4 +354,115 @@ mod model {
             }
         }
     }
+}
+
+#[test]
+fn a_queue_is_granted_only_once_its_old_owner_releases_it() {
+    let c = coordinator();
+    let all: Vec<u32> = (0..8).collect();
+    let a = c.heartbeat(&holding("a", &[]), &eight_queues, 0);
+    assert_eq!(queues_of(&a, "orders"), all);
+    assert_eq!(a.pending_queues, 0);
+    // b joins: its target is 4..8, but a holds them (granted in its last reply).
+    let b = c.heartbeat(&holding("b", &[]), &eight_queues, 10);
+    assert!(queues_of(&b, "orders").is_empty());
+    assert_eq!(b.pending_queues, 4);
+    assert_eq!(
+        all_owned(&c, "g", "orders")["b"],
+        vec![4, 5, 6, 7],
+        "target"
+    );
+    // a learns it lost 4..8 but still reports holding them (not committed yet).
+    let held_all = [("orders", all.clone()), ("%RETRY%g", vec![0])];
+    let a = c.heartbeat(&holding("a", &held_all), &eight_queues, 20);
+    assert_eq!(queues_of(&a, "orders"), vec![0, 1, 2, 3]);
+    let b = c.heartbeat(&holding("b", &[]), &eight_queues, 30);
+    assert!(queues_of(&b, "orders").is_empty(), "still held by a");
+    assert_eq!(b.pending_queues, 4);
+    // a committed and dropped 4..8 and says so: b gets them.
+    let held_half = [("orders", vec![0, 1, 2, 3]), ("%RETRY%g", vec![0])];
+    c.heartbeat(&holding("a", &held_half), &eight_queues, 40);
+    let b = c.heartbeat(&holding("b", &[]), &eight_queues, 50);
+    assert_eq!(queues_of(&b, "orders"), vec![4, 5, 6, 7]);
+    assert_eq!(b.pending_queues, 0);
+    // And a, told again, keeps only its own.
+    let a = c.heartbeat(&holding("a", &held_half), &eight_queues, 60);
+    assert_eq!(queues_of(&a, "orders"), vec![0, 1, 2, 3]);
+    assert_eq!(a.pending_queues, 0);
+}
+
+#[test]
+fn a_member_that_expires_or_leaves_releases_everything_at_once() {
+    let all: Vec<u32> = (0..8).collect();
+    let held_all = [("orders", all.clone()), ("%RETRY%g", vec![0])];
+    for how in ["expire", "leave"] {
+        let c = coordinator();
+        c.heartbeat(&holding("a", &[]), &eight_queues, 0);
+        c.heartbeat(&holding("a", &held_all), &eight_queues, 100);
+        let b = c.heartbeat(&holding("b", &[]), &eight_queues, 200);
+        assert!(queues_of(&b, "orders").is_empty(), "{how}");
+        match how {
+            "expire" => {
+                // b keeps heartbeating; a is silent past the timeout.
+                let b = c.heartbeat(&holding("b", &[]), &eight_queues, 100 + TIMEOUT);
+                assert!(queues_of(&b, "orders").is_empty(), "a is alive still");
+                assert_eq!(c.expire(101 + TIMEOUT).len(), 1);
+            }
+            _ => assert!(c.leave("g", "a")),
+        }
+        let b = c.heartbeat(&holding("b", &[]), &eight_queues, 102 + TIMEOUT);
+        assert_eq!(queues_of(&b, "orders"), all, "{how}");
+        assert_eq!(queues_of(&b, "%RETRY%g"), vec![0], "{how}");
+        assert_eq!(b.pending_queues, 0, "{how}");
+    }
+}
+
+#[test]
+fn two_members_joining_together_settle_without_sharing_a_queue() {
+    // Both join with nothing held; whoever heartbeats first gets everything, and each
+    // queue reaches its target owner only after the other let it go.
+    let c = coordinator();
+    let mut last: BTreeMap<&str, Vec<(String, u32)>> = BTreeMap::new();
+    for round in 0..4u64 {
+        for id in ["b", "a"] {
+            let held: Vec<(&str, Vec<u32>)> = ["orders", "%RETRY%g"]
+                .into_iter()
+                .map(|t| {
+                    let qs = last
+                        .get(id)
+                        .map(|v| {
+                            v.iter()
+                                .filter(|(tt, _)| tt == t)
+                                .map(|(_, q)| *q)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (t, qs)
+                })
+                .collect();
+            let r = c.heartbeat(&holding(id, &held), &eight_queues, round * 10);
+            let granted: Vec<(String, u32)> = r
+                .assignment
+                .iter()
+                .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
+                .collect();
+            last.insert(id, granted);
+            let (a, b) = (last.get("a"), last.get("b"));
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(
+                    a.iter().all(|q| !b.contains(q)),
+                    "round {round}: {a:?} {b:?}"
+                );
+            }
+        }
+    }
+    let orders = |id: &str| -> Vec<u32> {
+        last[id]
+            .iter()
+            .filter(|(t, _)| t == "orders")
+            .map(|(_, q)| *q)
+            .collect()
+    };
+    assert_eq!(orders("a"), vec![0, 1, 2, 3]);
+    assert_eq!(orders("b"), vec![4, 5, 6, 7]);
 }

@@ -1,12 +1,13 @@
 //! Group membership: heartbeats, following the assignment, committing and leaving.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use protocol::messages::{
     CommitOffsetRequest, GetTopicRequest, HeartbeatRequest, LeaveGroupRequest, QueryOffsetRequest,
-    SearchOffsetRequest,
+    QueueAssignment, QueueCommit, SearchOffsetRequest,
 };
 use protocol::names::RETRY_PREFIX;
 use protocol::Status;
@@ -16,13 +17,30 @@ use super::queue::{run_puller, QueueShared};
 use super::{Shared, StartFrom};
 use crate::error::Result;
 
-/// One heartbeat; applies the assignment in the reply.
-pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<()> {
+/// How often a member heartbeats while queues of its target assignment are still held by
+/// another member (at most the heartbeat interval).
+const PENDING_RETRY: Duration = Duration::from_millis(200);
+
+/// When to heartbeat next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Queues were released: tell the broker right away so their new owners get them.
+    Now,
+    /// Some queues are still held elsewhere: ask again shortly.
+    Soon,
+    /// After the heartbeat interval.
+    Later,
+}
+
+/// One heartbeat, reporting the queues held; applies the assignment in the reply.
+pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
+    retry_unreleased(shared).await;
     let req = HeartbeatRequest {
         group: shared.group.clone(),
         client_id: shared.conn.client_id().to_string(),
         subscriptions: shared.subscriptions.clone(),
         max_reconsume_times: shared.opts.max_reconsume_times,
+        held: held(shared)?,
     };
     let (resp, _) = shared.conn.call(&req, &[]).await?;
     follow_reset(shared, resp.reset_epoch);
@@ -31,18 +49,88 @@ pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<()> {
         .iter()
         .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
         .collect();
-    apply_assignment(shared, &wanted).await
+    let released = apply_assignment(shared, &wanted).await?;
+    Ok(if released {
+        Next::Now
+    } else if resp.pending_queues > 0 {
+        Next::Soon
+    } else {
+        Next::Later
+    })
 }
 
-pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
+pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, mut next: Next) {
     loop {
+        let wait = match next {
+            Next::Now => Duration::ZERO,
+            Next::Soon => PENDING_RETRY.min(shared.opts.heartbeat_interval),
+            Next::Later => shared.opts.heartbeat_interval,
+        };
         tokio::select! {
             () = shared.cancel.cancelled() => return,
-            () = tokio::time::sleep(shared.opts.heartbeat_interval) => {}
+            () = tokio::time::sleep(wait) => {}
             () = shared.heartbeat_now.notified() => {}
         }
-        if let Err(e) = heartbeat_once(&shared).await {
-            tracing::warn!(group = %shared.group, error = %e, "heartbeat failed");
+        next = match heartbeat_once(&shared).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(group = %shared.group, error = %e, "heartbeat failed");
+                Next::Later
+            }
+        };
+    }
+}
+
+/// The queues this member holds, for the heartbeat: those it pulls from, and those it
+/// dropped but whose final commit has not reached the broker yet (their new owner must
+/// not start from the older commit).
+fn held(shared: &Shared) -> Result<Vec<QueueAssignment>> {
+    let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (topic, q) in shared.queues.lock().map_err(|_| poisoned())?.keys() {
+        by_topic.entry(topic.clone()).or_default().push(*q);
+    }
+    for c in shared.unreleased.lock().map_err(|_| poisoned())?.iter() {
+        by_topic
+            .entry(c.topic.clone())
+            .or_default()
+            .push(c.queue_id);
+    }
+    Ok(by_topic
+        .into_iter()
+        .map(|(topic, mut queue_ids)| {
+            queue_ids.sort_unstable();
+            queue_ids.dedup();
+            QueueAssignment { topic, queue_ids }
+        })
+        .collect())
+}
+
+/// Sends the final commits of dropped queues that failed before. A refusal because the
+/// group's offsets were reset discards them: the reset supersedes them.
+pub(crate) async fn retry_unreleased(shared: &Shared) {
+    let commits: Vec<QueueCommit> = match shared.unreleased.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(_) => return,
+    };
+    if commits.is_empty() {
+        return;
+    }
+    match send_commits(shared, commits.clone()).await {
+        Ok(()) => {}
+        Err(e) if e.status() == Some(Status::OffsetsReset) => {}
+        Err(e) => {
+            tracing::warn!(group = %shared.group, error = %e, "final commit of dropped queues failed, will retry");
+            keep_unreleased(shared, commits);
+        }
+    }
+}
+
+fn keep_unreleased(shared: &Shared, commits: Vec<QueueCommit>) {
+    if let Ok(mut v) = shared.unreleased.lock() {
+        for c in commits {
+            // A later commit of the same queue replaces an earlier one.
+            v.retain(|o| (o.topic.as_str(), o.queue_id) != (c.topic.as_str(), c.queue_id));
+            v.push(c);
         }
     }
 }
@@ -70,8 +158,8 @@ fn follow_reset(shared: &Shared, epoch: u64) {
 }
 
 /// Drops lost queues (after committing them) and starts new ones from their committed
-/// position.
-async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<()> {
+/// position. Returns whether queues were dropped (and their commits sent).
+async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<bool> {
     let (lost, current): (Vec<_>, BTreeSet<_>) = {
         let mut map = shared.queues.lock().map_err(|_| poisoned())?;
         let lost_keys: Vec<_> = map
@@ -87,12 +175,31 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
             q.revoked.store(true, Ordering::Release);
             q.cancel.cancel();
         }
-        let commits = lost.iter().filter_map(|q| q.take_commit(true)).collect();
-        send_commits(shared, commits).await?;
+        let commits: Vec<QueueCommit> = lost.iter().filter_map(|q| q.take_commit(true)).collect();
+        if let Err(e) = send_commits(shared, commits.clone()).await {
+            // Still reported as held until the commit lands, so that no new owner starts
+            // from the older commit and delivers again what was acked here.
+            if e.status() != Some(Status::OffsetsReset) {
+                keep_unreleased(shared, commits);
+            }
+            return Err(e);
+        }
     }
+    let unreleased: BTreeSet<(String, u32)> = shared
+        .unreleased
+        .lock()
+        .map_err(|_| poisoned())?
+        .iter()
+        .map(|c| (c.topic.clone(), c.queue_id))
+        .collect();
     for (topic, queue_id) in wanted.difference(&current) {
         if shared.cancel.is_cancelled() {
             break;
+        }
+        if unreleased.contains(&(topic.clone(), *queue_id)) {
+            // Granted back before its last commit landed: open it once that commit did,
+            // so that it starts from it.
+            continue;
         }
         let q = open_queue(shared, topic, *queue_id).await?;
         let puller = run_puller(
@@ -107,7 +214,7 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
             .insert((topic.clone(), *queue_id), q);
         tokio::spawn(puller);
     }
-    Ok(())
+    Ok(!lost.is_empty())
 }
 
 fn poisoned() -> crate::Error {

@@ -57,7 +57,10 @@ pub struct ConsumerOptions {
     pub commit_every_acks: usize,
     /// ...or after this long. Default 200 ms.
     pub commit_interval: Duration,
-    /// Heartbeat period; a changed assignment is learnt within it. Default 3 s.
+    /// Heartbeat period; a changed assignment is learnt within it. Default 3 s. A queue
+    /// moving to this member arrives once its old owner has committed and released it
+    /// (within the old owner's heartbeat period); meanwhile this member asks again every
+    /// 200 ms (or this period, if shorter).
     pub heartbeat_interval: Duration,
     /// Overrides the group's max reconsume times for this member's nacks.
     pub max_reconsume_times: Option<u32>,
@@ -94,6 +97,9 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// The group's offsets-reset epoch as last heartbeat showed it; sent with commits.
     pub(crate) reset_epoch: AtomicU64,
+    /// Final commits of dropped queues that did not reach the broker yet; those queues are
+    /// still reported as held until they do.
+    pub(crate) unreleased: Mutex<Vec<protocol::messages::QueueCommit>>,
 }
 
 impl Shared {
@@ -261,11 +267,12 @@ impl PullConsumer {
             heartbeat_now: Notify::new(),
             cancel: CancellationToken::new(),
             reset_epoch: AtomicU64::new(0),
+            unreleased: Mutex::new(Vec::new()),
         });
         // The first heartbeat happens here so that errors (bad group, no broker) surface.
-        group::heartbeat_once(&shared).await?;
+        let next = group::heartbeat_once(&shared).await?;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(group::heartbeat_loop(Arc::clone(&shared)));
+        tasks.spawn(group::heartbeat_loop(Arc::clone(&shared), next));
         tasks.spawn(group::commit_loop(Arc::clone(&shared)));
         Ok(Self {
             shared,
@@ -381,6 +388,7 @@ impl PullConsumer {
             q.cancel.cancel();
         }
         self.tasks.shutdown().await;
+        group::retry_unreleased(&self.shared).await;
         let committed = group::commit_changed(&self.shared, true).await;
         let left = group::leave(&self.shared).await;
         self.shared.conn.close();
