@@ -164,13 +164,7 @@ fn consume_bench(c: &mut Criterion) {
 
 /// A new group drains `CONSUME_PER_ITER` messages, acking each; returns the time taken.
 async fn drain(addr: &str, group: &str) -> Duration {
-    let opts = ConsumerOptions {
-        prefetch_messages: 32 * 1024,
-        prefetch_bytes: 64 << 20,
-        pull_batch_messages: 4096,
-        commit_every_acks: 50_000,
-        ..ConsumerOptions::default()
-    };
+    let opts = ConsumerOptions::high_throughput();
     let start = Instant::now();
     let mut consumer = PullConsumer::connect(addr, group, &[("consume", "*")], opts)
         .await

@@ -150,13 +150,7 @@ pub(crate) async fn consume(
         .map(|q| q.max_offset.saturating_sub(q.min_offset))
         .sum();
     let total = args.messages.unwrap_or(stored).min(stored);
-    let opts = ConsumerOptions {
-        prefetch_messages: 32 * 1024,
-        prefetch_bytes: 64 << 20,
-        pull_batch_messages: 4096,
-        commit_every_acks: 50_000,
-        ..ConsumerOptions::default()
-    };
+    let opts = ConsumerOptions::high_throughput();
     let start = Instant::now();
     let mut consumer =
         PullConsumer::connect(broker, &bench_group(), &[(&args.topic, "*")], opts).await?;
