@@ -449,10 +449,14 @@ async fn write_loop(
     link: Arc<Link>,
 ) {
     let mut buf = Vec::with_capacity(WRITE_COALESCE_BYTES);
+    // One cancellation future for the connection's life: registering a fresh one per frame
+    // costs a lock round trip on the token for every request.
+    let cancelled = link.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let first = tokio::select! {
             biased;
-            () = link.cancel.cancelled() => break,
+            () = &mut cancelled => break,
             next = rx.recv() => match next {
                 Some(first) => first,
                 None => break,
@@ -488,6 +492,9 @@ async fn write_loop(
 async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
     let decoder = FrameDecoder::new(MAX_RESPONSE_FRAME_BYTES);
     let mut buf = BytesMut::with_capacity(256 << 10);
+    let cancel = link.cancel.clone();
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let why = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
@@ -501,7 +508,7 @@ async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
             buf.reserve(256 << 10);
         }
         let read = tokio::select! {
-            () = link.cancel.cancelled() => break Error::Closed { addr: link.addr.clone() },
+            () = &mut cancelled => break Error::Closed { addr: link.addr.clone() },
             read = sock.read_buf(&mut buf) => read,
         };
         match read {

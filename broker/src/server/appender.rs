@@ -6,10 +6,11 @@
 //! straight to its connection's writer. One thread in arrival order keeps pipelined sends
 //! of a connection in order, and many small sends become one large append.
 //!
-//! Under `flush = sync` the answers go to a second thread that waits for durability
-//! (group commit across connections) while the appender goes on appending.
+//! Under `flush = sync` the appender waits for the flush of each append before answering;
+//! the sends that arrive meanwhile queue up and go into the next append and the next flush
+//! together (group commit across connections). Storing, flushing, indexing and answering
+//! on one thread keeps the hand-offs between threads to one per direction.
 
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -52,7 +53,7 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    /// Starts the appender (and, under sync flush, its durability thread).
+    /// Starts the appender thread.
     ///
     /// # Errors
     /// The OS refused to start a thread.
@@ -126,18 +127,6 @@ struct Worker {
 
 impl Worker {
     fn run(self, mut rx: mpsc::Receiver<SendJob>) {
-        let durable = if self.store.is_sync() {
-            match self.start_durability_thread() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    // Without the thread every batch waits for its flush here instead.
-                    tracing::error!(error = %e, "cannot start the durability thread");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let mut jobs = Vec::with_capacity(MAX_JOBS_PER_APPEND);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = first.frame.body.len();
@@ -148,18 +137,7 @@ impl Worker {
                 jobs.push(job);
             }
             let (end, answers) = self.store_all(&mut jobs);
-            match &durable {
-                Some((tx, _)) if answers.iter().any(|a| a.stored) => {
-                    if let Err(std_mpsc::SendError((_, answers))) = tx.send((end, answers)) {
-                        self.wait_and_answer(end, answers);
-                    }
-                }
-                _ => self.wait_and_answer(end, answers),
-            }
-        }
-        if let Some((tx, thread)) = durable {
-            drop(tx);
-            let _ = thread.join();
+            self.wait_and_answer(end, answers);
         }
     }
 
@@ -241,36 +219,6 @@ impl Worker {
                 a.job.permit,
             );
         }
-    }
-
-    /// The thread that waits for durability of appended batches, all queued ones with a
-    /// single flush, and then answers them.
-    #[allow(clippy::type_complexity)]
-    fn start_durability_thread(
-        &self,
-    ) -> std::io::Result<(
-        std_mpsc::Sender<(PhysicalOffset, Vec<Answer>)>,
-        JoinHandle<()>,
-    )> {
-        let (tx, rx) = std_mpsc::channel::<(PhysicalOffset, Vec<Answer>)>();
-        let worker = Worker {
-            store: Arc::clone(&self.store),
-            stats: Arc::clone(&self.stats),
-            limits: self.limits,
-            runtime: self.runtime.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name("ferromq-durable".into())
-            .spawn(move || {
-                while let Ok((mut end, mut answers)) = rx.recv() {
-                    while let Ok((more_end, more)) = rx.try_recv() {
-                        end = end.max(more_end);
-                        answers.extend(more);
-                    }
-                    worker.wait_and_answer(end, answers);
-                }
-            })?;
-        Ok((tx, thread))
     }
 }
 

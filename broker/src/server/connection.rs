@@ -122,6 +122,10 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
     let appender = services.appender.sender();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let stall = Duration::from_millis(services.config.partial_frame_timeout_ms);
+    // Created once: a fresh cancellation future per read registers with the token's lock.
+    let closed = conn.closed.clone();
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -141,10 +145,18 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         }
         // Only a half-received frame is timed: idle connections between requests are
         // normal, but a peer that stops mid-frame would hold its buffer forever.
-        let stalled = tokio::time::sleep(stall);
+        // The timer is armed only while a frame is incomplete.
+        let partial = !buf.is_empty();
+        let stalled = async move {
+            if partial {
+                tokio::time::sleep(stall).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            () = conn.closed.cancelled() => return,
-            () = stalled, if !buf.is_empty() => {
+            () = &mut cancelled => return,
+            () = stalled => {
                 tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
                 return;
             }

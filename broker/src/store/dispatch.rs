@@ -1,6 +1,7 @@
 //! The dispatcher: follows the commit log's visible end and appends consume-queue entries.
 //!
-//! Used both live (a thread woken by the log's `wait_visible`) and during recovery, where it
+//! Used both live (by the thread that stored the records, right after storing them, with a
+//! background thread as the safety net) and during recovery, where it
 //! replays records whose entries may already exist. Per record it compares the record's
 //! queue offset with the queue's next expected offset:
 //! - equal: a new entry, batched per queue and appended once per round;
@@ -27,7 +28,7 @@ pub type DispatchListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
 /// Records indexed per round before entries are appended and the offset published, to
 /// bound memory and latency under a constant write load.
 const MAX_RECORDS_PER_ROUND: usize = 16_384;
-/// Longest the dispatcher sleeps without checking for shutdown.
+/// How often the dispatcher thread looks for records left unindexed (and for shutdown).
 const STOP_CHECK_MS: u64 = 50;
 
 /// How a round treats gaps.
@@ -71,30 +72,29 @@ struct TopicPending {
 }
 
 impl Shared {
+    /// Body of the dispatcher thread. Writers index their own records right after storing
+    /// them ([`Shared::dispatch_now`]), so this thread only catches up after a failed inline
+    /// round (with a growing back-off), and flushes and trims the consume queues.
     pub(crate) fn run_dispatcher(self: Arc<Self>) {
         let interval = Duration::from_millis(self.config.flush_interval_ms);
+        let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
         while !self.stopping.load(Ordering::Acquire) {
-            let done = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
-            let wait = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
-            let mut visible = self.log.wait_visible(done, wait);
-            if self.sync && visible > done {
-                // Join (or start) the group commit producers are waiting on.
-                if let Err(e) = self.log.wait_durable(visible) {
-                    tracing::error!(error = %e, "commit log flush failed; dispatch paused");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                visible = self.log.flushed_offset();
+            let pause = check * (1 + failures.min(20));
+            std::thread::park_timeout(pause);
+            if self.stopping.load(Ordering::Acquire) {
+                break;
             }
-            if visible > done {
-                match self.dispatch_round(Mode::Live) {
-                    Ok(_) => failures = 0,
+            if self.readable_end() > self.dispatched.load(Ordering::Acquire) {
+                match self.dispatch_all() {
+                    Ok(()) => {
+                        failures = 0;
+                        self.dispatch_failing.store(false, Ordering::Release);
+                    }
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::error!(error = %e, "dispatch failed; retrying");
-                        // Back off on a persistent error instead of spinning on it.
-                        std::thread::sleep(Duration::from_millis(10 * u64::from(failures.min(20))));
                     }
                 }
             }
@@ -104,6 +104,21 @@ impl Shared {
                     tracing::error!(error = %e, "consume queue flush failed");
                 }
             }
+        }
+    }
+
+    /// Indexes what is readable now on the calling thread, right after it stored records
+    /// (and, under `Sync`, after they became durable): a message reaches its consume queue
+    /// and wakes held pulls without a hand-off to another thread. After a failure the
+    /// dispatcher thread takes over until it succeeds again, so a persistent error (e.g. a
+    /// full disk under the consume queues) is retried with back-off, not on every append.
+    pub(crate) fn dispatch_now(&self) {
+        if self.dispatch_failing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.dispatch_all() {
+            self.dispatch_failing.store(true, Ordering::Release);
+            tracing::error!(error = %e, "dispatch failed; the dispatcher thread retries");
         }
     }
 

@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     dispatch_cond: Condvar,
     listeners: RwLock<Vec<DispatchListener>>,
     stopping: AtomicBool,
+    /// An inline dispatch failed: writers leave dispatching to the dispatcher thread until
+    /// it succeeds again.
+    dispatch_failing: AtomicBool,
     /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
     sync: bool,
 }
@@ -117,6 +120,7 @@ impl MessageStore {
             dispatch_cond: Condvar::new(),
             listeners: RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            dispatch_failing: AtomicBool::new(false),
             sync,
             log,
             config,
@@ -202,8 +206,8 @@ impl MessageStore {
     /// writer-lock acquisition and one commit-log append, so many small sends cost one
     /// append. A group that fails its checks is refused on its own and the others are
     /// stored. Never waits for durability, even under `FlushPolicy::Sync`: the caller
-    /// acknowledges after [`MessageStore::wait_durable`] on the returned end, which lets it
-    /// go on appending while the flush runs.
+    /// acknowledges after [`MessageStore::wait_durable`] on the returned end, which also
+    /// indexes the records for consumers (under async flush this call indexes them itself).
     ///
     /// # Errors
     /// The outer error: the append itself failed (commit-log error, store closed) and none
@@ -223,13 +227,15 @@ impl MessageStore {
     }
 
     /// Blocks until the commit log is durable up to `end`, sharing the flush with every
-    /// other waiter (group commit). Returns at once under async flush.
+    /// other waiter (group commit), then indexes the now durable records for consumers.
+    /// Returns at once under async flush.
     ///
     /// # Errors
     /// The failed flush (the log is then poisoned).
     pub fn wait_durable(&self, end: PhysicalOffset) -> StoreResult<()> {
         if self.shared.sync && end.get() > 0 {
             self.shared.log.wait_durable(end)?;
+            self.shared.dispatch_now();
         }
         Ok(())
     }
@@ -403,6 +409,7 @@ impl MessageStore {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(h) = handle {
+            h.thread().unpark();
             // A panicked dispatcher has nothing left to clean up; closing proceeds.
             let _ = h.join();
         }

@@ -107,6 +107,7 @@ impl Shared {
         if self.sync && !result.is_empty() {
             // Outside the writer lock: concurrent producers share one flush.
             self.log.wait_durable(done.end)?;
+            self.dispatch_now();
         }
         Ok(result)
     }
@@ -216,6 +217,10 @@ impl Shared {
         };
         writer.last_store_ts_ms = store_ts;
         drop(writer);
+        if !self.sync && !appended.is_empty() {
+            // Under `Sync` the records are indexed once durable, by `wait_durable`.
+            self.dispatch_now();
+        }
 
         let end = appended.last().map_or(PhysicalOffset::new(0), |a| {
             PhysicalOffset::new(a.offset.get() + u64::from(a.size))

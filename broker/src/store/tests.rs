@@ -115,3 +115,39 @@ fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() 
     assert_eq!(bodies, vec![&b"a"[..], b"b", b"a"]);
     store.close().unwrap();
 }
+
+/// A stored message is indexed by the time the write returns (async flush) or its durability
+/// wait returns (sync flush): a consumer asking right after the acknowledgement finds it,
+/// without waiting on the dispatcher thread.
+#[test]
+fn a_message_is_readable_as_soon_as_it_is_acknowledged() {
+    for flush in [FlushPolicy::Async { interval_ms: 500 }, FlushPolicy::Sync] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.commitlog.flush = flush;
+        let store = MessageStore::open(config).unwrap();
+        for i in 0..200u64 {
+            let body = i.to_le_bytes();
+            if i % 2 == 0 {
+                store.put("t", 0, &msg(&[], &body)).unwrap();
+            } else {
+                let one = [msg(&[], &body)];
+                let group = PutGroup {
+                    topic: "t",
+                    queue_id: 0,
+                    msgs: &one,
+                };
+                let done = store
+                    .append_groups(TopicScope::Client, std::slice::from_ref(&group))
+                    .unwrap();
+                store.wait_durable(done.end).unwrap();
+            }
+            let r = store
+                .get_messages("t", 0, QueueOffset::new(i), 1, usize::MAX, &TagFilter::All)
+                .unwrap();
+            assert_eq!(r.status, GetStatus::Found, "{flush:?}: message {i}");
+            assert_eq!(r.messages[0].view().body(), &body[..]);
+        }
+        store.close().unwrap();
+    }
+}
