@@ -1,6 +1,8 @@
 //! The appender: one thread that stores the sends of every connection.
 //!
-//! Connections hand each Send frame, in arrival order, into one bounded channel. The
+//! A lone send under async flush is stored by its connection's task directly when the
+//! store's writer is free and nothing of that connection is queued (`SendQueue::submit`).
+//! Every other send goes, in arrival order, into one bounded channel. The
 //! appender takes everything queued, checks each request, stores all valid ones with a
 //! single store call (one writer lock, one commit-log append) and answers each request
 //! straight to its connection's writer. One thread in arrival order keeps pipelined sends
@@ -22,7 +24,9 @@ use super::connection::Connection;
 use super::handler::send::{self, PreparedSend, SendLimits};
 use super::response::{HandlerError, Response};
 use crate::stats::Stats;
-use crate::store::{MessageStore, PhysicalOffset, PutGroup, TopicScope};
+use crate::store::{
+    GroupsAppended, MessageStore, PhysicalOffset, PutGroup, StoreResult, TopicScope,
+};
 
 /// Sends queued towards the appender from all connections together.
 const QUEUE_DEPTH: usize = 4096;
@@ -50,6 +54,41 @@ struct Answer {
 pub(crate) struct Appender {
     tx: Mutex<Option<mpsc::Sender<SendJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    worker: Arc<Worker>,
+}
+
+/// Where a connection hands its sends: stored on the spot when that is safe and cheap,
+/// else queued for the appender thread.
+#[derive(Clone)]
+pub(crate) struct SendQueue {
+    tx: mpsc::Sender<SendJob>,
+    worker: Arc<Worker>,
+}
+
+impl SendQueue {
+    /// Stores `job` on the calling task when that can neither reorder nor hold up anything:
+    /// async flush (no durability wait), no earlier send of the connection still queued,
+    /// `alone` (the connection has no further request already buffered, so there is no
+    /// batch to gain by queueing) and the store's writer lock free. Otherwise queues it
+    /// for the appender thread. This saves a lone send the hand-off to the appender thread
+    /// and back. Gives the job back when the appender is stopping.
+    pub(crate) async fn submit(&self, job: SendJob, alone: bool) -> Result<(), SendJob> {
+        let mut job = job;
+        if alone && !self.worker.store.is_sync() && job.conn.queued_sends() == 0 {
+            match self.worker.try_store_now(job) {
+                Ok(()) => return Ok(()),
+                Err(back) => job = back,
+            }
+        }
+        job.conn.sends_queued(1);
+        match self.tx.send(job).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(job)) => {
+                job.conn.sends_done(1);
+                Err(job)
+            }
+        }
+    }
 }
 
 impl Appender {
@@ -64,29 +103,36 @@ impl Appender {
         runtime: Handle,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let thread = std::thread::Builder::new()
-            .name("ferromq-append".into())
-            .spawn(move || {
-                let worker = Worker {
-                    store,
-                    stats,
-                    limits,
-                    runtime,
-                };
-                worker.run(rx);
-            })?;
+        let worker = Arc::new(Worker {
+            store,
+            stats,
+            limits,
+            runtime,
+        });
+        let thread = {
+            let worker = Arc::clone(&worker);
+            std::thread::Builder::new()
+                .name("ferromq-append".into())
+                .spawn(move || worker.run(rx))?
+        };
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            worker,
         })
     }
 
-    /// Where a connection queues its sends; `None` once the appender is stopping.
-    pub(crate) fn sender(&self) -> Option<mpsc::Sender<SendJob>> {
-        self.tx
+    /// Where a connection hands its sends; `None` once the appender is stopping.
+    pub(crate) fn sender(&self) -> Option<SendQueue> {
+        let tx = self
+            .tx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone()?;
+        Some(SendQueue {
+            tx,
+            worker: Arc::clone(&self.worker),
+        })
     }
 
     /// Stops taking sends and waits until every queued one is answered. Blocking; call it
@@ -126,7 +172,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self, mut rx: mpsc::Receiver<SendJob>) {
+    fn run(&self, mut rx: mpsc::Receiver<SendJob>) {
         let mut jobs = Vec::with_capacity(MAX_JOBS_PER_APPEND);
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = first.frame.body.len();
@@ -137,12 +183,47 @@ impl Worker {
                 jobs.push(job);
             }
             let (end, answers) = self.store_all(&mut jobs);
+            for a in &answers {
+                a.job.conn.sends_done(1);
+            }
             self.wait_and_answer(end, answers);
         }
     }
 
     /// Checks and stores `jobs` (emptied) with one append; returns the end to wait for.
     fn store_all(&self, jobs: &mut Vec<SendJob>) -> (PhysicalOffset, Vec<Answer>) {
+        let stored = self.store_with(jobs, |groups| {
+            Some(self.store.append_groups(TopicScope::Client, groups))
+        });
+        // A blocking append always happens.
+        stored.unwrap_or((PhysicalOffset::new(0), Vec::new()))
+    }
+
+    /// Stores and answers one send on the calling thread if the store's writer lock is
+    /// free; gives the job back otherwise.
+    fn try_store_now(&self, job: SendJob) -> Result<(), SendJob> {
+        let mut jobs = vec![job];
+        let stored = self.store_with(&mut jobs, |groups| {
+            self.store.try_append_groups(TopicScope::Client, groups)
+        });
+        match (stored, jobs.pop()) {
+            (Some((end, answers)), _) => {
+                self.wait_and_answer(end, answers);
+                Ok(())
+            }
+            (None, Some(job)) => Err(job),
+            // Unreachable: `jobs` keeps its job when nothing was stored.
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Checks `jobs` and stores the valid ones with `append` (one store call). `None` when
+    /// `append` declined, with `jobs` untouched; else `jobs` is emptied into the answers.
+    fn store_with(
+        &self,
+        jobs: &mut Vec<SendJob>,
+        append: impl FnOnce(&[PutGroup<'_>]) -> Option<StoreResult<GroupsAppended>>,
+    ) -> Option<(PhysicalOffset, Vec<Answer>)> {
         let prepared: Vec<Result<PreparedSend<'_>, HandlerError>> = jobs
             .iter()
             .map(|j| send::prepare(self.limits, &j.frame))
@@ -156,9 +237,10 @@ impl Worker {
                 msgs: &p.msgs,
             })
             .collect();
+        let appended = append(&groups)?;
         let mut end = PhysicalOffset::new(0);
         let mut responses: Vec<(Response, bool)> = Vec::with_capacity(jobs.len());
-        match self.store.append_groups(TopicScope::Client, &groups) {
+        match appended {
             Ok(done) => {
                 end = done.end;
                 let mut results = done.results.into_iter();
@@ -201,7 +283,7 @@ impl Worker {
                 stored,
             })
             .collect();
-        (end, answers)
+        Some((end, answers))
     }
 
     /// Waits until `end` is durable (nothing to wait for under async flush), then answers.

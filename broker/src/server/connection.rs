@@ -1,8 +1,10 @@
-//! One client connection: a cancel-safe read loop that cuts frames out of a buffer, hands
-//! sends to the appender in arrival order, starts a task for every other request (bounded
-//! per connection together with the sends), and one writer task for the answers.
+//! One client connection: a cancel-safe read loop that cuts frames out of a buffer, stores
+//! sends in arrival order (a lone send on the spot, the rest through the appender thread),
+//! starts a task for every other request (bounded per connection together with the sends),
+//! and one writer task for the answers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::appender::SendJob;
+use super::appender::{SendJob, SendQueue};
 use super::handler;
 use super::response::Response;
 use super::writer::{self, Outgoing};
@@ -32,9 +34,23 @@ pub(crate) struct Connection {
     /// Cancelled when the connection ends or the broker shuts down; held pulls watch it.
     pub(crate) closed: CancellationToken,
     tx: mpsc::Sender<Outgoing>,
+    /// Sends of this connection queued for the appender thread and not yet stored.
+    queued_sends: AtomicUsize,
 }
 
 impl Connection {
+    pub(crate) fn queued_sends(&self) -> usize {
+        self.queued_sends.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn sends_queued(&self, n: usize) {
+        self.queued_sends.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn sends_done(&self, n: usize) {
+        self.queued_sends.fetch_sub(n, Ordering::AcqRel);
+    }
+
     /// Queues a response for the writer; dropped if the connection is already gone.
     pub(crate) async fn respond(&self, request_id: u64, response: Response) {
         let _ = self
@@ -86,6 +102,7 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
         peer,
         closed: closed.clone(),
         tx,
+        queued_sends: AtomicUsize::new(0),
     });
     let writer = {
         let closed = closed.clone();
@@ -130,7 +147,8 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
-                    dispatch(&services, &conn, &permits, appender.as_ref(), frame).await;
+                    let alone = buf.is_empty();
+                    dispatch(&services, &conn, &permits, appender.as_ref(), frame, alone).await;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -241,8 +259,9 @@ async fn dispatch(
     services: &Arc<Services>,
     conn: &Arc<Connection>,
     permits: &Arc<Semaphore>,
-    appender: Option<&mpsc::Sender<SendJob>>,
+    appender: Option<&SendQueue>,
     frame: Frame,
+    alone: bool,
 ) {
     let request_id = frame.request_id;
     if frame.kind != FrameKind::Request {
@@ -273,7 +292,7 @@ async fn dispatch(
             permit,
         };
         let refused = match appender {
-            Some(tx) => tx.send(job).await.err().map(|e| e.0),
+            Some(queue) => queue.submit(job, alone).await.err(),
             None => Some(job),
         };
         if let Some(job) = refused {

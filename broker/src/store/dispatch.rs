@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use commitlog::{PhysicalOffset, RecordRef};
@@ -28,6 +28,9 @@ pub type DispatchListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
 /// Records indexed per round before entries are appended and the offset published, to
 /// bound memory and latency under a constant write load.
 const MAX_RECORDS_PER_ROUND: usize = 16_384;
+/// Backlogs up to this many bytes are indexed by the thread that wrote them; larger ones by
+/// the dispatcher thread.
+const INLINE_DISPATCH_MAX_BYTES: u64 = 64 * 1024;
 /// How often the dispatcher thread looks for records left unindexed (and for shutdown).
 const STOP_CHECK_MS: u64 = 50;
 
@@ -72,9 +75,10 @@ struct TopicPending {
 }
 
 impl Shared {
-    /// Body of the dispatcher thread. Writers index their own records right after storing
-    /// them ([`Shared::dispatch_now`]), so this thread only catches up after a failed inline
-    /// round (with a growing back-off), and flushes and trims the consume queues.
+    /// Body of the dispatcher thread. Writers index small writes themselves right after
+    /// storing them ([`Shared::dispatch_now`]) and wake this thread for large ones; it also
+    /// catches up after a failed inline round (with a growing back-off), and flushes and
+    /// trims the consume queues.
     pub(crate) fn run_dispatcher(self: Arc<Self>) {
         let interval = Duration::from_millis(self.config.flush_interval_ms);
         let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
@@ -107,33 +111,78 @@ impl Shared {
         }
     }
 
-    /// Indexes what is readable now on the calling thread, right after it stored records
-    /// (and, under `Sync`, after they became durable): a message reaches its consume queue
-    /// and wakes held pulls without a hand-off to another thread. After a failure the
-    /// dispatcher thread takes over until it succeeds again, so a persistent error (e.g. a
-    /// full disk under the consume queues) is retried with back-off, not on every append.
+    /// Indexes what is readable now. A small backlog (the usual write of one or a few
+    /// requests) is indexed on the calling thread, right after it stored the records (and,
+    /// under `Sync`, after they became durable): the message reaches its consume queue and
+    /// wakes held pulls without a hand-off to another thread. A large one goes to the
+    /// dispatcher thread, so indexing runs beside the next append instead of delaying it.
+    /// If another thread is indexing, that thread picks these records up before it stops.
+    /// After a failure the dispatcher thread takes over until it succeeds again, so a
+    /// persistent error (e.g. a full disk under the consume queues) is retried with
+    /// back-off, not on every write.
     pub(crate) fn dispatch_now(&self) {
-        if self.dispatch_failing.load(Ordering::Acquire) {
+        let backlog = self
+            .readable_end()
+            .saturating_sub(self.dispatched.load(Ordering::Acquire));
+        if backlog == 0 {
             return;
         }
-        if let Err(e) = self.dispatch_all() {
+        if backlog > INLINE_DISPATCH_MAX_BYTES || self.dispatch_failing.load(Ordering::Acquire) {
+            self.kick_dispatcher();
+            return;
+        }
+        let result = loop {
+            let guard = match self.dispatch_round.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // The holder re-checks the readable end after its round (`dispatch_all`).
+                Err(TryLockError::WouldBlock) => return,
+            };
+            match self.dispatch_round_locked(&guard, Mode::Live) {
+                Ok(round) if round.more => {}
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = result {
             self.dispatch_failing.store(true, Ordering::Release);
             tracing::error!(error = %e, "dispatch failed; the dispatcher thread retries");
+            self.kick_dispatcher();
         }
     }
 
-    /// Dispatches everything currently visible.
+    fn kick_dispatcher(&self) {
+        if let Some(t) = self.dispatcher_thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Dispatches everything readable, including records that become readable while a
+    /// round runs (another writer may have left them to this thread).
     pub(crate) fn dispatch_all(&self) -> StoreResult<()> {
-        while self.dispatch_round(Mode::Live)?.more {}
-        Ok(())
+        loop {
+            let before = self.dispatched.load(Ordering::Acquire);
+            let round = self.dispatch_round(Mode::Live)?;
+            let after = self.dispatched.load(Ordering::Acquire);
+            // A round that made no progress stops here rather than spinning; the
+            // dispatcher thread tries again later.
+            if !round.more && (after == before || self.readable_end() <= after) {
+                return Ok(());
+            }
+        }
     }
 
     /// Indexes records from the dispatched offset towards the visible end.
     pub(crate) fn dispatch_round(&self, mode: Mode) -> StoreResult<Round> {
-        let _round = self
+        let guard = self
             .dispatch_round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.dispatch_round_locked(&guard, mode)
+    }
+
+    /// One round; `_held` proves the caller holds the round lock.
+    fn dispatch_round_locked(&self, _held: &MutexGuard<'_, ()>, mode: Mode) -> StoreResult<Round> {
         let from = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
         let limit = self.readable_end();
         let mut iter = self.log.iter_from(from);

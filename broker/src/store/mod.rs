@@ -24,8 +24,8 @@ mod topics;
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     /// An inline dispatch failed: writers leave dispatching to the dispatcher thread until
     /// it succeeds again.
     dispatch_failing: AtomicBool,
+    /// The dispatcher thread, woken for large backlogs.
+    dispatcher_thread: OnceLock<Thread>,
     /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
     sync: bool,
 }
@@ -121,6 +123,7 @@ impl MessageStore {
             listeners: RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
             dispatch_failing: AtomicBool::new(false),
+            dispatcher_thread: OnceLock::new(),
             sync,
             log,
             config,
@@ -133,6 +136,7 @@ impl MessageStore {
             .map_err(|e| {
                 StoreError::io("starting dispatcher thread", &shared.config.data_dir, e)
             })?;
+        let _ = shared.dispatcher_thread.set(handle.thread().clone());
         Ok(Self {
             shared,
             dispatcher: Mutex::new(Some(handle)),
@@ -218,6 +222,20 @@ impl MessageStore {
         groups: &[PutGroup<'_>],
     ) -> StoreResult<GroupsAppended> {
         self.shared.append_groups(scope, groups)
+    }
+
+    /// [`MessageStore::append_groups`] if no other write holds the store's writer lock right
+    /// now; `None` (and nothing stored) otherwise. For callers that must not block, such as
+    /// a network task that would rather hand the write to a thread than wait.
+    ///
+    /// # Errors
+    /// As for `append_groups`.
+    pub fn try_append_groups(
+        &self,
+        scope: TopicScope,
+        groups: &[PutGroup<'_>],
+    ) -> Option<StoreResult<GroupsAppended>> {
+        self.shared.try_append_groups(scope, groups)
     }
 
     /// Whether acknowledgements must wait for [`MessageStore::wait_durable`]

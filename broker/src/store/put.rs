@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError, TryLockError};
 
 use commitlog::{PhysicalOffset, RecordIn};
 use consumequeue::QueueOffset;
@@ -169,12 +169,41 @@ impl Shared {
         }
         let checked: Vec<StoreResult<Vec<u64>>> =
             groups.iter().map(|g| self.check_group(scope, g)).collect();
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.append_checked(writer, groups, checked)
+    }
+
+    /// [`Shared::append_groups`] only if the writer lock is free right now: `None` when
+    /// another write holds it (nothing is stored then).
+    pub(crate) fn try_append_groups(
+        &self,
+        scope: TopicScope,
+        groups: &[PutGroup<'_>],
+    ) -> Option<StoreResult<GroupsAppended>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Some(Err(StoreError::Closed));
+        }
+        let checked: Vec<StoreResult<Vec<u64>>> =
+            groups.iter().map(|g| self.check_group(scope, g)).collect();
+        let writer = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.append_checked(writer, groups, checked))
+    }
+
+    fn append_checked(
+        &self,
+        mut writer: MutexGuard<'_, Writer>,
+        groups: &[PutGroup<'_>],
+        checked: Vec<StoreResult<Vec<u64>>>,
+    ) -> StoreResult<GroupsAppended> {
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
         let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
         // (group index, first queue offset) of every group that goes into the append.
         let mut bases: Vec<(usize, u64)> = Vec::with_capacity(groups.len());
 
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let store_ts = now_ms().max(writer.last_store_ts_ms);
         for (i, (g, tags)) in groups.iter().zip(&checked).enumerate() {
             let Ok(tags) = tags else { continue };
