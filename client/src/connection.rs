@@ -1,9 +1,11 @@
 //! One TCP connection to a broker carrying many requests at once.
 //!
-//! Every request gets a fresh request id and a oneshot in the pending map; a writer task
-//! drains an unbounded queue of encoded frames (coalescing whatever is queued into one
-//! write), and a reader task cuts response frames out of the socket and completes the
-//! oneshot of their request id. Responses may arrive in any order.
+//! Every request gets a fresh request id and a oneshot in the pending map. A frame is
+//! written straight from the caller when nothing is queued and the socket takes it whole;
+//! otherwise it joins an unbounded queue that a writer task drains (coalescing whatever is
+//! queued into one write), so frames always leave in the order they were started. A reader
+//! task cuts response frames out of the socket and completes the oneshot of their request
+//! id. Responses may arrive in any order.
 //!
 //! When the socket fails, every request in flight on it fails with `Closed` (a send is not
 //! idempotent, so the caller decides whether to retry) and the next request reconnects with
@@ -17,7 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protocol::messages::{ErrorResponse, HelloRequest, HelloResponse};
 use protocol::{header, Frame, FrameDecoder, FrameKind, Request, Status, PROTOCOL_VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -76,6 +78,9 @@ type Reply = std::result::Result<Frame, Error>;
 /// A live socket: its writer queue and the requests waiting for an answer.
 struct Link {
     tx: mpsc::UnboundedSender<Bytes>,
+    sock: Arc<OwnedWriteHalf>,
+    /// Who may write to `sock`; see [`Link::send_frame`].
+    write: Mutex<WriteState>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     dead: AtomicBool,
     addr: String,
@@ -83,7 +88,47 @@ struct Link {
     cancel: CancellationToken,
 }
 
+/// Serializes the two writers of a socket: callers writing directly and the writer task.
+#[derive(Default)]
+struct WriteState {
+    /// Frames queued for the writer task and not yet written whole. While non-zero the
+    /// task owns the socket (it may be in the middle of a frame) and new frames queue
+    /// behind, in order.
+    queued: usize,
+}
+
 impl Link {
+    /// Writes `frame` now if it is `alone` (the only request in flight), nothing is queued
+    /// and the socket takes all of it without blocking: no hand-off to the writer task.
+    /// Otherwise queues it, or what is left of it after a short write, for the writer task.
+    /// Returns false if the writer task is gone.
+    fn send_frame(&self, frame: Bytes, alone: bool) -> bool {
+        let Ok(mut state) = self.write.lock() else {
+            return false;
+        };
+        let rest = if alone && state.queued == 0 {
+            match self.sock.try_write(&frame) {
+                Ok(n) if n == frame.len() => return true,
+                Ok(n) => frame.slice(n..),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frame,
+                // The reader sees the broken socket too and fails the link; queueing keeps
+                // the request's fate in one place.
+                Err(_) => frame,
+            }
+        } else {
+            frame
+        };
+        state.queued += 1;
+        self.tx.send(rest).is_ok()
+    }
+
+    /// Called by the writer task after writing `n` queued frames whole.
+    fn written(&self, n: usize) {
+        if let Ok(mut state) = self.write.lock() {
+            state.queued = state.queued.saturating_sub(n);
+        }
+    }
+
     /// Marks the link dead and fails everything in flight. Idempotent.
     fn fail_all(&self, why: &Error) {
         self.dead.store(true, Ordering::Release);
@@ -232,7 +277,9 @@ impl Connection {
             body,
         )?;
         let (tx, rx) = oneshot::channel();
-        {
+        // Whether this is the only request in flight: pipelined requests rather queue, so
+        // the writer task coalesces them into few writes.
+        let alone = {
             let mut map = link.pending.lock().map_err(|_| self.closed_error())?;
             // Checked under the map lock: a reader that fails the link sets `dead` before
             // draining, so a request is either drained or refused, never forgotten.
@@ -240,8 +287,9 @@ impl Connection {
                 return Err(self.closed_error());
             }
             map.insert(id, tx);
-        }
-        if link.tx.send(frame.freeze()).is_err() {
+            map.len() == 1
+        };
+        if !link.send_frame(frame.freeze(), alone) {
             link.remove(id);
             return Err(self.closed_error());
         }
@@ -358,12 +406,14 @@ impl Connection {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             tx,
+            sock: Arc::new(write),
+            write: Mutex::new(WriteState::default()),
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
             addr: addr.clone(),
             cancel: CancellationToken::new(),
         });
-        tokio::spawn(write_loop(write, rx, Arc::clone(&link)));
+        tokio::spawn(write_loop(rx, Arc::clone(&link)));
         tokio::spawn(read_loop(read, Arc::clone(&link)));
         let hello = HelloRequest {
             protocol_version: PROTOCOL_VERSION,
@@ -443,11 +493,7 @@ fn decode_reply<R: Request>(frame: Frame) -> Result<(R::Response, Bytes)> {
     Err(Error::Broker { status, message })
 }
 
-async fn write_loop(
-    mut sock: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    link: Arc<Link>,
-) {
+async fn write_loop(mut rx: mpsc::UnboundedReceiver<Bytes>, link: Arc<Link>) {
     let mut buf = Vec::with_capacity(WRITE_COALESCE_BYTES);
     // One cancellation future for the connection's life: registering a fresh one per frame
     // costs a lock round trip on the token for every request.
@@ -462,20 +508,25 @@ async fn write_loop(
                 None => break,
             },
         };
+        let mut frames = 1;
         let result = match rx.try_recv() {
-            // The common case when idle: one frame, written without a copy.
-            Err(_) => sock.write_all(&first).await,
+            // The common case: one frame, written without a copy.
+            Err(_) => write_all(&link.sock, &first).await,
             Ok(second) => {
                 buf.clear();
                 buf.extend_from_slice(&first);
                 buf.extend_from_slice(&second);
+                frames = 2;
                 while buf.len() < WRITE_COALESCE_BYTES {
                     match rx.try_recv() {
-                        Ok(next) => buf.extend_from_slice(&next),
+                        Ok(next) => {
+                            buf.extend_from_slice(&next);
+                            frames += 1;
+                        }
                         Err(_) => break,
                     }
                 }
-                sock.write_all(&buf).await
+                write_all(&link.sock, &buf).await
             }
         };
         if let Err(source) = result {
@@ -485,8 +536,22 @@ async fn write_loop(
             });
             return;
         }
+        link.written(frames);
     }
-    let _ = sock.shutdown().await;
+}
+
+/// `write_all` through a shared write half.
+async fn write_all(sock: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {

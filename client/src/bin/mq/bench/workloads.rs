@@ -237,6 +237,7 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
     };
     let mut consumer =
         PullConsumer::connect(broker, &bench_group(), &[(&args.topic, "*")], opts).await?;
+    settle(&consumer, &args.topic).await?;
     let base = Instant::now();
     let producer = tokio::spawn(paced_producer(
         broker.to_string(),
@@ -275,6 +276,29 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
 /// Sends `total` messages at `rate` per second, each stamped with µs since `base`. Paced
 /// one message at a time from a thread of its own (tokio timers tick in whole
 /// milliseconds, which would send in bursts and measure the bursts' queueing).
+/// Waits until `consumer` owns queues of `topic` and its assignment has been stable for a
+/// moment (its first pulls are then out), so that e2e latency is measured in steady state
+/// rather than including the group join.
+async fn settle(consumer: &PullConsumer, topic: &str) -> CliResult {
+    const STABLE_FOR: Duration = Duration::from_millis(300);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = consumer.assignment();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = consumer.assignment();
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        } else if seen.iter().any(|(t, _)| t == topic) && since.elapsed() >= STABLE_FOR {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the e2e consumer got no queue of {topic} within 30 s").into());
+        }
+    }
+}
+
 async fn paced_producer(
     broker: String,
     topic: String,
