@@ -159,3 +159,43 @@ async fn tag_filter_and_start_from_latest() {
     assert!(c.recv_timeout(Duration::from_millis(300)).await.is_none());
     c.close().await.unwrap();
 }
+
+/// Frames leave a connection in the order their requests were started, whether a request
+/// went straight to the socket (alone in flight) or through the writer queue (pipelined, or
+/// after a short write of a large frame): one queue's offsets follow the call order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_and_pipelined_sends_keep_their_order_on_one_connection() {
+    let b = TestBroker::start().await;
+    b.admin().await.create_topic("ordered", 1).await.unwrap();
+    let p = Producer::connect(&b.addr, ProducerOptions { max_in_flight: 64 })
+        .await
+        .unwrap();
+    // Bodies up to 512 KiB overflow the socket buffer, so some writes come up short.
+    let body = |i: usize| -> Message {
+        let size = if i % 7 == 0 { 512 << 10 } else { 16 };
+        let mut b = format!("{i:08}").into_bytes();
+        b.resize(size, b'.');
+        Message::new(b)
+    };
+    let mut expected = 0u64;
+    let mut i = 0usize;
+    for round in 0..40 {
+        // One send on its own, awaited: the direct path.
+        let r = p.send("ordered", &body(i)).await.unwrap();
+        assert_eq!(r.queue_offset, expected, "lone send {i}");
+        expected += 1;
+        i += 1;
+        // A burst started back to back: queued behind one another.
+        let mut handles = Vec::new();
+        for _ in 0..(round % 9 + 1) {
+            handles.push(p.send_async("ordered", &body(i)).await.unwrap());
+            i += 1;
+        }
+        for h in handles {
+            let r = h.wait().await.unwrap().pop().unwrap();
+            assert_eq!(r.queue_offset, expected, "pipelined send");
+            expected += 1;
+        }
+    }
+    p.close().await;
+}
