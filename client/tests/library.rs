@@ -172,7 +172,7 @@ async fn lone_and_pipelined_sends_keep_their_order_on_one_connection() {
         .unwrap();
     // Bodies up to 512 KiB overflow the socket buffer, so some writes come up short.
     let body = |i: usize| -> Message {
-        let size = if i % 7 == 0 { 512 << 10 } else { 16 };
+        let size = if i.is_multiple_of(7) { 512 << 10 } else { 16 };
         let mut b = format!("{i:08}").into_bytes();
         b.resize(size, b'.');
         Message::new(b)

@@ -45,10 +45,15 @@ pub(super) async fn pull(
     }
     let notify = services.long_polling.watch(&req.topic, req.queue_id);
     let mut offset = req.offset;
-    // The first read may touch cold pages of the log and runs on the blocking pool; after
-    // a long-poll wake-up it reads what the dispatcher just indexed (hot in the page
-    // cache) right here, sparing a thread hop on the end-to-end latency path.
-    let mut woken = false;
+    // A read that may touch cold pages of the log runs on the blocking pool. Two reads run
+    // right here instead, sparing thread hops on the end-to-end latency path: one at the
+    // head of the queue (nothing to read but the index, or a message dispatched a moment
+    // ago) and one after a long-poll wake-up (what the dispatcher just indexed, hot in the
+    // page cache).
+    let mut woken = matches!(
+        services.store.queue_range(&req.topic, req.queue_id),
+        Ok((min, max)) if offset >= max.get() && offset >= min.get()
+    );
     loop {
         // Armed before the store is read, so a message dispatched in between still wakes us.
         let notified = notify.notified();

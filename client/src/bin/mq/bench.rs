@@ -24,7 +24,7 @@ pub(crate) enum Workload {
     E2e,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
     workload: Workload,
     /// Topic to use (created with 8 queues if missing).
@@ -87,12 +87,22 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
         progress.clone(),
         workload_name(args.workload),
     ));
-    let figures = match args.workload {
-        Workload::Produce => workloads::produce(broker, &args, &progress).await,
-        Workload::Consume => workloads::consume(broker, &args, &progress).await,
-        Workload::SyncLatency => workloads::sync_latency(broker, &args, &progress).await,
-        Workload::E2e => workloads::e2e(broker, &args, &progress).await,
+    // The workload runs as a task on the runtime's workers, next to the connection tasks it
+    // talks to, rather than on this thread, which every wake-up would have to unpark.
+    let work = {
+        let (broker, args, progress) = (broker.to_string(), args.clone(), progress.clone());
+        tokio::spawn(async move {
+            match args.workload {
+                Workload::Produce => workloads::produce(&broker, &args, &progress).await,
+                Workload::Consume => workloads::consume(&broker, &args, &progress).await,
+                Workload::SyncLatency => workloads::sync_latency(&broker, &args, &progress).await,
+                Workload::E2e => workloads::e2e(&broker, &args, &progress).await,
+            }
+        })
     };
+    let figures = work.await.unwrap_or_else(|e| {
+        Err(format!("the {} workload failed: {e}", workload_name(args.workload)).into())
+    });
     ticker.abort();
     eprintln!();
     let figures = figures?;
