@@ -167,12 +167,15 @@ impl Inner {
         if let Some(ready) = self.take_ready(start) {
             return Ok(ready);
         }
-        let created = Segment::create(
+        let mut created = Segment::create(
             self.cfg.storage.as_ref(),
             &self.cfg.dir,
             PhysicalOffset::new(start),
             self.cfg.segment_size_bytes,
         )?;
+        if self.cfg.small_folios() {
+            created.1.keep_folios_small();
+        }
         *next = created.0.end();
         self.counters
             .segments_created

@@ -58,6 +58,12 @@ pub struct Config {
     /// page faults. The pages start dirty, so the kernel also writes the zeros back once:
     /// more disk writes for faster appends. Default true.
     pub prefault: bool,
+    /// The log will be flushed often in small steps (group commit), whatever `flush` says:
+    /// a caller running `Async` and calling `wait_durable` itself sets this. Segments are
+    /// then written through single-page folios, so each flush writes back only the pages
+    /// it changed. Implied by `FlushPolicy::Sync`. Default false (async flushes cover
+    /// large ranges, where large folios are cheaper).
+    pub frequent_flushes: bool,
     /// File-system seam; the real file system by default. See [`crate::storage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -77,8 +83,14 @@ impl Config {
             max_record_bytes: (8 << 20) + (64 << 10),
             preallocate: true,
             prefault: true,
+            frequent_flushes: false,
             storage: Arc::new(RealFs),
         }
+    }
+
+    /// Whether written segments should keep small page-cache folios.
+    pub(crate) fn small_folios(&self) -> bool {
+        self.frequent_flushes || self.flush == FlushPolicy::Sync
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {

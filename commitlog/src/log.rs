@@ -58,7 +58,12 @@ impl CommitLog {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| Error::io(&config.dir, "create folder", e))?;
         let dir_lock = DirLock::acquire(&config.dir)?;
-        let rec = recover(&config)?;
+        let mut rec = recover(&config)?;
+        if config.small_folios() {
+            // After the recovery scan, which reads with readahead: pages of the active
+            // segment faulted in from here on (its unwritten rest) are single pages.
+            rec.writer.map.keep_folios_small();
+        }
         let inner = Arc::new(Inner::new(
             config,
             rec.segments,

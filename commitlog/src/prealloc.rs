@@ -55,6 +55,9 @@ impl Inner {
             Ok((seg, mut map)) => {
                 // Still under the create lock: a writer that needs this segment waits for
                 // it rather than racing to create the same file.
+                if self.cfg.small_folios() {
+                    map.keep_folios_small();
+                }
                 if self.cfg.prefault {
                     map.prefault();
                 }

@@ -109,6 +109,7 @@ impl MessageStore {
             log_config.flush = FlushPolicy::Async {
                 interval_ms: config.flush_interval_ms,
             };
+            log_config.frequent_flushes = true;
         }
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
