@@ -135,13 +135,23 @@ impl Shared {
             let guard = match self.dispatch_round.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                // The holder re-checks the readable end after its round (`dispatch_all`).
+                // The holder re-checks the readable end after its round (here or in
+                // `dispatch_all`), so it indexes these records too.
                 Err(TryLockError::WouldBlock) => return,
             };
-            match self.dispatch_round_locked(&guard, Mode::Live) {
-                Ok(round) if round.more => {}
-                Ok(_) => break Ok(()),
+            let before = self.dispatched.load(Ordering::Acquire);
+            let round = self.dispatch_round_locked(&guard, Mode::Live);
+            drop(guard);
+            match round {
                 Err(e) => break Err(e),
+                Ok(round) => {
+                    // Re-checked after letting go of the lock: a writer that found it taken
+                    // meanwhile left its records to this thread.
+                    let after = self.dispatched.load(Ordering::Acquire);
+                    if !round.more && (after == before || self.readable_end() <= after) {
+                        break Ok(());
+                    }
+                }
             }
         };
         if let Err(e) = result {

@@ -117,8 +117,10 @@ fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() 
 }
 
 /// A stored message is indexed by the time the write returns (async flush) or its durability
-/// wait returns (sync flush): a consumer asking right after the acknowledgement finds it,
-/// without waiting on the dispatcher thread.
+/// wait returns (sync flush), when no other write is being indexed at that moment: a
+/// consumer asking right after the acknowledgement finds it, without waiting on the
+/// dispatcher thread. (With concurrent writers, whoever holds the indexing round indexes
+/// the others' records right after its own.)
 #[test]
 fn a_message_is_readable_as_soon_as_it_is_acknowledged() {
     for flush in [FlushPolicy::Async { interval_ms: 500 }, FlushPolicy::Sync] {
