@@ -144,14 +144,8 @@ impl Shared {
             drop(guard);
             match round {
                 Err(e) => break Err(e),
-                Ok(round) => {
-                    // Re-checked after letting go of the lock: a writer that found it taken
-                    // meanwhile left its records to this thread.
-                    let after = self.dispatched.load(Ordering::Acquire);
-                    if !round.more && (after == before || self.readable_end() <= after) {
-                        break Ok(());
-                    }
-                }
+                Ok(round) if self.caught_up(before, &round) => break Ok(()),
+                Ok(_) => {}
             }
         };
         if let Err(e) = result {
@@ -173,13 +167,19 @@ impl Shared {
         loop {
             let before = self.dispatched.load(Ordering::Acquire);
             let round = self.dispatch_round(Mode::Live)?;
-            let after = self.dispatched.load(Ordering::Acquire);
-            // A round that made no progress stops here rather than spinning; the
-            // dispatcher thread tries again later.
-            if !round.more && (after == before || self.readable_end() <= after) {
+            if self.caught_up(before, &round) {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a round that started at `before` leaves nothing to do. Checked after the
+    /// round lock is released: a writer that found it taken meanwhile left its records to
+    /// this thread. A round that made no progress also stops, rather than spinning; the
+    /// dispatcher thread tries again later.
+    fn caught_up(&self, before: u64, round: &Round) -> bool {
+        let after = self.dispatched.load(Ordering::Acquire);
+        !round.more && (after == before || self.readable_end() <= after)
     }
 
     /// Indexes records from the dispatched offset towards the visible end.
