@@ -27,9 +27,16 @@ pub(crate) enum Workload {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
     workload: Workload,
-    /// Topic to use (created with 8 queues if missing).
+    /// Topic to use (created with `--queues` queues if missing).
     #[arg(long, default_value = "bench")]
     topic: String,
+    /// Produce: spread the messages over this many topics, `<topic>-0` .. `<topic>-<N-1>`
+    /// (created if missing), one request to each (topic, queue) in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    topics: u32,
+    /// Queues of each topic the bench creates.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    queues: u32,
     /// Messages to send (produce, e2e) or drain (consume; default: all in the topic).
     #[arg(long)]
     messages: Option<u64>,

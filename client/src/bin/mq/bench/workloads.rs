@@ -14,17 +14,48 @@ use tokio::task::JoinSet;
 use super::{BenchArgs, Figures, Progress};
 use crate::CliResult;
 
-const BENCH_QUEUES: u32 = 8;
+/// Topic creations in flight while `--topics N` sets up its topics.
+const CREATES_IN_FLIGHT: usize = 64;
 
-async fn ensure_topic(broker: &str, topic: &str) -> CliResult {
-    match Admin::connect(broker)
-        .await?
-        .create_topic(topic, BENCH_QUEUES)
-        .await
-    {
-        Err(e) if e.status() != Some(Status::TopicExists) => Err(e.into()),
-        _ => Ok(()),
+async fn ensure_topic(broker: &str, topic: &str, queues: u32) -> CliResult {
+    ensure_topics(broker, vec![topic.to_string()], queues).await
+}
+
+/// Creates the topics that do not exist yet, a bounded number at a time on one connection.
+async fn ensure_topics(broker: &str, topics: Vec<String>, queues: u32) -> CliResult {
+    let admin = Arc::new(Admin::connect(broker).await?);
+    let mut set = JoinSet::new();
+    for topic in topics {
+        if set.len() >= CREATES_IN_FLIGHT {
+            if let Some(done) = set.join_next().await {
+                done??;
+            }
+        }
+        let admin = Arc::clone(&admin);
+        set.spawn(async move {
+            match admin.create_topic(&topic, queues).await {
+                Err(e) if e.status() != Some(Status::TopicExists) => {
+                    Err(format!("creating topic {topic}: {e}"))
+                }
+                _ => Ok(()),
+            }
+        });
     }
+    while let Some(done) = set.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Where `--topics N` sends: every (topic, queue), topics varying fastest so that
+/// consecutive requests land in different topics.
+fn spread_targets(args: &BenchArgs) -> Vec<(Arc<str>, u32)> {
+    let names: Vec<Arc<str>> = (0..args.topics)
+        .map(|i| Arc::from(format!("{}-{i}", args.topic)))
+        .collect();
+    (0..args.queues)
+        .flat_map(|q| names.iter().map(move |t| (Arc::clone(t), q)))
+        .collect()
 }
 
 fn encoded(count: u32, size: usize) -> CliResult<BatchWriter> {
@@ -49,17 +80,44 @@ pub(crate) async fn produce(
     args: &BenchArgs,
     progress: &Progress,
 ) -> CliResult<Figures> {
-    ensure_topic(broker, &args.topic).await?;
+    let targets = if args.topics > 1 {
+        let targets = spread_targets(args);
+        let names = targets
+            .iter()
+            .take(args.topics as usize)
+            .map(|(t, _)| t.to_string())
+            .collect();
+        let setup = Instant::now();
+        ensure_topics(broker, names, args.queues).await?;
+        eprintln!(
+            "{} topics x {} queues ready in {:.1} s",
+            args.topics,
+            args.queues,
+            setup.elapsed().as_secs_f64()
+        );
+        Some(Arc::new(targets))
+    } else {
+        ensure_topic(broker, &args.topic, args.queues).await?;
+        None
+    };
     let total = args.messages.unwrap_or(1_000_000);
     let p = args.producers.max(1) as u64;
     let start = Instant::now();
     let mut set = JoinSet::new();
     for i in 0..p {
         let n = total / p + u64::from(i < total % p);
-        let (broker, topic, progress) = (broker.to_string(), args.topic.clone(), progress.clone());
+        let route = match &targets {
+            // Each connection starts at its own place in the rotation.
+            Some(t) => Route::Spread {
+                targets: Arc::clone(t),
+                next: t.len() * usize::try_from(i).unwrap_or(0) / usize::try_from(p).unwrap_or(1),
+            },
+            None => Route::One(args.topic.clone()),
+        };
+        let (broker, progress) = (broker.to_string(), progress.clone());
         let (size, batch, inflight) = (args.size, args.batch.max(1), args.inflight.max(1));
         set.spawn(
-            async move { produce_one(&broker, &topic, n, size, batch, inflight, progress).await },
+            async move { produce_one(&broker, route, n, size, batch, inflight, progress).await },
         );
     }
     let mut latency = Histogram::new();
@@ -78,9 +136,36 @@ pub(crate) async fn produce(
     })
 }
 
+/// Which queue a producer connection sends each request to.
+enum Route {
+    /// One topic, its queues in turn (the producer's round robin).
+    One(String),
+    /// Every (topic, queue) of `--topics N` in turn.
+    Spread {
+        targets: Arc<Vec<(Arc<str>, u32)>>,
+        next: usize,
+    },
+}
+
+impl Route {
+    async fn next(&mut self, producer: &Producer) -> CliResult<(Arc<str>, u32)> {
+        match self {
+            Self::One(topic) => {
+                let queue = producer.select_queue(topic, None).await?;
+                Ok((Arc::from(topic.as_str()), queue))
+            }
+            Self::Spread { targets, next } => {
+                let (topic, queue) = &targets[*next % targets.len()];
+                *next = (*next + 1) % targets.len();
+                Ok((Arc::clone(topic), *queue))
+            }
+        }
+    }
+}
+
 async fn produce_one(
     broker: &str,
-    topic: &str,
+    mut route: Route,
     n: u64,
     size: usize,
     batch: u32,
@@ -111,12 +196,12 @@ async fn produce_one(
     let mut sent = 0u64;
     while sent < n {
         let count = u32::try_from((n - sent).min(u64::from(batch))).unwrap_or(batch);
-        let queue = producer.select_queue(topic, None).await?;
+        let (topic, queue) = route.next(&producer).await?;
         let handle = if count == batch {
-            producer.send_encoded(topic, queue, &full).await?
+            producer.send_encoded(&topic, queue, &full).await?
         } else {
             producer
-                .send_encoded(topic, queue, &encoded(count, size)?)
+                .send_encoded(&topic, queue, &encoded(count, size)?)
                 .await?
         };
         if tx.send((Instant::now(), handle, count)).await.is_err() {
@@ -187,7 +272,7 @@ pub(crate) async fn sync_latency(
     args: &BenchArgs,
     progress: &Progress,
 ) -> CliResult<Figures> {
-    ensure_topic(broker, &args.topic).await?;
+    ensure_topic(broker, &args.topic, args.queues).await?;
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let one = Arc::new(encoded(1, args.size)?);
     let start = Instant::now();
@@ -229,7 +314,7 @@ pub(crate) async fn sync_latency(
 }
 
 pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> CliResult<Figures> {
-    ensure_topic(broker, &args.topic).await?;
+    ensure_topic(broker, &args.topic, args.queues).await?;
     let total = args.messages.unwrap_or(args.rate * args.duration_s);
     let opts = ConsumerOptions {
         start_from: StartFrom::Latest,
