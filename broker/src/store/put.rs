@@ -35,7 +35,8 @@ pub struct PutResult {
 /// State owned by the single writer: the next queue offset of every queue.
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
-    next: HashMap<String, Vec<u64>>,
+    /// `None`: not written since open (the queue's max offset is the next one).
+    next: HashMap<String, Vec<Option<u64>>>,
     /// Store timestamps never go backwards, so time search can binary-search a queue even
     /// if the wall clock steps back.
     last_store_ts_ms: u64,
@@ -48,6 +49,7 @@ impl Writer {
             .get(topic)
             .and_then(|v| v.get(queue_id as usize))
             .copied()
+            .flatten()
     }
 
     pub(crate) fn set_next(&mut self, topic: &str, queue_id: u32, next: u64) {
@@ -57,9 +59,9 @@ impl Writer {
         };
         let idx = queue_id as usize;
         if slots.len() <= idx {
-            slots.resize(idx + 1, 0);
+            slots.resize(idx + 1, None);
         }
-        slots[idx] = next;
+        slots[idx] = Some(next);
     }
 
     pub(crate) fn forget_topic(&mut self, topic: &str) {
