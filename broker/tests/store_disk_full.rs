@@ -41,8 +41,15 @@ fn sends_needing_index_space_get_disk_full_and_resume_when_space_returns() {
     let refused = refused.expect("a full disk must refuse sends that cannot be indexed");
     assert!(refused.is_disk_full(), "{refused}");
     let log_end = store.commit_log().write_offset();
-    assert!(store.put("another", 0, &msg(&[], b"y")).unwrap_err().is_disk_full());
-    assert_eq!(store.commit_log().write_offset(), log_end, "a refused send appended");
+    assert!(store
+        .put("another", 0, &msg(&[], b"y"))
+        .unwrap_err()
+        .is_disk_full());
+    assert_eq!(
+        store.commit_log().write_offset(),
+        log_end,
+        "a refused send appended"
+    );
 
     // Everything acknowledged is readable meanwhile.
     assert_eq!(read_all(&store, "seed", 0, 1), vec![b"first".to_vec()]);

@@ -742,6 +742,15 @@ fn map_arenas(space: &Space, geo: Geometry, state: &State) -> std::result::Resul
     let limit = u64::from(no) * u64::from(geo.blocks_per_arena);
     let mut seen = vec![false; usize::try_from(limit).unwrap_or(0)];
     for (h, q) in &state.queues {
+        // The blocks must cover every retained entry, so no read walks past the directory.
+        let first = q.first_block.saturating_mul(geo.k);
+        let end = (q.first_block.saturating_add(q.blocks.len() as u64)).saturating_mul(geo.k);
+        if q.min > q.max || (q.max > q.min && (q.min < first || q.max > end)) {
+            return Err(format!(
+                "queue {h}: range [{}, {}) not covered by blocks [{first}, {end})",
+                q.min, q.max
+            ));
+        }
         for a in &q.blocks {
             let i = *a as usize;
             if u64::from(*a) >= limit
