@@ -83,15 +83,20 @@ impl Shared {
         let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
+        let mut behind = false;
         while !self.stopping.load(Ordering::Acquire) {
-            let pause = check * (1 + failures.min(20));
-            std::thread::park_timeout(pause);
+            if !behind {
+                let pause = check * (1 + failures.min(20));
+                std::thread::park_timeout(pause);
+            }
+            behind = false;
             if self.stopping.load(Ordering::Acquire) {
                 break;
             }
             if self.readable_end() > self.dispatched.load(Ordering::Acquire) {
-                match self.dispatch_all() {
-                    Ok(()) => {
+                match self.dispatch_until(last_flush + interval) {
+                    Ok(more) => {
+                        behind = more;
                         failures = 0;
                         self.dispatch_failing.store(false, Ordering::Release);
                     }
@@ -104,6 +109,21 @@ impl Shared {
             if last_flush.elapsed() >= interval {
                 last_flush = Instant::now();
                 self.periodic_upkeep();
+            }
+        }
+    }
+
+    /// [`Shared::dispatch_all`] that gives up at `deadline`, so that a sustained write
+    /// load cannot starve checkpoints; returns whether records were left.
+    fn dispatch_until(&self, deadline: Instant) -> StoreResult<bool> {
+        loop {
+            let before = self.dispatched.load(Ordering::Acquire);
+            let round = self.dispatch_round(Mode::Live)?;
+            if self.caught_up(before, &round) {
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                return Ok(true);
             }
         }
     }
