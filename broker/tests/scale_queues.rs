@@ -4,18 +4,22 @@
 //! VmRSS, stop time and disk for the benchmark notes.
 //!
 //! `FERRO_SCALE_QUEUES` (default 2,000); the long run in the README uses 100,000.
+//!
+//! Also: under `ulimit -n 1024`, 1,100 topics are all delivered and the broker restarts
+//! under the same limit (no fd per queue).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::protocol::messages::{PullRequest, PullStatus};
 use client::{ConnectOptions, Connection, Message, Producer, ProducerOptions};
 use commitlog::format::RecordView;
 use support::env_u64;
-use support::process::BrokerProcess;
+use support::process::{free_port, BrokerProcess};
 use tempfile::TempDir;
 
 const QUEUES_PER_TOPIC: u32 = 10;
@@ -165,4 +169,119 @@ async fn many_queues_survive_sigkill_and_clean_restart_within_bounds() {
     report("after clean stop", &broker, started, &data, queues);
     verify(&broker.addr, topics).await;
     broker.terminate(Duration::from_secs(60));
+}
+
+/// The broker binary started through `sh` with `ulimit -n 1024`; returns it once it serves.
+fn start_limited(data: &Path, log: &Path) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let script = format!(
+        "ulimit -n 1024 && exec '{}' --listen {addr} --data-dir '{}' --default-queues 4",
+        env!("CARGO_BIN_EXE_broker"),
+        data.display()
+    );
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "broker exited under ulimit -n 1024:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        let banner = std::fs::read_to_string(log).unwrap_or_default();
+        if banner.contains("listening on") && std::net::TcpStream::connect(&addr).is_ok() {
+            return (child, addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("broker did not come up under ulimit -n 1024");
+}
+
+fn stop(child: &mut Child) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain syscall on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    child.wait().unwrap();
+}
+
+/// Every body of the topic's four queues.
+async fn pull_one(conn: &Connection, topic: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for queue_id in 0..4 {
+        let req = PullRequest {
+            topic: topic.into(),
+            queue_id,
+            group: "fd-verify".into(),
+            offset: 0,
+            max_messages: 16,
+            max_bytes: 1 << 20,
+            tag_expr: "*".into(),
+            max_wait_ms: 0,
+        };
+        let (resp, body) = conn.call(&req, &[]).await.unwrap();
+        if resp.status == PullStatus::NoNewMessage {
+            continue;
+        }
+        assert_eq!(resp.status, PullStatus::Found, "{topic}/{queue_id}");
+        let mut rest: &[u8] = &body;
+        for _ in 0..resp.count {
+            let v = RecordView::decode(rest).unwrap();
+            out.push(v.body().to_vec());
+            rest = &rest[v.total_len() as usize..];
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleven_hundred_topics_are_delivered_and_restart_under_a_1024_fd_limit() {
+    const TOPICS: usize = 1_100;
+    let tmp = TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let (mut broker, addr) = start_limited(&data, &tmp.path().join("broker-0.log"));
+    let producer = Producer::connect(&addr, ProducerOptions::default())
+        .await
+        .unwrap();
+    for t in 0..TOPICS {
+        producer
+            .send(&format!("fd-{t}"), &Message::new(format!("body-{t}")))
+            .await
+            .unwrap();
+    }
+    let conn = Connection::connect(&addr, ConnectOptions::default())
+        .await
+        .unwrap();
+    for t in 0..TOPICS {
+        assert_eq!(
+            pull_one(&conn, &format!("fd-{t}")).await,
+            vec![format!("body-{t}").into_bytes()]
+        );
+    }
+    drop((conn, producer));
+    stop(&mut broker);
+
+    let (mut broker, addr) = start_limited(&data, &tmp.path().join("broker-1.log"));
+    let conn = Connection::connect(&addr, ConnectOptions::default())
+        .await
+        .unwrap();
+    for t in 0..TOPICS {
+        assert_eq!(
+            pull_one(&conn, &format!("fd-{t}")).await,
+            vec![format!("body-{t}").into_bytes()]
+        );
+    }
+    let fds = open_fds(i32::try_from(broker.id()).unwrap());
+    eprintln!("{TOPICS} topics under ulimit -n 1024: broker holds {fds} fds");
+    assert!(fds <= 64 + 8, "{fds} fds");
+    drop(conn);
+    stop(&mut broker);
 }
