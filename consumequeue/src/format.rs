@@ -1,7 +1,7 @@
 //! On-disk format of the consume-queue store (format version 2). Pure: no I/O.
 //!
 //! ```text
-//! <data>/queues/arena/0000000000.cqa    arenas: fully allocated, mapped, cut into blocks
+//! <data>/queues/arena/0000000000.cqa    arenas: mapped, cut into blocks, allocated in steps
 //! <data>/queues/journal/<gen:020>.cqj   append-only journal of queue ends and block lists
 //! <data>/queues/snapshot                full state at the start of a journal generation
 //! ```
@@ -23,7 +23,7 @@
 //!
 //! | off | size | field                                                     |
 //! |----:|-----:|-----------------------------------------------------------|
-//! | 0   | 4    | `queue`: queue handle (dense u32 assigned by the store)   |
+//! | 0   | 4    | `queue`: queue handle (dense u32 from 1, assigned by the store) |
 //! | 4   | 4    | `epoch`: the queue's incarnation, bumped by reset         |
 //! | 8   | 8    | `first_offset`: logical offset of slot 0, a multiple of k |
 //! | 16  | 20·k | entries (layout below)                                    |

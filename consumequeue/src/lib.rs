@@ -3,8 +3,8 @@
 //!
 //! A consume queue is an array of fixed-width 20-byte entries (commit-log offset, record
 //! size, tag hash); entry `n` is logical offset `n`, so a lookup is arithmetic. Queues are
-//! lists of 4 KiB blocks in 64 MiB arena files that are fully allocated before they are
-//! mapped; queue ends and block lists live in a CRC-framed journal with snapshots, so
+//! lists of 4 KiB blocks in 64 MiB arena files whose blocks are allocated on disk
+//! (`posix_fallocate`, 1 MiB steps) before any is written through the mapping; queue ends and block lists live in a CRC-framed journal with snapshots, so
 //! opening reads no queue data and costs what is stored, not queues × file size. The crate
 //! knows nothing about the commit log's records: callers hand in physical offsets.
 //!

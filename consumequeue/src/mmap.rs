@@ -2,11 +2,12 @@
 //!
 //! Rules the mappings rely on:
 //! 1. **No SIGBUS.** A file region is written through a mapping only after
-//!    `posix_fallocate` has allocated it, and a mapped file never shrinks. Arenas are
-//!    created at their full size with every block allocated (`Storage::create_segment`)
-//!    before they are mapped, and are never truncated; an arena found shorter than its
-//!    size at open is not mapped. Files written with `pwrite` (journal, snapshot) see
-//!    `ENOSPC` as an error, never as a signal.
+//!    `posix_fallocate` has allocated it, and a mapped file never shrinks. An arena is
+//!    created at its full length with its first step allocated (`Storage::create_segment`),
+//!    later steps are allocated (`Storage::allocate`) before any block in them is handed to
+//!    a queue, and blocks past the allocated steps are never touched; arenas are never
+//!    truncated, and one found shorter than its size at open is not mapped. Files written
+//!    with `pwrite` (journal, snapshot) see `ENOSPC` as an error, never as a signal.
 //! 2. **One owner per block.** A data block belongs to one queue at a time. Its bytes are
 //!    written only by that queue's writer holding the queue's write lock and read only
 //!    under its read lock; a freed block is handed to another queue only after its free
@@ -82,8 +83,9 @@ impl ArenaMap {
     ///
     /// Callers guarantee no concurrent writes (the store's write lock is held).
     pub(crate) fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        // SAFETY: the mapping is live for `self`'s lifetime and fully allocated (rule 1);
-        // the store holds its write lock during the call, so no queue writes into it.
+        // SAFETY: the mapping is live for `self`'s lifetime and never shrinks (rule 1);
+        // creating the slice reads nothing, and callers read only allocated blocks; the
+        // store holds its write lock during the call, so no queue writes into it.
         let bytes = unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) };
         f(bytes)
     }

@@ -2,7 +2,7 @@
 //! waiting for the next journal commit.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,17 @@ const SAFETY_BLOCKS: i64 = 8;
 /// After a failed arena creation, the next attempt waits this long.
 const ARENA_RETRY: Duration = Duration::from_secs(1);
 
-/// One mapped arena file.
+/// One mapped arena file. The file has its full length, but only its first `grown` blocks
+/// are allocated (`posix_fallocate`); blocks past them are never handed out, so the disk
+/// cost follows the blocks in use and no write reaches an unallocated page.
 #[derive(Debug)]
 pub(crate) struct Arena {
     pub(crate) path: PathBuf,
     pub(crate) map: ArenaMap,
     /// Written since the last checkpoint msynced it.
     pub(crate) dirty: AtomicBool,
+    /// Blocks allocated on disk, header block included.
+    pub(crate) grown: AtomicU32,
 }
 
 /// Changes since the last journal commit.
@@ -52,9 +56,20 @@ pub(crate) struct Geometry {
     pub(crate) k: u64,
 }
 
+/// Arenas grow on disk in steps of this many bytes (or their whole size if smaller).
+const GROW_STEP_BYTES: u64 = 1 << 20;
+
 impl Geometry {
     pub(crate) fn arena_bytes(&self) -> u64 {
         u64::from(self.block_size) * u64::from(self.blocks_per_arena)
+    }
+
+    /// Blocks allocated per growth step.
+    pub(crate) fn step_blocks(&self) -> u32 {
+        let step = (GROW_STEP_BYTES / u64::from(self.block_size)).max(2);
+        u32::try_from(step)
+            .unwrap_or(u32::MAX)
+            .min(self.blocks_per_arena)
     }
 }
 
@@ -138,7 +153,78 @@ impl Space {
                 path,
                 map,
                 dirty: AtomicBool::new(false),
+                grown: AtomicU32::new(0),
             }));
+    }
+
+    /// At open: allocates (again; a no-op for allocated blocks) the first `blocks` blocks
+    /// of arena `no`, the part that may hold referenced blocks.
+    pub(crate) fn set_grown(&self, no: u32, blocks: u32) -> Result<()> {
+        let Some(a) = self.arenas().get(no as usize).cloned() else {
+            return Ok(());
+        };
+        let step = self.geo.step_blocks();
+        let blocks = blocks
+            .max(1)
+            .div_ceil(step)
+            .saturating_mul(step)
+            .min(self.geo.blocks_per_arena);
+        self.allocate(&a.path, blocks)?;
+        a.grown.store(blocks, Ordering::Release);
+        Ok(())
+    }
+
+    /// Blocks allocated in arena `no`.
+    pub(crate) fn grown(&self, no: u32) -> u32 {
+        self.arenas()
+            .get(no as usize)
+            .map_or(0, |a| a.grown.load(Ordering::Acquire))
+    }
+
+    fn allocate(&self, path: &Path, blocks: u32) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("opening arena", path, e))?;
+        self.storage
+            .allocate(
+                path,
+                &file,
+                u64::from(blocks) * u64::from(self.geo.block_size),
+            )
+            .map_err(|e| Error::io("allocating arena blocks", path, e))
+    }
+
+    /// Allocates the next step of the last arena; false when it is full (or none exists).
+    fn grow_last(&self) -> Result<bool> {
+        let arenas = self.arenas.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(a) = arenas.last() else {
+            return Ok(false);
+        };
+        let no = arenas.len() - 1;
+        let grown = a.grown.load(Ordering::Acquire);
+        if grown >= self.geo.blocks_per_arena {
+            return Ok(false);
+        }
+        let next = grown
+            .saturating_add(self.geo.step_blocks())
+            .min(self.geo.blocks_per_arena);
+        self.allocate(&a.path, next)?;
+        a.grown.store(next, Ordering::Release);
+        let first = u32::try_from(no).unwrap_or(u32::MAX) * self.geo.blocks_per_arena;
+        lock(&self.free).extend((first + grown..first + next).rev());
+        self.unreserved
+            .fetch_add(i64::from(next - grown), Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// More blocks: the next step of the last arena, or a new arena.
+    fn grow(&self) -> Result<()> {
+        if self.grow_last()? {
+            return Ok(());
+        }
+        self.add_arena()
     }
 
     /// Sets the free list at open from the blocks no queue references.
@@ -157,10 +243,18 @@ impl Space {
         let path = self.dir.join(format::arena_file_name(no));
         // A leftover from a crash during creation is not referenced by anything.
         let _ = self.storage.remove(&path);
+        let step = self.geo.step_blocks();
         let file = self
             .storage
-            .create_segment(&path, self.geo.arena_bytes())
+            .create_segment(&path, u64::from(step) * u64::from(self.geo.block_size))
             .map_err(|e| Error::io("creating arena", &path, e))?;
+        // Full length, so block addresses never move; only the first step is allocated,
+        // and only allocated blocks are handed out (rule 1 of `mmap`).
+        if let Err(e) = file.set_len(self.geo.arena_bytes()) {
+            drop(file);
+            let _ = self.storage.remove(&path);
+            return Err(Error::io("sizing arena", &path, e));
+        }
         let map = ArenaMap::map(&file).map_err(|e| Error::io("mapping", &path, e))?;
         drop(file);
         let header = ArenaHeader {
@@ -179,22 +273,23 @@ impl Space {
             path,
             map,
             dirty: AtomicBool::new(false),
+            grown: AtomicU32::new(step),
         }));
         drop(arenas);
         let first = no * self.geo.blocks_per_arena;
         let mut free = lock(&self.free);
-        free.extend((first + 1..first + self.geo.blocks_per_arena).rev());
+        free.extend((first + 1..first + step).rev());
         drop(free);
         self.unreserved
-            .fetch_add(i64::from(self.geo.blocks_per_arena - 1), Ordering::AcqRel);
+            .fetch_add(i64::from(step - 1), Ordering::AcqRel);
         self.push_record(Record::ArenaAdded { arena_no: no });
         tracing::debug!(arena = no, "consume-queue arena added");
         Ok(())
     }
 
-    /// `add_arena`, unless one failed less than a second ago (a full disk is not retried
-    /// on every send).
-    fn add_arena_throttled(&self) -> Result<()> {
+    /// `grow`, unless it failed less than a second ago (a full disk is not retried on
+    /// every send).
+    fn grow_throttled(&self) -> Result<()> {
         let mut retry = lock(&self.arena_retry_at);
         if retry.is_some_and(|at| Instant::now() < at) {
             return Err(Error::io(
@@ -203,7 +298,7 @@ impl Space {
                 std::io::Error::from_raw_os_error(libc::ENOSPC),
             ));
         }
-        match self.add_arena() {
+        match self.grow() {
             Ok(()) => {
                 *retry = None;
                 Ok(())
@@ -215,13 +310,14 @@ impl Space {
         }
     }
 
-    /// Keeps a spare arena: creates one when fewer than half an arena of blocks is free.
+    /// Keeps spare blocks allocated ahead of need, off the write path: grows when fewer
+    /// than half a growth step is free.
     ///
     /// # Errors
-    /// Creating the arena failed (`ENOSPC` on a full disk).
+    /// Allocating failed (`ENOSPC` on a full disk).
     pub(crate) fn ensure_spare(&self) -> Result<()> {
-        if self.unreserved.load(Ordering::Acquire) < i64::from(self.geo.blocks_per_arena / 2) {
-            self.add_arena_throttled()?;
+        if self.unreserved.load(Ordering::Acquire) < i64::from(self.geo.step_blocks() / 2) {
+            self.grow_throttled()?;
         }
         Ok(())
     }
@@ -247,7 +343,7 @@ impl Space {
                 }
                 continue;
             }
-            self.add_arena_throttled()?;
+            self.grow_throttled()?;
         }
     }
 
@@ -274,7 +370,7 @@ impl Space {
         if let Some(b) = lock(&self.free).pop() {
             return Ok(b);
         }
-        self.add_arena()?;
+        self.grow()?;
         lock(&self.free)
             .pop()
             .ok_or_else(|| Error::InvalidConfig("arena without blocks".into()))
@@ -353,9 +449,13 @@ impl Space {
     pub(crate) fn sync_arenas(&self) -> Result<()> {
         for a in self.arenas() {
             if a.dirty.swap(false, Ordering::AcqRel) {
+                // Only the allocated prefix: the seam may copy it, and reading holes of a
+                // mapping allocates pages on some file systems.
+                let grown = a.grown.load(Ordering::Acquire) as usize * self.geo.block_size as usize;
                 let r = a.map.with_bytes(|bytes| {
                     let mut flush = || a.map.flush();
-                    self.storage.sync_mapped(&a.path, 0, bytes, &mut flush)
+                    let prefix = &bytes[..grown.min(bytes.len())];
+                    self.storage.sync_mapped(&a.path, 0, prefix, &mut flush)
                 });
                 if let Err(e) = r {
                     a.dirty.store(true, Ordering::Release);

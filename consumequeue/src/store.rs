@@ -18,7 +18,9 @@ use crate::{Error, Result};
 /// Consume-queue store configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Bytes per arena file, allocated in full when the arena is created. Default 64 MiB.
+    /// Bytes per arena file (its address space). Its blocks are allocated on disk with
+    /// `posix_fallocate` in 1 MiB steps as queues need them, never written before.
+    /// Default 64 MiB.
     pub arena_size_bytes: u64,
     /// Bytes per block: a 16-byte header and `(size - 16) / 20` entries. A power of two
     /// from 256 B to 64 KiB; default 4 KiB (204 entries).
@@ -290,7 +292,9 @@ impl QueueStore {
             dir,
             space: Arc::clone(&space),
             tables: RwLock::new(Tables {
-                next_handle: state.next_handle,
+                // Handle 0 is never used: an all-zero block header (a lost page) then
+                // never passes for a block of a live queue.
+                next_handle: state.next_handle.max(1),
                 ..Tables::default()
             }),
             journal: Mutex::new(journal),
@@ -342,12 +346,22 @@ impl QueueStore {
             insert(&mut tables, topic, cq);
         }
         drop(tables);
-        let free = used
-            .iter()
-            .enumerate()
-            .filter(|(i, u)| !**u && !(*i as u64).is_multiple_of(u64::from(bpa)))
-            .filter_map(|(i, _)| u32::try_from(i).ok())
-            .collect();
+        // Each arena is allocated up to its last referenced block (rounded to a step);
+        // only blocks there are free for reuse.
+        let mut free = Vec::new();
+        for no in 0..self.space.arena_count() {
+            let first = no as usize * bpa as usize;
+            let part = used.get(first..first + bpa as usize).unwrap_or(&[]);
+            let last_used = part.iter().rposition(|u| *u).map_or(1, |i| i + 1);
+            self.space
+                .set_grown(no, u32::try_from(last_used).unwrap_or(bpa))?;
+            let grown = self.space.grown(no) as usize;
+            free.extend(
+                (1..grown)
+                    .filter(|i| !part.get(*i).copied().unwrap_or(true))
+                    .filter_map(|i| u32::try_from(first + i).ok()),
+            );
+        }
         self.space.set_free(free);
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! zero-copy [`RecordRef`]s into the log's mappings.
 //!
 //! On disk, under `<data>`: `commitlog/`; `queues/` (the consume queues: `arena/*.cqa`,
-//! fully allocated 64 MiB arena files cut into 4 KiB blocks of 204 entries;
+//! 64 MiB arena files cut into 4 KiB blocks of 204 entries, allocated on disk in 1 MiB
+//! steps before use;
 //! `journal/*.cqj`, a CRC-framed journal of queue ends, block lists and the dispatched
 //! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics`; `lock`.
 //! No file exists per queue, so fds, mappings, start-up work and checkpoints do not grow
@@ -430,7 +431,7 @@ impl MessageStore {
             .unwrap_or_default()
     }
 
-    /// Number of consume-queue arena files (each `arena_size_bytes`, fully allocated).
+    /// Number of consume-queue arena files (each `arena_size_bytes` long, allocated in steps).
     pub fn queue_arena_count(&self) -> u32 {
         self.shared.queues.store().arena_count()
     }

@@ -105,7 +105,13 @@ impl Shared {
         let to = self.dispatched.load(Ordering::Acquire);
         let from = self.log.min_offset().get().max(created);
         let mut found: Vec<(u64, Entry)> = Vec::new();
-        for rec in self.log.iter_from(PhysicalOffset::new(from)) {
+        // Nothing indexed lies below `from` (or the log holds nothing): nothing to scan.
+        let scan = if from < to {
+            Some(self.log.iter_from(PhysicalOffset::new(from)))
+        } else {
+            None
+        };
+        for rec in scan.into_iter().flatten() {
             let rec = rec?;
             if rec.next_offset().get() > to {
                 break;
