@@ -1,8 +1,8 @@
 //! Torn and corrupt files at the message-store level, many random cases.
 //!
 //! Not covered by `store_recovery.rs` (tail flips/zeroing, lost checkpoint, lost or zeroed
-//! queue files): commit-log segments cut short at any byte (any segment, not only the
-//! last), consume-queue files cut at any byte (mid-entry), bytes flipped anywhere in the
+//! queue blocks): commit-log segments cut short at any byte (any segment, not only the
+//! last), consume-queue arenas and journals cut at any byte, bytes flipped anywhere in the
 //! last log segment, and several kinds of damage at once. After each reopen the store must
 //! serve exactly the valid prefix: every queue gap-free from 0, agreeing with the log,
 //! nothing failing its CRC; new puts continue at the right queue offset.
@@ -17,7 +17,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 
 use broker::store::{MessageStore, PutMessage};
-use support::{env_u64, log_segments, queue_segments, read_queue, small_store_config, Rng};
+use support::{env_u64, log_segments, queue_store_files, read_queue, small_store_config, Rng};
 use tempfile::TempDir;
 
 const TOPICS: [&str; 2] = ["damage-a", "damage-b"];
@@ -49,7 +49,7 @@ enum Damage {
     /// Flip a byte of the last commit-log segment; the log's checkpoint and clean-shutdown
     /// marker are lost too (as after a crash before they were written), so recovery scans.
     FlipLastSegment,
-    /// Cut a consume-queue segment file at any byte.
+    /// Cut a consume-queue arena or journal file at any byte.
     CutQueue,
 }
 
@@ -164,10 +164,8 @@ fn apply(damage: Damage, data: &Path, recs: &[Rec], rng: &mut Rng) -> Option<Cut
                 .map(|r| Cut::At(r.start))
         }
         Damage::CutQueue => {
-            let topic = TOPICS[rng.below(2) as usize];
-            let queue = rng.below(u64::from(QUEUES)) as u32;
-            let segs = queue_segments(data, topic, queue);
-            if let Some(seg) = segs.get(rng.below(segs.len() as u64) as usize) {
+            let files = queue_store_files(data);
+            if let Some(seg) = files.get(rng.below(files.len() as u64) as usize) {
                 let len = std::fs::metadata(seg).unwrap().len();
                 set_len(seg, rng.below(len + 1));
             }

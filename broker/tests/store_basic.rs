@@ -314,8 +314,7 @@ fn deleted_topic_records_never_come_back() {
     assert_eq!(read_all(&store, "gone", 0, 1), vec![b"new".to_vec()]);
     store.close().unwrap();
     // A full replay (no checkpoint) must not resurrect the old records either.
-    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
-    std::fs::remove_dir_all(dir.path().join("consumequeue")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("queues")).unwrap();
     let store = open(dir.path());
     assert_eq!(read_all(&store, "gone", 0, 1), vec![b"new".to_vec()]);
 }

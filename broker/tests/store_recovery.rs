@@ -21,11 +21,11 @@ enum Damage {
     FlipByte(u16),
     /// Zero the log from near its end (torn write).
     ZeroTail(u16),
-    /// Lose the dispatch checkpoint.
+    /// Lose the consume-queue journal and snapshot (the store is rebuilt from the log).
     DropCheckpoint,
-    /// Lose one queue's index files.
+    /// Lose every block of one queue (zeroed in its arena).
     DropQueue(u8, u8),
-    /// Lose the newest index segment of a queue (its pages never reached the disk).
+    /// Lose the newest block of a queue (its page never reached the disk).
     ZeroQueueSegment(u8, u8),
 }
 
@@ -94,6 +94,15 @@ fn remove_log_meta(data: &Path) {
     }
 }
 
+/// Zeroes whole blocks (header included) in their arena files.
+fn zero_blocks(blocks: &[(std::path::PathBuf, u64)]) {
+    use std::os::unix::fs::FileExt;
+    for (path, at) in blocks {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&[0u8; 256], *at).unwrap();
+    }
+}
+
 fn verify(store: &MessageStore, model: &Model) {
     for ((topic, queue), msgs) in model {
         let bodies = read_all(store, topic, *queue, msgs.len() as u64);
@@ -147,6 +156,13 @@ proptest! {
                 }
                 Op::Reopen { clean, damage } => {
                     let end = s.commit_log().write_offset().get();
+                    // Blocks are found through the store, not the file layout.
+                    let blocks = match damage {
+                        Damage::DropQueue(t, q) | Damage::ZeroQueueSegment(t, q) => {
+                            s.debug_queue_blocks(&topic_name(t), u32::from(q))
+                        }
+                        _ => Vec::new(),
+                    };
                     let s = store.take().unwrap();
                     if clean { s.close().unwrap() } else { drop(s) }
                     match damage {
@@ -161,22 +177,11 @@ proptest! {
                         }
                         Damage::FlipByte(_) | Damage::ZeroTail(_) => {}
                         Damage::DropCheckpoint => {
-                            let _ = std::fs::remove_file(data.join("checkpoint"));
+                            let _ = std::fs::remove_dir_all(data.join("queues").join("journal"));
+                            let _ = std::fs::remove_file(data.join("queues").join("snapshot"));
                         }
-                        Damage::DropQueue(t, q) => {
-                            let _ = std::fs::remove_dir_all(data.join("consumequeue").join(topic_name(t)).join(q.to_string()));
-                        }
-                        Damage::ZeroQueueSegment(t, q) => {
-                            let qdir = data.join("consumequeue").join(topic_name(t)).join(q.to_string());
-                            if let Ok(listing) = std::fs::read_dir(&qdir) {
-                                let mut files: Vec<_> = listing.map(|e| e.unwrap().path()).collect();
-                                files.sort();
-                                if let Some(last) = files.last() {
-                                    let len = std::fs::metadata(last).unwrap().len();
-                                    std::fs::write(last, vec![0u8; len as usize]).unwrap();
-                                }
-                            }
-                        }
+                        Damage::DropQueue(..) => zero_blocks(&blocks),
+                        Damage::ZeroQueueSegment(..) => zero_blocks(&blocks[blocks.len().saturating_sub(1)..]),
                     }
                     let reopened = open(data);
                     verify(&reopened, &model);

@@ -1,10 +1,14 @@
 //! All `unsafe` of the crate: the segment mappings and three libc calls.
 //!
 //! Rules the mapping code relies on (documented here, enforced by the rest of the crate):
-//! 1. A mapped file is never shrunk while mapped: files are created at full size with every
-//!    block allocated (so a store into the mapping can neither hit EOF nor ENOSPC → no
-//!    SIGBUS), recovery only zeroes bytes, and retention unlinks whole files (the mapping
-//!    keeps the inode alive).
+//! 1. **No SIGBUS.** A file region is written through a mapping only after
+//!    `posix_fallocate` has allocated it, and a mapped file never shrinks while mapped. A
+//!    store into a hole of a shared mapping on a full file system raises SIGBUS (seen on
+//!    tmpfs and ext4), so segments are created at full size with every block allocated
+//!    (`Storage::create_segment`), short files are grown with `allocate` before mapping,
+//!    recovery only zeroes bytes, and retention unlinks whole files (the mapping keeps the
+//!    inode alive). Files written with `pwrite` see `ENOSPC` as an error, never a signal.
+//!    Every mapped file of the broker keeps this rule (the consume-queue arenas too).
 //! 2. One writer per mapping: [`MapWriter`] is the only handle that can write, exists once
 //!    per mapping, and writes only at or above the published length.
 //! 3. Readers only see bytes below the published length, which only grows, and is stored

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in a consume queue.
+/// Everything that can go wrong in the consume-queue store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -14,13 +14,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A file in the queue folder does not have the expected shape.
+    /// A store file does not have the expected shape.
     #[error("consume queue file {path} is corrupted: {reason}")]
     Corrupted { path: PathBuf, reason: String },
+    /// A block does not carry the header of the queue that reads it (lost or damaged).
+    #[error("consume queue block {block_index} of queue {handle}: {reason}")]
+    BlockMismatch {
+        handle: u32,
+        block_index: u64,
+        reason: String,
+    },
     /// `append` was called with an offset other than the current maximum.
     #[error("consume queue append at offset {got}, expected {expected}")]
     NotContiguous { expected: u64, got: u64 },
-    /// An entry that can never be stored (an all-zero entry marks an empty slot).
+    /// An entry that can never be stored.
     #[error("invalid consume queue entry at offset {offset}: {reason}")]
     InvalidEntry { offset: u64, reason: &'static str },
     /// The configuration was rejected at open.
@@ -29,6 +36,12 @@ pub enum Error {
     /// A queue offset outside the retained range was asked for.
     #[error("offset {requested} is outside the queue range [{min}, {max})")]
     OutOfRange { requested: u64, min: u64, max: u64 },
+    /// A failed sync of the journal or an arena: checkpoints stop until reopen.
+    #[error("consume queue checkpoints stopped after a failed sync: {0}")]
+    Poisoned(String),
+    /// The queue was dropped (its topic deleted).
+    #[error("consume queue was dropped")]
+    Dropped,
 }
 
 impl Error {
@@ -39,4 +52,16 @@ impl Error {
             source,
         }
     }
+
+    /// Whether this is a full disk (`ENOSPC`/`EDQUOT`), e.g. no room for a new arena.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if is_disk_full(source))
+    }
+}
+
+/// True when `e` means the disk (or quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+        || e.raw_os_error() == Some(libc::EDQUOT)
+        || e.kind() == std::io::ErrorKind::StorageFull
 }

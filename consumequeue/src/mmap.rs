@@ -1,93 +1,97 @@
-//! The only `unsafe` in the crate: mapping segment files into memory.
+//! The only `unsafe` in the crate: the arena mappings.
 //!
-//! Mapping a file is unsafe because the memory changes whenever the file does, including
-//! through other mappings or processes, and a file shrunk under a mapping turns accesses into
-//! SIGBUS. The rules this crate keeps so that the mappings behave like ordinary memory:
-//!
-//! 1. A segment file is created at its full length and never shrunk or truncated while
-//!    mapped; truncating a queue zeroes entries inside the mapping, and deleting a segment
-//!    drops the mapping before the file is removed.
-//! 2. Within the process, a queue's mappings are reached only through its `RwLock`, so
-//!    writes (`&mut MmapMut`) never overlap reads.
-//! 3. Across processes, the broker holds an exclusive lock on the data directory (the
-//!    commit log's `lock` file), so no other writer maps the same files.
+//! Rules the mappings rely on:
+//! 1. **No SIGBUS.** A file region is written through a mapping only after
+//!    `posix_fallocate` has allocated it, and a mapped file never shrinks. An arena is
+//!    created at its full length with its first step allocated (`Storage::create_segment`),
+//!    later steps are allocated (`Storage::allocate`) before any block in them is handed to
+//!    a queue, and blocks past the allocated steps are never touched; arenas are never
+//!    truncated, and one found shorter than its size at open is not mapped. Files written
+//!    with `pwrite` (journal, snapshot) see `ENOSPC` as an error, never as a signal.
+//! 2. **One owner per block.** A data block belongs to one queue at a time. Its bytes are
+//!    written only by that queue's writer holding the queue's write lock and read only
+//!    under its read lock; a freed block is handed to another queue only after its free
+//!    was committed to the journal, when no reader of the old queue can reach it.
+//! 3. **One process.** The broker holds an exclusive lock on the data directory, so no
+//!    other process maps the same files. The fd is closed right after mapping.
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io;
 
-use memmap2::MmapMut;
+use memmap2::{Advice, MmapRaw};
 
-use crate::{Error, Result};
-
-/// A read-write mapping of a whole file.
+/// A read-write mapping of one whole arena file.
 #[derive(Debug)]
-pub(crate) struct MappedFile {
-    path: PathBuf,
-    map: MmapMut,
-    // Kept open so the mapping's file stays the one we sized, and for fsync of metadata.
-    _file: File,
+pub(crate) struct ArenaMap {
+    raw: MmapRaw,
 }
 
-impl MappedFile {
-    /// Creates a new file of `len` bytes (sparse, reads as zeros) and maps it.
-    pub(crate) fn create(path: &Path, len: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io("creating", path, e))?;
-        file.set_len(len)
-            .map_err(|e| Error::io("sizing", path, e))?;
-        Self::map(path, file)
-    }
-
-    /// Maps an existing file at its current length.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("opening", path, e))?;
-        Self::map(path, file)
-    }
-
-    fn map(path: &Path, file: File) -> Result<Self> {
-        // SAFETY: rules 1-3 of the module doc: the file is never shrunk while mapped, all
-        // in-process access goes through the owning queue's RwLock, and the data-directory
-        // lock keeps other processes out. The file is not empty (checked by callers via
-        // `len`), and `MmapMut` keeps its own reference to the mapping's lifetime.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| Error::io("mapping", path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            map,
-            _file: file,
-        })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+impl ArenaMap {
+    /// Maps `file`, which must already have every block allocated (rule 1). The file may
+    /// be closed afterwards.
+    pub(crate) fn map(file: &File) -> io::Result<Self> {
+        let raw = MmapRaw::map_raw(file)?;
+        // Small pages: a checkpoint msyncs 4 KiB pages of scattered blocks, not 2 MiB
+        // folios. Only a hint, so a failure changes nothing.
+        let _ = raw.advise(Advice::Random);
+        Ok(Self { raw })
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.raw.len()
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-
-    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map
-    }
-
-    /// Writes `[from, to)` of the mapping back to the file and waits for it (msync).
-    pub(crate) fn flush_range(&self, from: usize, to: usize) -> Result<()> {
-        if to <= from {
-            return Ok(());
+    /// Copies `out.len()` bytes at `at` into `out`; false when out of bounds.
+    pub(crate) fn read(&self, at: usize, out: &mut [u8]) -> bool {
+        let Some(end) = at.checked_add(out.len()) else {
+            return false;
+        };
+        if end > self.raw.len() {
+            return false;
         }
-        self.map
-            .flush_range(from, to - from)
-            .map_err(|e| Error::io("flushing", &self.path, e))
+        // SAFETY: in bounds (checked above) of a live mapping whose file is fully
+        // allocated and never shrinks (rule 1); no writer touches these bytes concurrently
+        // because the caller holds the owning queue's lock or the arena header is read
+        // before any block is handed out (rule 2).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(at), out.as_mut_ptr(), out.len());
+        }
+        true
+    }
+
+    /// Copies `bytes` to `at`; false when out of bounds.
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) -> bool {
+        let Some(end) = at.checked_add(bytes.len()) else {
+            return false;
+        };
+        if end > self.raw.len() {
+            return false;
+        }
+        // SAFETY: in bounds of a live mapping over allocated blocks (rule 1); the caller
+        // owns the block exclusively through its queue's write lock (rule 2).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.raw.as_mut_ptr().add(at),
+                bytes.len(),
+            );
+        }
+        true
+    }
+
+    /// The whole mapping as bytes, for the storage seam's record of synced data.
+    ///
+    /// Callers guarantee no concurrent writes (the store's write lock is held).
+    pub(crate) fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        // SAFETY: the mapping is live for `self`'s lifetime and never shrinks (rule 1);
+        // creating the slice reads nothing, and callers read only allocated blocks; the
+        // store holds its write lock during the call, so no queue writes into it.
+        let bytes = unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) };
+        f(bytes)
+    }
+
+    /// Msyncs the whole mapping.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.raw.flush()
     }
 }

@@ -1,43 +1,20 @@
-//! A consume queue: the ordered set of segments of one (topic, queue id).
+//! One consume queue: a list of blocks in the shared arenas, addressed by logical offset.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde::{Deserialize, Serialize};
-
-use crate::format::{self, Entry, FileKind, ENTRY_SIZE};
-use crate::segment::Segment;
+use crate::format::{BlockHeader, Entry, Record, ENTRY_SIZE};
+use crate::space::Space;
 use crate::{Error, QueueOffset, Result};
 
-/// Consume-queue configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    /// Entries per segment file (default 300,000, i.e. 6,000,000-byte files). Only new
-    /// segments use it; existing ones keep the capacity they were created with.
-    pub entries_per_segment: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            entries_per_segment: 300_000,
-        }
-    }
-}
-
-impl Config {
-    fn validate(&self) -> Result<()> {
-        let max = (isize::MAX as u64) / ENTRY_SIZE as u64;
-        if self.entries_per_segment == 0 || self.entries_per_segment > max {
-            return Err(Error::InvalidConfig(format!(
-                "entries_per_segment must be in 1..={max}, got {}",
-                self.entries_per_segment
-            )));
-        }
-        Ok(())
-    }
+/// The block list of a queue: `blocks[i]` holds entries `(first_block + i) * k ..`.
+#[derive(Debug, Default)]
+pub(crate) struct Dir {
+    pub(crate) epoch: u32,
+    pub(crate) first_block: u64,
+    pub(crate) blocks: Vec<u32>,
+    pub(crate) dropped: bool,
 }
 
 /// The index of one (topic, queue id): append-only entries addressed by logical offset.
@@ -46,46 +23,57 @@ impl Config {
 /// `min_offset`/`max_offset` are lock-free; reads take a shared lock for the copy only.
 #[derive(Debug)]
 pub struct ConsumeQueue {
-    dir: PathBuf,
-    config: Config,
-    segments: RwLock<Vec<Segment>>,
+    space: Arc<Space>,
+    handle: u32,
+    topic: Arc<str>,
+    queue_id: u32,
     min: AtomicU64,
     max: AtomicU64,
-    /// Entries below this are msynced.
-    flushed: AtomicU64,
-    /// A segment file was created or removed since the folder was last fsynced.
-    dir_dirty: AtomicBool,
+    last_phys_end: AtomicU64,
+    /// Its end moved since the last checkpoint.
+    dirty: AtomicBool,
+    dir: RwLock<Dir>,
+}
+
+/// What a queue is made of when loaded from the journal.
+pub(crate) struct Parts {
+    pub(crate) handle: u32,
+    pub(crate) topic: Arc<str>,
+    pub(crate) queue_id: u32,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    pub(crate) last_phys_end: u64,
+    pub(crate) dir: Dir,
 }
 
 impl ConsumeQueue {
-    /// Opens (or creates) the queue in `dir`, recovering its end as the first empty slot.
-    ///
-    /// Entries after a hole (possible after a power loss, when pages reach the disk out of
-    /// order) are cleared: the caller rebuilds them from the commit log.
-    ///
-    /// # Errors
-    /// I/O failures, an invalid config, or a segment of an unknown format version.
-    pub fn open(dir: impl Into<PathBuf>, config: Config) -> Result<Self> {
-        config.validate()?;
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating folder", &dir, e))?;
-        let mut segments = load_segments(&dir)?;
-        let max = recover_end(&mut segments)?;
-        let min = segments.first().map_or(max, Segment::base).min(max);
-        Ok(Self {
-            dir,
-            config,
-            segments: RwLock::new(segments),
-            min: AtomicU64::new(min),
-            max: AtomicU64::new(max),
-            flushed: AtomicU64::new(max),
-            dir_dirty: AtomicBool::new(true),
-        })
+    pub(crate) fn from_parts(space: Arc<Space>, p: Parts) -> Self {
+        Self {
+            space,
+            handle: p.handle,
+            topic: p.topic,
+            queue_id: p.queue_id,
+            min: AtomicU64::new(p.min),
+            max: AtomicU64::new(p.max),
+            last_phys_end: AtomicU64::new(p.last_phys_end),
+            dirty: AtomicBool::new(false),
+            dir: RwLock::new(p.dir),
+        }
     }
 
-    /// The folder holding this queue's segments.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The store's handle of this queue (written in its block headers).
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Topic of the queue.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Queue id inside the topic.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
     }
 
     /// Smallest retained logical offset.
@@ -98,6 +86,11 @@ impl ConsumeQueue {
         QueueOffset::new(self.max.load(Ordering::Acquire))
     }
 
+    /// Commit-log end of the last entry's record (0 when empty).
+    pub fn last_physical_end(&self) -> u64 {
+        self.last_phys_end.load(Ordering::Acquire)
+    }
+
     /// Appends one entry at `offset`, which must equal `max_offset()`.
     ///
     /// # Errors
@@ -106,14 +99,20 @@ impl ConsumeQueue {
         self.append_batch(offset, &[entry])
     }
 
-    /// Appends `entries` starting at `offset`, which must equal `max_offset()`; one lock
-    /// acquisition for the whole batch.
+    /// Appends `entries` starting at `offset`, which must equal `max_offset()`.
     ///
     /// # Errors
-    /// `NotContiguous` for a wrong offset, `InvalidEntry` for a zero-size entry (it would
-    /// read back as an empty slot), I/O errors creating a segment.
+    /// `NotContiguous` for a wrong offset, `InvalidEntry` for a zero-size entry, `Dropped`,
+    /// I/O errors creating an arena when no block is free.
     pub fn append_batch(&self, offset: QueueOffset, entries: &[Entry]) -> Result<()> {
-        let mut segs = self.exclusive();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _w = self.space.write_lock();
+        let mut d = self.exclusive();
+        if d.dropped {
+            return Err(Error::Dropped);
+        }
         let mut at = self.max.load(Ordering::Acquire);
         if offset.get() != at {
             return Err(Error::NotContiguous {
@@ -124,48 +123,87 @@ impl ConsumeQueue {
         if let Some(i) = entries.iter().position(|e| e.size == 0) {
             return Err(Error::InvalidEntry {
                 offset: at + i as u64,
-                reason: "size 0 is reserved for empty slots",
+                reason: "size 0 is never a record",
             });
         }
+        let k = self.space.geo.k;
         let mut rest = entries;
+        let mut buf = Vec::with_capacity(entries.len().min(k as usize) * ENTRY_SIZE);
         while !rest.is_empty() {
-            if segs.last().is_none_or(|s| s.end() <= at) {
-                segs.push(Segment::create(
-                    &self.dir,
-                    at,
-                    self.config.entries_per_segment,
-                )?);
-                self.dir_dirty.store(true, Ordering::Release);
-            }
-            let Some(seg) = segs.last_mut() else { break };
-            let room = usize::try_from(seg.end() - at).unwrap_or(usize::MAX);
+            let addr = self.block_for_append(&mut d, at)?;
+            let slot = at % k;
+            let room = usize::try_from(k - slot).unwrap_or(usize::MAX);
             let (now, later) = rest.split_at(room.min(rest.len()));
-            seg.write(at, now)?;
+            buf.clear();
+            for e in now {
+                buf.extend_from_slice(&e.encode());
+            }
+            if !self.space.write_slots(addr, slot, &buf) {
+                return Err(self.mismatch(at / k, "block outside the mapped arenas"));
+            }
             at += now.len() as u64;
-            // Publish per chunk so a failure on the next segment keeps what was written.
+            if let Some(last) = now.last() {
+                self.last_phys_end
+                    .store(last.physical_end(), Ordering::Release);
+            }
+            // Publish per block so a failure on the next block keeps what was written.
             self.max.store(at, Ordering::Release);
             rest = later;
         }
+        self.touch();
         Ok(())
     }
 
-    /// Entry at `offset`, or `None` outside `[min_offset, max_offset)`.
-    pub fn get(&self, offset: QueueOffset) -> Option<Entry> {
-        let o = offset.get();
-        if o < self.min.load(Ordering::Acquire) || o >= self.max.load(Ordering::Acquire) {
-            return None;
+    /// The block that holds offset `at`, allocated and journaled if it is the next one.
+    fn block_for_append(&self, d: &mut Dir, at: u64) -> Result<u32> {
+        let k = self.space.geo.k;
+        let index = at / k;
+        if d.blocks.is_empty() && index != d.first_block {
+            d.first_block = index;
         }
-        let segs = self.shared();
-        segs.get(segment_index(&segs, o)?)?.get(o)
+        let rel = index
+            .checked_sub(d.first_block)
+            .and_then(|r| usize::try_from(r).ok())
+            .ok_or_else(|| self.mismatch(index, "append below the first block"))?;
+        if let Some(addr) = d.blocks.get(rel) {
+            return Ok(*addr);
+        }
+        let addr = self.space.take_block()?;
+        let header = BlockHeader {
+            queue: self.handle,
+            epoch: d.epoch,
+            first_offset: index * k,
+        };
+        if !self.space.write_header(addr, &header) {
+            return Err(self.mismatch(index, "block outside the mapped arenas"));
+        }
+        d.blocks.push(addr);
+        self.space.push_record(Record::BlockAlloc {
+            handle: self.handle,
+            block_index: index,
+            addr,
+        });
+        Ok(addr)
+    }
+
+    /// Entry at `offset`, or `None` outside `[min_offset, max_offset)` or when its block
+    /// does not belong to this queue (damage).
+    pub fn get(&self, offset: QueueOffset) -> Option<Entry> {
+        let mut out = Vec::with_capacity(1);
+        match self.read(offset, 1, &mut out) {
+            Ok(1) => out.pop(),
+            _ => None,
+        }
     }
 
     /// Appends up to `max_count` entries starting at `from` to `out`; returns how many.
     /// Reading at `max_offset()` returns 0.
     ///
     /// # Errors
-    /// `OutOfRange` when `from` is below `min_offset()` or past `max_offset()`.
+    /// `OutOfRange` when `from` is below `min_offset()` or past `max_offset()`;
+    /// `BlockMismatch` when a block's header is not this queue's (lost or damaged block).
     pub fn read(&self, from: QueueOffset, max_count: usize, out: &mut Vec<Entry>) -> Result<usize> {
-        let segs = self.shared();
+        let d = self.shared();
         let (min, max) = (
             self.min.load(Ordering::Acquire),
             self.max.load(Ordering::Acquire),
@@ -179,110 +217,182 @@ impl ConsumeQueue {
             });
         }
         let end = max.min(at.saturating_add(max_count as u64));
-        out.reserve(usize::try_from(end - at).unwrap_or(0));
+        let k = self.space.geo.k;
         let start = out.len();
+        let mut buf = Vec::new();
         while at < end {
-            let Some(seg) = segment_index(&segs, at).and_then(|i| segs.get(i)) else {
-                break;
-            };
-            while at < end.min(seg.end()) {
-                match seg.get(at) {
-                    Some(e) => out.push(e),
-                    None => return Ok(out.len() - start),
-                }
-                at += 1;
+            let index = at / k;
+            let addr = self.checked_block(&d, index)?;
+            let slot = at % k;
+            let n = (k - slot).min(end - at);
+            buf.resize(n as usize * ENTRY_SIZE, 0);
+            if !self.space.read_slots(addr, slot, &mut buf) {
+                return Err(self.mismatch(index, "block outside the mapped arenas"));
             }
+            for chunk in buf.chunks_exact(ENTRY_SIZE) {
+                let mut e = [0u8; ENTRY_SIZE];
+                e.copy_from_slice(chunk);
+                out.push(Entry::decode(&e));
+            }
+            at += n;
         }
         Ok(out.len() - start)
+    }
+
+    /// The address of block `index`, after checking its header names this queue.
+    fn checked_block(&self, d: &Dir, index: u64) -> Result<u32> {
+        let addr = index
+            .checked_sub(d.first_block)
+            .and_then(|r| d.blocks.get(usize::try_from(r).ok()?))
+            .copied()
+            .ok_or_else(|| self.mismatch(index, "block missing from the queue's directory"))?;
+        let expected = BlockHeader {
+            queue: self.handle,
+            epoch: d.epoch,
+            first_offset: index * self.space.geo.k,
+        };
+        match self.space.read_header(addr) {
+            Some(h) if h == expected => Ok(addr),
+            Some(h) => Err(self.mismatch(index, &format!("header {h:?}, expected {expected:?}"))),
+            None => Err(self.mismatch(index, "block outside the mapped arenas")),
+        }
+    }
+
+    fn mismatch(&self, block_index: u64, reason: &str) -> Error {
+        Error::BlockMismatch {
+            handle: self.handle,
+            block_index,
+            reason: reason.to_owned(),
+        }
     }
 
     /// Drops every entry whose record does not end at or before `log_end` (the recovered end
     /// of the commit log). Returns the new `max_offset()`.
     ///
     /// # Errors
-    /// I/O errors while removing or flushing segments.
+    /// None today; kept fallible for the journal's sake.
     pub fn truncate_physical(&self, log_end: u64) -> Result<QueueOffset> {
-        let mut segs = self.exclusive();
         let min = self.min.load(Ordering::Acquire);
         let mut new_max = self.max.load(Ordering::Acquire);
         while new_max > min {
-            let idx = segment_index(&segs, new_max - 1);
-            let entry = idx
-                .and_then(|i| segs.get(i))
-                .and_then(|s| s.get(new_max - 1));
-            match entry {
+            match self.get(QueueOffset::new(new_max - 1)) {
                 Some(e) if e.physical_end() <= log_end => break,
                 _ => new_max -= 1,
             }
         }
-        self.truncate_locked(&mut segs, new_max)?;
+        self.truncate_to(QueueOffset::new(new_max))?;
         Ok(QueueOffset::new(new_max))
     }
 
     /// Drops every entry at or after `offset`. A no-op when `offset >= max_offset()`.
     ///
     /// # Errors
-    /// I/O errors while removing, creating or flushing segments.
+    /// None today; kept fallible for the journal's sake.
     pub fn truncate_to(&self, offset: QueueOffset) -> Result<()> {
-        let mut segs = self.exclusive();
-        if offset.get() < self.max.load(Ordering::Acquire) {
-            self.truncate_locked(&mut segs, offset.get())?;
+        let _w = self.space.write_lock();
+        let mut d = self.exclusive();
+        let offset = offset.get();
+        if offset >= self.max.load(Ordering::Acquire) || d.dropped {
+            return Ok(());
         }
+        let k = self.space.geo.k;
+        if offset < d.first_block * k {
+            drop(d);
+            drop(_w);
+            return self.reset(QueueOffset::new(offset));
+        }
+        let keep = usize::try_from(offset.div_ceil(k) - d.first_block).unwrap_or(usize::MAX);
+        if keep < d.blocks.len() {
+            let freed: Vec<u32> = d.blocks.drain(keep..).collect();
+            self.space.free_later(freed);
+        }
+        self.max.store(offset, Ordering::Release);
+        self.min.fetch_min(offset, Ordering::AcqRel);
+        drop(d);
+        let last_phys_end = if offset > self.min.load(Ordering::Acquire) {
+            self.get(QueueOffset::new(offset - 1))
+                .map_or(0, |e| e.physical_end())
+        } else {
+            0
+        };
+        self.last_phys_end.store(last_phys_end, Ordering::Release);
+        self.space.push_record(Record::QueueTruncate {
+            handle: self.handle,
+            max: offset,
+            last_phys_end,
+        });
+        self.touch();
         Ok(())
     }
 
-    /// Empties the queue and restarts it at `offset` (min = max = `offset`); used when the
-    /// index is rebuilt from a commit log whose older records were already deleted.
+    /// Empties the queue and restarts it at `offset` (min = max = `offset`) with a new
+    /// epoch; used when the index is rebuilt from a log whose older records are gone.
     ///
     /// # Errors
-    /// I/O errors while removing or creating segments.
+    /// None today; kept fallible for the journal's sake.
     pub fn reset(&self, offset: QueueOffset) -> Result<()> {
-        let mut segs = self.exclusive();
-        self.reset_locked(&mut segs, offset.get())
+        let _w = self.space.write_lock();
+        let mut d = self.exclusive();
+        if d.dropped {
+            return Err(Error::Dropped);
+        }
+        let offset = offset.get();
+        d.epoch = d.epoch.wrapping_add(1);
+        d.first_block = offset / self.space.geo.k;
+        let freed = std::mem::take(&mut d.blocks);
+        self.space.free_later(freed);
+        self.min.store(offset, Ordering::Release);
+        self.max.store(offset, Ordering::Release);
+        self.last_phys_end.store(0, Ordering::Release);
+        self.space.push_record(Record::QueueReset {
+            handle: self.handle,
+            epoch: d.epoch,
+            offset,
+        });
+        self.touch();
+        Ok(())
     }
 
-    /// Deletes whole segments whose entries all point below `min_physical` (the commit log's
-    /// minimum after retention) and advances `min_offset()` past every entry below it. The
-    /// last segment is kept so the queue remembers its end. Returns the new minimum.
+    /// Advances `min_offset()` past every entry whose record lies below `min_physical`
+    /// (the commit log's minimum after retention) and frees whole blocks below it.
+    /// Returns the new minimum.
     ///
     /// # Errors
-    /// I/O errors while removing files.
+    /// None today; kept fallible for the journal's sake.
     pub fn delete_below_physical(&self, min_physical: u64) -> Result<QueueOffset> {
-        let mut segs = self.exclusive();
-        let max = self.max.load(Ordering::Acquire);
-        while segs.len() > 1 {
-            let last_in_first = segs.first().map(|s| s.end().min(max).saturating_sub(1));
-            let below = last_in_first
-                .and_then(|o| segs.first().and_then(|s| s.get(o)))
-                .is_none_or(|e| e.physical_offset < min_physical);
-            if !below {
-                break;
-            }
-            let seg = segs.remove(0);
-            let path = seg.path().to_path_buf();
-            drop(seg);
-            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-            self.dir_dirty.store(true, Ordering::Release);
-        }
-        // Physical offsets grow with logical ones, so the first kept entry is found by
-        // binary search.
-        let mut lo = self
-            .min
-            .load(Ordering::Acquire)
-            .max(segs.first().map_or(max, Segment::base));
-        let mut hi = max;
+        // Physical offsets grow with logical ones: binary search for the first kept entry.
+        let mut lo = self.min.load(Ordering::Acquire);
+        let mut hi = self.max.load(Ordering::Acquire);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = segment_index(&segs, mid)
-                .and_then(|i| segs.get(i))
-                .and_then(|s| s.get(mid));
-            if e.is_none_or(|e| e.physical_offset < min_physical) {
+            if self
+                .get(QueueOffset::new(mid))
+                .is_none_or(|e| e.physical_offset < min_physical)
+            {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
+        let _w = self.space.write_lock();
+        let mut d = self.exclusive();
+        if d.dropped || lo <= self.min.load(Ordering::Acquire) {
+            return Ok(self.min_offset());
+        }
+        let lo = lo.min(self.max.load(Ordering::Acquire));
+        let first_kept = lo / self.space.geo.k;
+        let drop_n = usize::try_from(first_kept.saturating_sub(d.first_block))
+            .unwrap_or(usize::MAX)
+            .min(d.blocks.len());
+        let freed: Vec<u32> = d.blocks.drain(..drop_n).collect();
+        self.space.free_later(freed);
+        d.first_block = d.first_block.max(first_kept);
         self.min.store(lo, Ordering::Release);
+        self.space.push_record(Record::QueueTrim {
+            handle: self.handle,
+            min: lo,
+            first_kept_block_index: d.first_block,
+        });
         Ok(QueueOffset::new(lo))
     }
 
@@ -309,180 +419,61 @@ impl ConsumeQueue {
         QueueOffset::new(lo)
     }
 
-    /// Msyncs entries written since the last flush, and the folder if files came or went.
-    ///
-    /// # Errors
-    /// I/O errors from msync or the folder fsync.
-    pub fn flush(&self) -> Result<()> {
-        let segs = self.shared();
-        let from = self.flushed.load(Ordering::Acquire);
-        let to = self.max.load(Ordering::Acquire);
-        for seg in segs.iter().filter(|s| s.end() > from && s.base() < to) {
-            seg.flush(from, to)?;
-        }
-        drop(segs);
-        self.flushed.store(to, Ordering::Release);
-        if self.dir_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = sync_dir(&self.dir) {
-                self.dir_dirty.store(true, Ordering::Release);
-                return Err(e);
-            }
-        }
-        Ok(())
+    /// Where this queue's blocks sit: arena file and byte offset of each, in block order.
+    /// For damage tests, which must not depend on the layout.
+    pub fn debug_block_locations(&self) -> Vec<(PathBuf, u64)> {
+        let d = self.shared();
+        d.blocks
+            .iter()
+            .filter_map(|a| self.space.location(*a))
+            .collect()
     }
 
-    /// Flushes and closes the queue.
-    ///
-    /// # Errors
-    /// See [`ConsumeQueue::flush`].
-    pub fn close(self) -> Result<()> {
-        self.flush()
-    }
-
-    /// Deletes the queue's files and folder (the topic was deleted).
-    ///
-    /// # Errors
-    /// I/O errors while removing.
-    pub fn destroy(self) -> Result<()> {
-        let dir = self.dir.clone();
-        drop(self);
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing folder", &dir, e))
-    }
-
-    fn truncate_locked(&self, segs: &mut Vec<Segment>, offset: u64) -> Result<()> {
-        let old_max = self.max.load(Ordering::Acquire);
-        if segs.first().is_none_or(|s| offset < s.base()) {
-            return self.reset_locked(segs, offset);
+    /// Marks the queue deleted and frees its blocks (the store forgets it).
+    pub(crate) fn drop_queue(&self) {
+        let _w = self.space.write_lock();
+        let mut d = self.exclusive();
+        if d.dropped {
+            return;
         }
-        while segs.len() > 1 && segs.last().is_some_and(|s| s.base() > offset) {
-            if let Some(seg) = segs.pop() {
-                let path = seg.path().to_path_buf();
-                drop(seg);
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-                self.dir_dirty.store(true, Ordering::Release);
-            }
-        }
-        if let Some(seg) = segs.last_mut() {
-            seg.clear_from(offset);
-            seg.flush(offset, old_max)?;
-        }
-        self.max.store(offset, Ordering::Release);
-        self.min.fetch_min(offset, Ordering::AcqRel);
-        self.flushed.fetch_min(offset, Ordering::AcqRel);
-        Ok(())
+        d.dropped = true;
+        d.epoch = d.epoch.wrapping_add(1);
+        let freed = std::mem::take(&mut d.blocks);
+        self.space.free_later(freed);
+        self.min.store(0, Ordering::Release);
+        self.max.store(0, Ordering::Release);
+        self.space.push_record(Record::QueueDrop {
+            handle: self.handle,
+        });
     }
 
-    fn reset_locked(&self, segs: &mut Vec<Segment>, offset: u64) -> Result<()> {
-        for seg in segs.drain(..) {
-            let path = seg.path().to_path_buf();
-            drop(seg);
-            std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-        }
-        self.dir_dirty.store(true, Ordering::Release);
-        // Keep one (empty) segment at the new base so a reopen finds min = max = offset.
-        segs.push(Segment::create(
-            &self.dir,
-            offset,
-            self.config.entries_per_segment,
-        )?);
-        self.min.store(offset, Ordering::Release);
-        self.max.store(offset, Ordering::Release);
-        self.flushed.store(offset, Ordering::Release);
-        Ok(())
+    /// Snapshot view: (epoch, first block, blocks, dropped).
+    pub(crate) fn with_dir<R>(&self, f: impl FnOnce(&Dir) -> R) -> R {
+        f(&self.shared())
     }
 
-    fn shared(&self) -> RwLockReadGuard<'_, Vec<Segment>> {
-        // A panic while holding the lock cannot leave segments half-updated in a way that
-        // matters: every mutation publishes `max` last, so the data is still consistent.
-        self.segments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Clears the dirty flag; true if the queue's end moved since the last call.
+    pub(crate) fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
     }
 
-    fn exclusive(&self) -> RwLockWriteGuard<'_, Vec<Segment>> {
-        self.segments
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Index of the segment holding logical `offset` (the last one whose base is `<= offset`).
-fn segment_index(segs: &[Segment], offset: u64) -> Option<usize> {
-    segs.partition_point(|s| s.base() <= offset).checked_sub(1)
-}
-
-fn load_segments(dir: &Path) -> Result<Vec<Segment>> {
-    let mut bases = Vec::new();
-    let listing = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
-    for item in listing {
-        let path = item.map_err(|e| Error::io("listing", dir, e))?.path();
-        match format::parse_file_name(&path) {
-            FileKind::Segment(base) => bases.push((base, path)),
-            FileKind::OtherVersion => {
-                return Err(Error::Corrupted {
-                    path,
-                    reason: format!(
-                        "unsupported format version (this build reads v{})",
-                        format::VERSION
-                    ),
-                })
-            }
-            FileKind::Unrelated => {}
+    fn touch(&self) {
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            self.space.mark_dirty(self.handle);
         }
     }
-    bases.sort_unstable_by_key(|(b, _)| *b);
-    let mut segs = Vec::with_capacity(bases.len());
-    let mut rest = bases.into_iter();
-    for (base, path) in rest.by_ref() {
-        match Segment::open(&path, base)? {
-            Some(seg) => segs.push(seg),
-            None => {
-                // Holds no whole entry: it and every later segment (unreachable behind the
-                // gap) go; the owner rebuilds the missing entries from the commit log.
-                std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-                break;
-            }
-        }
-    }
-    for (_, path) in rest {
-        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-    }
-    Ok(segs)
-}
 
-/// Finds the queue's end (first empty slot), clears anything written after it and removes
-/// segments that start past it or that are not contiguous with their predecessor.
-fn recover_end(segs: &mut Vec<Segment>) -> Result<u64> {
-    let mut end = None;
-    for (i, seg) in segs.iter().enumerate() {
-        let contiguous = i == 0 || segs.get(i - 1).is_some_and(|p| p.end() == seg.base());
-        if !contiguous {
-            end = Some((i, segs[i - 1].end()));
-            break;
-        }
-        // A full earlier segment has its last slot written; only then is skipping it safe.
-        let last_written = seg.get(seg.end() - 1).is_some();
-        if i + 1 < segs.len() && last_written {
-            continue;
-        }
-        end = Some((i + 1, seg.first_empty_from(seg.base())));
-        break;
+    /// Sets the dirty flag without queueing the handle (it is queued already).
+    pub(crate) fn mark_dirty_flag(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
-    let Some((keep, max)) = end else { return Ok(0) };
-    for seg in segs.drain(keep..) {
-        let path = seg.path().to_path_buf();
-        drop(seg);
-        std::fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-    }
-    if let Some(seg) = segs.last_mut() {
-        seg.clear_from(max);
-        seg.flush(max, seg.end())?;
-    }
-    Ok(max)
-}
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("syncing folder", dir, e))
+    fn shared(&self) -> RwLockReadGuard<'_, Dir> {
+        // Every mutation publishes `max` last, so a panic mid-way leaves readable data.
+        self.dir.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn exclusive(&self) -> RwLockWriteGuard<'_, Dir> {
+        self.dir.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }

@@ -9,12 +9,14 @@ use super::{StoreError, StoreResult};
 /// serde config builds it.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// Root of the data directory (`<data>`): holds `commitlog/`, `consumequeue/`, `config/`,
-    /// `checkpoint` and `lock`.
+    /// Root of the data directory (`<data>`): holds `commitlog/`, `queues/`, `config/` and
+    /// `lock`.
     pub data_dir: PathBuf,
     /// Commit-log settings; `dir` defaults to `<data>/commitlog`.
     pub commitlog: commitlog::Config,
-    /// Consume-queue settings (default 300,000 entries per segment).
+    /// Consume-queue store settings: `arena_size_bytes` (default 64 MiB, allocated in full
+    /// per arena), `block_size_bytes` (default 4 KiB = 204 entries),
+    /// `snapshot_journal_bytes` (default 64 MiB).
     pub consume_queue: consumequeue::Config,
     /// Largest message body accepted by `put`. Default 4 MiB.
     pub max_body_bytes: usize,
@@ -22,8 +24,9 @@ pub struct StoreConfig {
     pub auto_create_topics: bool,
     /// Queue count of auto-created topics. Default 4.
     pub default_queue_count: u32,
-    /// How often the dispatcher msyncs consume queues and writes the dispatch checkpoint,
-    /// and checks for commit-log retention. Default 1,000 ms.
+    /// How often the dispatcher checkpoints the consume queues (msync of written arenas and
+    /// one journal append of the changed queue ends; nothing when idle), and checks for
+    /// commit-log retention. Default 1,000 ms.
     pub flush_interval_ms: u64,
 }
 
@@ -64,21 +67,22 @@ impl StoreConfig {
         Ok(())
     }
 
-    pub(crate) fn consume_queue_dir(&self) -> PathBuf {
-        self.data_dir.join("consumequeue")
+    /// `<data>/queues`: the consume-queue store (arenas, journal, snapshot).
+    pub(crate) fn queues_dir(&self) -> PathBuf {
+        self.data_dir.join("queues")
     }
 
-    pub(crate) fn queue_dir(&self, topic: &str, queue_id: u32) -> PathBuf {
-        self.consume_queue_dir()
-            .join(topic)
-            .join(queue_id.to_string())
+    /// `<data>/consumequeue`: the per-queue files of format version 1, replaced on open.
+    pub(crate) fn legacy_queue_dir(&self) -> PathBuf {
+        self.data_dir.join("consumequeue")
     }
 
     pub(crate) fn topics_path(&self) -> PathBuf {
         self.data_dir.join("config").join("topics")
     }
 
-    pub(crate) fn checkpoint_path(&self) -> PathBuf {
+    /// `<data>/checkpoint`: the JSON dispatch checkpoint of format version 1.
+    pub(crate) fn legacy_checkpoint_path(&self) -> PathBuf {
         self.data_dir.join("checkpoint")
     }
 

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use commitlog::{PhysicalOffset, RecordRef};
 use consumequeue::{ConsumeQueue, Entry, QueueOffset};
 
-use super::recovery::{write_checkpoint, Checkpoint};
 use super::{Shared, StoreError, StoreResult};
 
 /// Hook called with `(topic, queue id, new max offset)` after a queue grew.
@@ -84,15 +83,20 @@ impl Shared {
         let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
+        let mut behind = false;
         while !self.stopping.load(Ordering::Acquire) {
-            let pause = check * (1 + failures.min(20));
-            std::thread::park_timeout(pause);
+            if !behind {
+                let pause = check * (1 + failures.min(20));
+                std::thread::park_timeout(pause);
+            }
+            behind = false;
             if self.stopping.load(Ordering::Acquire) {
                 break;
             }
             if self.readable_end() > self.dispatched.load(Ordering::Acquire) {
-                match self.dispatch_all() {
-                    Ok(()) => {
+                match self.dispatch_until(last_flush + interval) {
+                    Ok(more) => {
+                        behind = more;
                         failures = 0;
                         self.dispatch_failing.store(false, Ordering::Release);
                     }
@@ -104,9 +108,55 @@ impl Shared {
             }
             if last_flush.elapsed() >= interval {
                 last_flush = Instant::now();
-                if let Err(e) = self.trim_queues().and_then(|()| self.flush_queues()) {
-                    tracing::error!(error = %e, "consume queue flush failed");
-                }
+                self.periodic_upkeep();
+            }
+        }
+    }
+
+    /// [`Shared::dispatch_all`] that gives up at `deadline`, so that a sustained write
+    /// load cannot starve checkpoints; returns whether records were left.
+    fn dispatch_until(&self, deadline: Instant) -> StoreResult<bool> {
+        loop {
+            let before = self.dispatched.load(Ordering::Acquire);
+            let round = self.dispatch_round(Mode::Live)?;
+            if self.caught_up(before, &round) {
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Trims, checkpoints, keeps a spare arena and repairs damaged queues. Failures are
+    /// logged once per transition and retried on the next tick.
+    fn periodic_upkeep(&self) {
+        if let Err(e) = self.trim_queues() {
+            tracing::error!(error = %e, "consume queue trim failed");
+        }
+        let cp = self.checkpoint();
+        match &cp {
+            Ok(()) if self.checkpoint_failing.swap(false, Ordering::AcqRel) => {
+                tracing::info!("consume-queue checkpoints succeed again");
+            }
+            Err(e) if !self.checkpoint_failing.swap(true, Ordering::AcqRel) => {
+                tracing::error!(error = %e, "consume-queue checkpoint failed; retrying every interval");
+            }
+            _ => {}
+        }
+        let spare = self.queues.store().ensure_spare();
+        match &spare {
+            Ok(()) if self.spare_failing.swap(false, Ordering::AcqRel) => {
+                tracing::info!("consume-queue arena created: index space available again");
+            }
+            Err(e) if !self.spare_failing.swap(true, Ordering::AcqRel) => {
+                tracing::warn!(error = %e, "cannot create a consume-queue arena; sends needing index space are refused until disk space is freed");
+            }
+            _ => {}
+        }
+        for (topic, queue_id) in self.damaged_queues() {
+            if let Err(e) = self.repair_queue(&topic, queue_id) {
+                tracing::debug!(topic, queue_id, error = %e, "consume queue repair failed; retrying");
             }
         }
     }
@@ -135,6 +185,12 @@ impl Shared {
             let guard = match self.dispatch_round.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // A checkpoint holds the lock for a sync and indexes nothing: wait for it,
+                // so the message is readable once acknowledged.
+                Err(TryLockError::WouldBlock) if self.checkpointing.load(Ordering::Acquire) => self
+                    .dispatch_round
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
                 // The holder re-checks the readable end after its round (here or in
                 // `dispatch_all`), so it indexes these records too.
                 Err(TryLockError::WouldBlock) => return,
@@ -209,8 +265,10 @@ impl Shared {
                 }
                 Ok(rec) => {
                     if let Err(e) = self.index(&rec, mode, &mut pending, &mut round) {
-                        failure = Some(e);
-                        break;
+                        // One queue's failure never stops the others: it is rebuilt from
+                        // the log later, and its records are skipped meanwhile.
+                        let v = rec.view();
+                        self.mark_damaged(v.topic(), v.queue_id(), &e);
                     }
                 }
                 Err(e) => {
@@ -229,7 +287,7 @@ impl Shared {
             Some(_) => None,
             None => Some(stopped_at.unwrap_or_else(|| iter.position())),
         };
-        self.commit(pending)?;
+        self.commit(pending);
         match (failure, end) {
             (Some(e), _) => Err(e),
             (None, Some(end)) => {
@@ -265,6 +323,9 @@ impl Shared {
             return Ok(());
         }
         let queue_id = view.queue_id();
+        if self.is_damaged(topic, queue_id) {
+            return Ok(());
+        }
         let p = match tp.queues.iter().position(|p| p.queue_id == queue_id) {
             Some(i) => &mut tp.queues[i],
             None => {
@@ -347,14 +408,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Appends every pending batch and tells listeners which queues grew.
-    fn commit(&self, pending: HashMap<String, TopicPending>) -> StoreResult<()> {
+    /// Appends every pending batch and tells listeners which queues grew. A queue that
+    /// fails is marked damaged (logged, rebuilt later); the others go on.
+    fn commit(&self, pending: HashMap<String, TopicPending>) {
         let listeners = self
             .listeners
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut first_err = None;
         for (topic, tp) in pending {
             for p in tp.queues.into_iter().filter(|p| !p.entries.is_empty()) {
                 match p.cq.append_batch(QueueOffset::new(p.start), &p.entries) {
@@ -365,12 +426,40 @@ impl Shared {
                         }
                     }
                     Err(e) => {
-                        first_err.get_or_insert(StoreError::cq(&topic, p.queue_id, e));
+                        self.mark_damaged(
+                            &topic,
+                            p.queue_id,
+                            &StoreError::cq(&topic, p.queue_id, e),
+                        );
                     }
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Records that a queue needs rebuilding from the log; logged once per queue.
+    pub(crate) fn mark_damaged(&self, topic: &str, queue_id: u32, e: &StoreError) {
+        let mut d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
+        if d.insert((topic.to_owned(), queue_id)) {
+            tracing::error!(topic, queue_id, error = %e, "consume queue failed; it is rebuilt from the commit log, the other queues go on");
+        }
+    }
+
+    pub(crate) fn is_damaged(&self, topic: &str, queue_id: u32) -> bool {
+        let d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
+        !d.is_empty() && d.contains(&(topic.to_owned(), queue_id))
+    }
+
+    pub(crate) fn forget_damage(&self, topic: &str, queue_id: u32) {
+        let mut d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
+        if !d.is_empty() {
+            d.remove(&(topic.to_owned(), queue_id));
+        }
+    }
+
+    fn damaged_queues(&self) -> Vec<(String, u32)> {
+        let d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
+        d.iter().cloned().collect()
     }
 
     /// End of what may be indexed and served: the flushed offset under `Sync`, else the
@@ -425,24 +514,40 @@ impl Shared {
         }
     }
 
-    /// Msyncs every consume queue, then records the dispatched offset they cover.
-    pub(crate) fn flush_queues(&self) -> StoreResult<()> {
-        let mut checkpoint = Checkpoint::new(self.dispatched.load(Ordering::Acquire));
-        for (topic, queue_id, q) in self.queues.all() {
-            let max = q.max_offset().get();
-            q.flush().map_err(|e| StoreError::cq(&topic, queue_id, e))?;
-            checkpoint.mark(&topic, queue_id, max);
-        }
-        write_checkpoint(&self.config, &checkpoint)
+    /// Makes the consume queues durable up to the dispatched offset and journals it
+    /// (nothing is written when nothing changed).
+    pub(crate) fn checkpoint(&self) -> StoreResult<()> {
+        // Set before taking the lock, so a writer that finds it taken knows to wait.
+        self.checkpointing.store(true, Ordering::Release);
+        // Under the round lock: the queue ends read must match the dispatched offset.
+        let round = self
+            .dispatch_round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        let result = self
+            .queues
+            .store()
+            .checkpoint(dispatched)
+            .map(|_| ())
+            .map_err(StoreError::Queues);
+        drop(round);
+        self.checkpointing.store(false, Ordering::Release);
+        result
     }
 
-    /// Drops consume-queue segments below the commit log's minimum.
+    /// Frees consume-queue blocks below the commit log's minimum. Work is done only when
+    /// the minimum advanced since the last trim (retention deleted segments).
     pub(crate) fn trim_queues(&self) -> StoreResult<()> {
         let min = self.log.min_offset().get();
-        for (topic, queue_id, q) in self.queues.all() {
-            q.delete_below_physical(min)
-                .map_err(|e| StoreError::cq(&topic, queue_id, e))?;
+        if min <= self.trimmed_below.load(Ordering::Acquire) {
+            return Ok(());
         }
+        for q in self.queues.all() {
+            q.delete_below_physical(min)
+                .map_err(|e| StoreError::cq(q.topic(), q.queue_id(), e))?;
+        }
+        self.trimmed_below.fetch_max(min, Ordering::AcqRel);
         Ok(())
     }
 }

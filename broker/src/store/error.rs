@@ -31,6 +31,9 @@ pub enum StoreError {
         #[source]
         source: consumequeue::Error,
     },
+    /// The consume-queue store as a whole (open, checkpoint).
+    #[error("consume-queue store: {0}")]
+    Queues(#[source] consumequeue::Error),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopicName { name: String, reason: String },
     #[error("topic {0} does not exist")]
@@ -75,6 +78,18 @@ impl StoreError {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// Whether the disk (or quota) is full: sends are refused until space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        let full = |e: &std::io::Error| consumequeue::is_disk_full(e);
+        match self {
+            Self::Io { source, .. } => full(source),
+            Self::ConsumeQueue { source, .. } | Self::Queues(source) => source.is_disk_full(),
+            Self::CommitLog(commitlog::Error::DiskFull { .. }) => true,
+            Self::CommitLog(commitlog::Error::Io { source, .. }) => full(source),
+            _ => false,
         }
     }
 

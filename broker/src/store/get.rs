@@ -84,6 +84,30 @@ impl Shared {
                 access: "reads",
             });
         }
+        if self.is_damaged(topic, queue_id) {
+            self.repair_queue(topic, queue_id)?;
+        }
+        match self.get_messages_once(topic, queue_id, from, max_count, max_bytes, filter) {
+            // A lost or damaged block, or an entry that does not match its record: the
+            // queue is rebuilt from the log (the truth) and the read tried once more.
+            Err(e) if needs_repair(&e) => {
+                self.mark_damaged(topic, queue_id, &e);
+                self.repair_queue(topic, queue_id)?;
+                self.get_messages_once(topic, queue_id, from, max_count, max_bytes, filter)
+            }
+            other => other,
+        }
+    }
+
+    fn get_messages_once(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        from: QueueOffset,
+        max_count: usize,
+        max_bytes: usize,
+        filter: &TagFilter,
+    ) -> StoreResult<GetResult> {
         let Some(cq) = self.queues.get(topic, queue_id) else {
             let zero = QueueOffset::new(0);
             let status = if from == zero {
@@ -238,6 +262,17 @@ impl Shared {
                 .map(|r| r.view().store_timestamp_ms())
         }))
     }
+}
+
+fn needs_repair(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Inconsistent { .. }
+            | StoreError::ConsumeQueue {
+                source: consumequeue::Error::BlockMismatch { .. },
+                ..
+            }
+    )
 }
 
 fn empty(status: GetStatus, next: QueueOffset, min: QueueOffset, max: QueueOffset) -> GetResult {

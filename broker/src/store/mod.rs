@@ -6,9 +6,13 @@
 //! lock, so concurrent producers share flushes. Reads look up the consume queue and return
 //! zero-copy [`RecordRef`]s into the log's mappings.
 //!
-//! On disk, under `<data>`: `commitlog/`, `consumequeue/<topic>/<queue id>/`,
-//! `config/topics`, `checkpoint` (commit-log offset below which every consume-queue entry is
-//! durable) and `lock`.
+//! On disk, under `<data>`: `commitlog/`; `queues/` (the consume queues: `arena/*.cqa`,
+//! 64 MiB arena files cut into 4 KiB blocks of 204 entries, allocated on disk in 1 MiB
+//! steps before use;
+//! `journal/*.cqj`, a CRC-framed journal of queue ends, block lists and the dispatched
+//! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics`; `lock`.
+//! No file exists per queue, so fds, mappings, start-up work and checkpoints do not grow
+//! with the number of queues.
 
 mod config;
 mod dispatch;
@@ -22,6 +26,7 @@ mod recovery;
 mod tags;
 mod topics;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
@@ -69,6 +74,17 @@ pub(crate) struct Shared {
     dispatcher_thread: OnceLock<Thread>,
     /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
     sync: bool,
+    /// Commit-log minimum the consume queues were last trimmed to.
+    trimmed_below: AtomicU64,
+    /// Queues whose indexing failed or whose blocks were found damaged; rebuilt from the log.
+    damaged: Mutex<HashSet<(String, u32)>>,
+    /// A checkpoint holds `dispatch_round` (writers wait for it instead of leaving their
+    /// records to it).
+    checkpointing: AtomicBool,
+    /// The last checkpoint failed (logged once per transition).
+    checkpoint_failing: AtomicBool,
+    /// The last attempt to create a spare arena failed (logged once per transition).
+    spare_failing: AtomicBool,
 }
 
 /// The message store. `Send + Sync`; share it with `Arc`.
@@ -111,11 +127,13 @@ impl MessageStore {
             };
             log_config.frequent_flushes = true;
         }
+        let storage = Arc::clone(&log_config.storage);
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
+        let (queues, journaled) = QueueTable::open(&config, storage)?;
         let shared = Arc::new(Shared {
             topics: TopicTable::load(config.topics_path())?,
-            queues: QueueTable::new(config.clone()),
+            queues,
             writer: Mutex::new(Writer::default()),
             dispatched: AtomicU64::new(0),
             dispatch_round: Mutex::new(()),
@@ -126,10 +144,15 @@ impl MessageStore {
             dispatch_failing: AtomicBool::new(false),
             dispatcher_thread: OnceLock::new(),
             sync,
+            trimmed_below: AtomicU64::new(0),
+            damaged: Mutex::new(HashSet::new()),
+            checkpointing: AtomicBool::new(false),
+            checkpoint_failing: AtomicBool::new(false),
+            spare_failing: AtomicBool::new(false),
             log,
             config,
         });
-        shared.recover()?;
+        shared.recover(journaled)?;
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ferromq-dispatch".into())
@@ -389,13 +412,28 @@ impl MessageStore {
         self.shared.trim_queues()
     }
 
-    /// Flushes the commit log and the consume queues and writes the dispatch checkpoint.
+    /// Flushes the commit log and checkpoints the consume queues.
     ///
     /// # Errors
     /// I/O errors.
     pub fn flush(&self) -> StoreResult<()> {
         self.shared.log.flush()?;
-        self.shared.flush_queues()
+        self.shared.checkpoint()
+    }
+
+    /// Where the blocks of a queue sit (arena file, byte offset), in block order; empty for
+    /// an unknown queue. For damage tests, which must not depend on the layout.
+    pub fn debug_queue_blocks(&self, topic: &str, queue_id: u32) -> Vec<(std::path::PathBuf, u64)> {
+        self.shared
+            .queues
+            .get(topic, queue_id)
+            .map(|q| q.debug_block_locations())
+            .unwrap_or_default()
+    }
+
+    /// Number of consume-queue arena files (each `arena_size_bytes` long, allocated in steps).
+    pub fn queue_arena_count(&self) -> u32 {
+        self.shared.queues.store().arena_count()
     }
 
     /// Stops the dispatcher after it indexed everything visible, flushes everything and
@@ -406,7 +444,7 @@ impl MessageStore {
     pub fn close(mut self) -> StoreResult<()> {
         self.stop_dispatcher();
         self.shared.dispatch_all()?;
-        self.shared.flush_queues()?;
+        self.shared.checkpoint()?;
         // The data-directory lock is released only after the log is closed.
         let lock = self.lock.take();
         let shared = Arc::clone(&self.shared);

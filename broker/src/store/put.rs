@@ -35,19 +35,21 @@ pub struct PutResult {
 /// State owned by the single writer: the next queue offset of every queue.
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
-    next: HashMap<String, Vec<u64>>,
+    /// `None`: not written since open (the queue's max offset is the next one).
+    next: HashMap<String, Vec<Option<u64>>>,
     /// Store timestamps never go backwards, so time search can binary-search a queue even
     /// if the wall clock steps back.
     last_store_ts_ms: u64,
 }
 
 impl Writer {
-    fn next_offset(&self, topic: &str, queue_id: u32) -> u64 {
+    /// The next queue offset, if this writer assigned one since open.
+    fn next_offset(&self, topic: &str, queue_id: u32) -> Option<u64> {
         self.next
             .get(topic)
             .and_then(|v| v.get(queue_id as usize))
             .copied()
-            .unwrap_or(0)
+            .flatten()
     }
 
     pub(crate) fn set_next(&mut self, topic: &str, queue_id: u32, next: u64) {
@@ -57,9 +59,9 @@ impl Writer {
         };
         let idx = queue_id as usize;
         if slots.len() <= idx {
-            slots.resize(idx + 1, 0);
+            slots.resize(idx + 1, None);
         }
-        slots[idx] = next;
+        slots[idx] = Some(next);
     }
 
     pub(crate) fn forget_topic(&mut self, topic: &str) {
@@ -199,18 +201,38 @@ impl Shared {
         groups: &[PutGroup<'_>],
         checked: Vec<StoreResult<Vec<u64>>>,
     ) -> StoreResult<GroupsAppended> {
+        let mut checked = checked;
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
         let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
         // (group index, first queue offset) of every group that goes into the append.
         let mut bases: Vec<(usize, u64)> = Vec::with_capacity(groups.len());
+        let cqs = self.queues.store();
+        if self.dispatched.load(Ordering::Acquire) >= self.log.write_offset().get() {
+            // Everything appended is indexed: no promise of blocks is outstanding.
+            cqs.recompute_reservations();
+        }
+        let mut reserved = 0u64;
 
         let store_ts = now_ms().max(writer.last_store_ts_ms);
-        for (i, (g, tags)) in groups.iter().zip(&checked).enumerate() {
-            let Ok(tags) = tags else { continue };
-            if g.msgs.is_empty() {
+        for (i, g) in groups.iter().enumerate() {
+            if checked[i].is_err() || g.msgs.is_empty() {
                 continue;
             }
-            let base = writer.next_offset(g.topic, g.queue_id);
+            // Queues not written since open start where recovery left them (all indexed).
+            let base = writer.next_offset(g.topic, g.queue_id).unwrap_or_else(|| {
+                self.queues
+                    .get(g.topic, g.queue_id)
+                    .map_or(0, |q| q.max_offset().get())
+            });
+            // Index space is reserved before the append: nothing is acknowledged that
+            // cannot be indexed.
+            let need = cqs.blocks_needed(base, g.msgs.len() as u64);
+            if let Err(e) = cqs.reserve(need) {
+                checked[i] = Err(StoreError::cq(g.topic, g.queue_id, e));
+                continue;
+            }
+            reserved += need;
+            let Ok(tags) = &checked[i] else { continue };
             // Advanced now so a later group of the same queue continues after this one;
             // undone below if the append fails.
             writer.set_next(g.topic, g.queue_id, base + g.msgs.len() as u64);
@@ -235,6 +257,7 @@ impl Shared {
             match self.log.append_batch(&records) {
                 Ok(a) => a,
                 Err(e) => {
+                    cqs.unreserve(reserved);
                     // Nothing of a failed batch is visible: put every counter back, the
                     // earliest base of a queue last.
                     for &(i, base) in bases.iter().rev() {
@@ -310,7 +333,7 @@ impl Shared {
         let existed = self.topics.remove(name)?.is_some();
         writer.forget_topic(name);
         drop(writer);
-        self.queues.remove_topic(name)?;
+        self.queues.remove_topic(name);
         Ok(existed)
     }
 }

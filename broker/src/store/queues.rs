@@ -1,115 +1,87 @@
-//! The set of open consume queues, keyed by topic and queue id.
+//! The broker's view of the consume-queue store, keyed by topic and queue id.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
-use consumequeue::ConsumeQueue;
+use commitlog::storage::Storage;
+use consumequeue::{ConsumeQueue, QueueStore};
 
 use super::{StoreConfig, StoreError, StoreResult};
 
-type Topics = HashMap<String, Vec<Option<Arc<ConsumeQueue>>>>;
-
-/// Open consume queues. Queues are opened lazily on first dispatch and stay open.
+/// Every consume queue, in the shared arenas of `<data>/queues`. No file per queue: the
+/// fd and mapping counts do not grow with the number of queues.
 #[derive(Debug)]
 pub(crate) struct QueueTable {
-    config: StoreConfig,
-    queues: RwLock<Topics>,
+    store: QueueStore,
 }
 
 impl QueueTable {
-    pub(crate) fn new(config: StoreConfig) -> Self {
-        Self {
-            config,
-            queues: RwLock::new(HashMap::new()),
+    /// Opens the store; returns the dispatched offset its journal vouches for (`None`: the
+    /// whole log must be indexed). A format-1 tree (`consumequeue/` + JSON `checkpoint`) is
+    /// not converted: it is deleted and the queues are rebuilt from the commit log, which
+    /// is the truth.
+    pub(crate) fn open(
+        config: &StoreConfig,
+        storage: Arc<dyn Storage>,
+    ) -> StoreResult<(Self, Option<u64>)> {
+        let legacy = config.legacy_queue_dir();
+        let legacy_checkpoint = config.legacy_checkpoint_path();
+        let migrating = legacy.exists() || legacy_checkpoint.exists();
+        let dir = config.queues_dir();
+        if migrating {
+            tracing::warn!(
+                old = %legacy.display(),
+                "consume queues of format 1 found; rebuilding them in {} from the commit log",
+                dir.display()
+            );
+            // A half-built store of an interrupted migration is rebuilt too.
+            remove_all(&dir)?;
         }
+        let (store, dispatched) = QueueStore::open(&dir, config.consume_queue.clone(), storage)
+            .map_err(|e| StoreError::cq("", 0, e))?;
+        if migrating {
+            // Only removed once the new store exists; until its first checkpoint it rebuilds
+            // from the log again if interrupted, as `dispatched` is `None`.
+            remove_all(&legacy)?;
+            match std::fs::remove_file(&legacy_checkpoint) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("removing", &legacy_checkpoint, e)),
+            }
+            return Ok((Self { store }, None));
+        }
+        Ok((Self { store }, dispatched))
+    }
+
+    pub(crate) fn store(&self) -> &QueueStore {
+        &self.store
     }
 
     pub(crate) fn get(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
-        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        queues
-            .get(topic)?
-            .get(usize::try_from(queue_id).ok()?)?
-            .clone()
+        self.store.get(topic, queue_id)
     }
 
-    /// The queue, opened (and created on disk) if needed.
+    /// The queue, created (and journaled) if needed.
     pub(crate) fn get_or_open(&self, topic: &str, queue_id: u32) -> StoreResult<Arc<ConsumeQueue>> {
-        if let Some(q) = self.get(topic, queue_id) {
-            return Ok(q);
-        }
-        let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
-        let slots = queues.entry(topic.to_owned()).or_default();
-        let idx = usize::try_from(queue_id)
-            .map_err(|_| StoreError::InvalidConfig(format!("queue id {queue_id} too large")))?;
-        if slots.len() <= idx {
-            slots.resize(idx + 1, None);
-        }
-        if let Some(Some(q)) = slots.get(idx) {
-            return Ok(Arc::clone(q));
-        }
-        let dir = self.config.queue_dir(topic, queue_id);
-        let q = ConsumeQueue::open(dir, self.config.consume_queue.clone())
-            .map(Arc::new)
-            .map_err(|e| StoreError::cq(topic, queue_id, e))?;
-        slots[idx] = Some(Arc::clone(&q));
-        Ok(q)
+        self.store
+            .get_or_create(topic, queue_id)
+            .map_err(|e| StoreError::cq(topic, queue_id, e))
     }
 
-    /// Opens every queue folder on disk that belongs to one of `topics`.
-    pub(crate) fn open_existing<'a>(
-        &self,
-        topics: impl IntoIterator<Item = &'a str>,
-    ) -> StoreResult<()> {
-        for topic in topics {
-            let dir = self.config.consume_queue_dir().join(topic);
-            let listing = match std::fs::read_dir(&dir) {
-                Ok(l) => l,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("listing", &dir, e)),
-            };
-            for item in listing {
-                let item = item.map_err(|e| StoreError::io("listing", &dir, e))?;
-                let name = item.file_name();
-                // Anything that is not a queue number (temp files) is not ours to open.
-                if let Some(queue_id) = name.to_str().and_then(|n| n.parse::<u32>().ok()) {
-                    if item.path().is_dir() {
-                        self.get_or_open(topic, queue_id)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// Every queue.
+    pub(crate) fn all(&self) -> Vec<Arc<ConsumeQueue>> {
+        self.store.all()
     }
 
-    /// Every open queue with its topic and id.
-    pub(crate) fn all(&self) -> Vec<(String, u32, Arc<ConsumeQueue>)> {
-        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out = Vec::new();
-        for (topic, slots) in queues.iter() {
-            for (id, q) in slots.iter().enumerate() {
-                if let (Some(q), Ok(id)) = (q, u32::try_from(id)) {
-                    out.push((topic.clone(), id, Arc::clone(q)));
-                }
-            }
-        }
-        out
+    /// Forgets a topic's queues; their blocks are reused after the next checkpoint.
+    pub(crate) fn remove_topic(&self, topic: &str) {
+        self.store.drop_topic(topic);
     }
+}
 
-    /// Forgets a topic's queues and deletes their files.
-    pub(crate) fn remove_topic(&self, topic: &str) -> StoreResult<()> {
-        let removed = self
-            .queues
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(topic);
-        // Readers may still hold an Arc; unlinking mapped files is safe on Unix, the
-        // mappings stay valid until the last reference goes.
-        drop(removed);
-        let dir = self.config.consume_queue_dir().join(topic);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io("removing folder", &dir, e)),
-        }
+fn remove_all(dir: &std::path::Path) -> StoreResult<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io("removing folder", dir, e)),
     }
 }

@@ -1,14 +1,14 @@
-//! Start-up: the data-directory lock, the dispatch checkpoint, and rebuilding the consume
-//! queues so that they agree with the recovered commit log.
+//! Start-up: the data-directory lock, and bringing the consume queues (as their journal
+//! left them) in line with the recovered commit log; repair of one damaged queue.
 
 use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
-use serde::{Deserialize, Serialize};
+use commitlog::PhysicalOffset;
+use consumequeue::{Entry, QueueOffset};
 
 use super::dispatch::Mode;
-use super::fsutil::atomic_write;
 use super::{Shared, StoreConfig, StoreError, StoreResult};
 
 /// Takes an exclusive, non-blocking lock on `<data>/lock` (released when the file closes,
@@ -34,132 +34,43 @@ pub(crate) fn lock_data_dir(config: &StoreConfig) -> StoreResult<File> {
     }
 }
 
-/// `<data>/checkpoint`: every consume-queue entry for a record below `dispatched_offset` was
-/// durable when it was written, and each listed queue held at least `max_offset` entries.
-/// Recovery replays the log from there; a queue found shorter than its mark lost durable
-/// entries (damage, deleted files) and triggers a replay of the whole log.
-#[derive(Serialize, Deserialize, Default)]
-pub(crate) struct Checkpoint {
-    version: u32,
-    dispatched_offset: u64,
-    #[serde(default)]
-    queues: Vec<QueueMark>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct QueueMark {
-    topic: String,
-    queue_id: u32,
-    max_offset: u64,
-}
-
-impl Checkpoint {
-    pub(crate) fn new(dispatched_offset: u64) -> Self {
-        Self {
-            version: CHECKPOINT_VERSION,
-            dispatched_offset,
-            queues: Vec::new(),
-        }
-    }
-
-    pub(crate) fn mark(&mut self, topic: &str, queue_id: u32, max_offset: u64) {
-        self.queues.push(QueueMark {
-            topic: topic.to_owned(),
-            queue_id,
-            max_offset,
-        });
-    }
-}
-
-const CHECKPOINT_VERSION: u32 = 1;
-
-pub(crate) fn write_checkpoint(config: &StoreConfig, cp: &Checkpoint) -> StoreResult<()> {
-    let path = config.checkpoint_path();
-    let bytes = serde_json::to_vec(cp).map_err(|e| StoreError::CorruptedFile {
-        path: path.clone(),
-        reason: format!("cannot encode checkpoint: {e}"),
-    })?;
-    atomic_write(&path, &bytes)
-}
-
-/// The checkpoint, or `None` when missing or unreadable (then the whole log is replayed,
-/// which is slow but always correct).
-fn read_checkpoint(config: &StoreConfig) -> Option<Checkpoint> {
-    let path = config.checkpoint_path();
-    let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice::<Checkpoint>(&bytes) {
-        Ok(cp) if cp.version == CHECKPOINT_VERSION => Some(cp),
-        _ => {
-            tracing::warn!(path = %path.display(), "unreadable dispatch checkpoint; replaying the whole log");
-            None
-        }
-    }
-}
-
 impl Shared {
-    /// Brings the consume queues in line with the freshly recovered commit log and seeds the
-    /// writer's queue-offset counters.
-    pub(crate) fn recover(&self) -> StoreResult<()> {
+    /// Brings the consume queues in line with the freshly recovered commit log. Reads no
+    /// queue data except for queues whose last record lies past the log's end; then
+    /// replays the log after the journaled dispatched offset `journaled` (`None`: the
+    /// whole log).
+    pub(crate) fn recover(&self, journaled: Option<u64>) -> StoreResult<()> {
         // Everything appended must be visible (Sync policy shows only flushed data) so the
         // replay below sees every record that holds a queue offset.
         self.log.flush()?;
         let log_end = self.log.write_offset().get();
         let log_min = self.log.min_offset().get();
         self.topics.clamp_created_at(log_end)?;
-        let topic_names: Vec<String> = self.topics.all().into_iter().map(|t| t.name).collect();
-        self.queues
-            .open_existing(topic_names.iter().map(String::as_str))?;
-        for (topic, queue_id, q) in self.queues.all() {
-            let cq_err = |e| StoreError::cq(&topic, queue_id, e);
-            q.truncate_physical(log_end).map_err(cq_err)?;
-            q.delete_below_physical(log_min).map_err(cq_err)?;
+        for q in self.queues.all() {
+            if self.topics.with(q.topic(), |t| t.is_none()) {
+                // The topic was deleted after the queue's last checkpoint.
+                self.queues.remove_topic(q.topic());
+            } else if q.last_physical_end() > log_end {
+                q.truncate_physical(log_end)
+                    .map_err(|e| StoreError::cq(q.topic(), q.queue_id(), e))?;
+            }
         }
-
-        let checkpoint = read_checkpoint(&self.config);
-        let intact = checkpoint
-            .as_ref()
-            .is_some_and(|cp| self.queues_reach_marks(cp));
-        let start = match checkpoint {
-            Some(cp) if intact => cp.dispatched_offset.clamp(log_min, log_end),
-            _ => log_min,
+        let start = journaled.map_or(log_min, |d| d.clamp(log_min, log_end));
+        let mode = if start == log_min {
+            Mode::FullReplay
+        } else {
+            Mode::Replay
         };
-        if !self.replay(
-            start,
-            if start == log_min {
-                Mode::FullReplay
-            } else {
-                Mode::Replay
-            },
-        )? {
+        if !self.replay(start, mode)? {
             tracing::warn!(
                 from = start,
                 "consume queues have gaps; replaying the whole log"
             );
             self.replay(log_min, Mode::FullReplay)?;
         }
-
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        for (topic, queue_id, q) in self.queues.all() {
-            writer.set_next(&topic, queue_id, q.max_offset().get());
-        }
-        drop(writer);
-        self.flush_queues()
-    }
-
-    /// Whether every queue of a live topic still holds the entries the checkpoint vouched for.
-    fn queues_reach_marks(&self, cp: &Checkpoint) -> bool {
-        cp.queues.iter().all(|m| {
-            let live = self.topics.with(&m.topic, |t| t.is_some());
-            let max = self
-                .queues
-                .get(&m.topic, m.queue_id)
-                .map_or(0, |q| q.max_offset().get());
-            let ok = !live || max >= m.max_offset;
-            if !ok {
-                tracing::warn!(topic = %m.topic, queue_id = m.queue_id, max, mark = m.max_offset, "consume queue lost durable entries");
-            }
-            ok
-        })
+        self.queues.store().recompute_reservations();
+        self.trimmed_below.store(0, Ordering::Release);
+        self.checkpoint()
     }
 
     /// Replays the log from `from` to its end; false if a gap was seen (Replay mode).
@@ -174,5 +85,75 @@ impl Shared {
                 return Ok(true);
             }
         }
+    }
+
+    /// Rebuilds one queue from the commit log (its blocks were lost or damaged, or
+    /// indexing failed for it), without stopping the others for longer than the scan.
+    pub(crate) fn repair_queue(&self, topic: &str, queue_id: u32) -> StoreResult<()> {
+        let _round = self
+            .dispatch_round
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(created) = self
+            .topics
+            .with(topic, |t| t.map(|t| t.created_at_physical))
+        else {
+            self.forget_damage(topic, queue_id);
+            return Ok(());
+        };
+        let cq = self.queues.get_or_open(topic, queue_id)?;
+        let to = self.dispatched.load(Ordering::Acquire);
+        let from = self.log.min_offset().get().max(created);
+        let mut found: Vec<(u64, Entry)> = Vec::new();
+        // Nothing indexed lies below `from` (or the log holds nothing): nothing to scan.
+        let scan = if from < to {
+            Some(self.log.iter_from(PhysicalOffset::new(from)))
+        } else {
+            None
+        };
+        for rec in scan.into_iter().flatten() {
+            let rec = rec?;
+            if rec.next_offset().get() > to {
+                break;
+            }
+            let v = rec.view();
+            if v.topic() == topic && v.queue_id() == queue_id {
+                found.push((
+                    v.queue_offset(),
+                    Entry {
+                        physical_offset: rec.offset().get(),
+                        size: rec.size(),
+                        tag_hash: v.tag_hash(),
+                    },
+                ));
+            }
+        }
+        let cq_err = |e| StoreError::cq(topic, queue_id, e);
+        let mut next = found.first().map_or(cq.max_offset().get(), |(o, _)| *o);
+        cq.reset(QueueOffset::new(next)).map_err(cq_err)?;
+        let mut run: Vec<Entry> = Vec::new();
+        let mut run_start = next;
+        for (o, e) in found {
+            if o != next {
+                cq.append_batch(QueueOffset::new(run_start), &run)
+                    .map_err(cq_err)?;
+                run.clear();
+                cq.reset(QueueOffset::new(o)).map_err(cq_err)?;
+                run_start = o;
+                next = o;
+            }
+            run.push(e);
+            next += 1;
+        }
+        cq.append_batch(QueueOffset::new(run_start), &run)
+            .map_err(cq_err)?;
+        self.forget_damage(topic, queue_id);
+        tracing::warn!(
+            topic,
+            queue_id,
+            max = next,
+            "consume queue rebuilt from the commit log"
+        );
+        Ok(())
     }
 }

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use broker::store::{GetStatus, MessageStore, PutMessage, QueueOffset, StoreConfig, TagFilter};
 use protocol::properties::{PropertiesBuilder, TAGS};
 
-/// Small segments so tests cross commit-log and consume-queue segment boundaries.
+/// Small segments, blocks and arenas so tests cross commit-log and consume-queue boundaries.
 pub fn small_config(data: &Path) -> StoreConfig {
     let mut c = StoreConfig::new(data);
     c.commitlog.segment_size_bytes = 64 << 10;
-    c.consume_queue.entries_per_segment = 7;
+    // 12 entries per block and 255 blocks per arena: tests cross block and arena limits.
+    c.consume_queue.block_size_bytes = 256;
+    c.consume_queue.arena_size_bytes = 64 << 10;
     c.flush_interval_ms = 20;
     c
 }

@@ -43,7 +43,9 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 pub fn small_store_config(data: &Path) -> StoreConfig {
     let mut c = StoreConfig::new(data);
     c.commitlog.segment_size_bytes = 16 << 10;
-    c.consume_queue.entries_per_segment = 16;
+    // 12 entries per block and 255 blocks per arena: tests cross block and arena limits.
+    c.consume_queue.block_size_bytes = 256;
+    c.consume_queue.arena_size_bytes = 64 << 10;
     c.flush_interval_ms = 20;
     c
 }
@@ -95,11 +97,9 @@ pub fn log_segments(data: &Path) -> Vec<PathBuf> {
 }
 
 /// Consume-queue segment files of one queue.
-pub fn queue_segments(data: &Path, topic: &str, queue: u32) -> Vec<PathBuf> {
-    files_in(
-        &data
-            .join("consumequeue")
-            .join(topic)
-            .join(queue.to_string()),
-    )
+/// Files of the consume-queue store: arenas and journal generations.
+pub fn queue_store_files(data: &Path) -> Vec<PathBuf> {
+    let mut v = files_in(&data.join("queues").join("arena"));
+    v.extend(files_in(&data.join("queues").join("journal")));
+    v
 }
