@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{StoreError, StoreResult};
+use super::{DiskReserve, StoreError, StoreResult};
 
 /// Message-store configuration. [`StoreConfig::new`] gives the defaults documented per field.
 /// Not serde itself because the commit-log config carries the storage seam; the broker's
@@ -25,6 +25,9 @@ pub struct StoreConfig {
     /// How often the dispatcher msyncs consume queues and writes the dispatch checkpoint,
     /// and checks for commit-log retention. Default 1,000 ms.
     pub flush_interval_ms: u64,
+    /// Free space kept back from writes: while less is free, sends are refused with
+    /// `DiskFull`. Default 1% of the filesystem, at least 16 MiB; `0` disables it.
+    pub disk_reserve: DiskReserve,
 }
 
 impl StoreConfig {
@@ -37,6 +40,7 @@ impl StoreConfig {
             auto_create_topics: true,
             default_queue_count: 4,
             flush_interval_ms: 1_000,
+            disk_reserve: DiskReserve::default(),
             data_dir,
         }
     }

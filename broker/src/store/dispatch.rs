@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use commitlog::{PhysicalOffset, RecordRef};
 use consumequeue::{ConsumeQueue, Entry, QueueOffset};
 
+use super::disk::WriteRetry;
 use super::recovery::{write_checkpoint, Checkpoint};
 use super::{Shared, StoreError, StoreResult};
 
@@ -84,6 +85,7 @@ impl Shared {
         let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
+        let mut flush_retry = WriteRetry::new("consume queue flush and dispatch checkpoint");
         while !self.stopping.load(Ordering::Acquire) {
             let pause = check * (1 + failures.min(20));
             std::thread::park_timeout(pause);
@@ -98,14 +100,18 @@ impl Shared {
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
+                        self.disk
+                            .report_if_full(&e, 0, "indexing into consume queues");
                         tracing::error!(error = %e, "dispatch failed; retrying");
                     }
                 }
             }
-            if last_flush.elapsed() >= interval {
+            if last_flush.elapsed() >= interval && flush_retry.due(&self.disk) {
                 last_flush = Instant::now();
-                if let Err(e) = self.trim_queues().and_then(|()| self.flush_queues()) {
-                    tracing::error!(error = %e, "consume queue flush failed");
+                // A full disk fails this every round: back off and log once per streak.
+                match self.trim_queues().and_then(|()| self.flush_queues()) {
+                    Ok(()) => flush_retry.succeeded(),
+                    Err(e) => flush_retry.failed(&e, 0, &self.disk),
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! durable) and `lock`.
 
 mod config;
+pub mod disk;
 mod dispatch;
 mod error;
 pub mod fsutil;
@@ -33,6 +34,7 @@ use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
 pub use commitlog::{PhysicalOffset, RecordRef};
 pub use config::StoreConfig;
 pub use consumequeue::{QueueId, QueueOffset};
+pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use fsutil::atomic_write;
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     dispatcher_thread: OnceLock<Thread>,
     /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
     sync: bool,
+    /// Free space of the data directory; refuses writes while the disk is full.
+    disk: Arc<DiskMonitor>,
 }
 
 /// The message store. `Send + Sync`; share it with `Arc`.
@@ -78,6 +82,8 @@ pub struct MessageStore {
     log_report: RecoveryReport,
     /// Holds the flock on `<data>/lock` for the store's lifetime.
     lock: Option<File>,
+    /// Reads the free space every second; stopped when the store is dropped.
+    _disk_watcher: disk::DiskWatcher,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -111,6 +117,10 @@ impl MessageStore {
             };
             log_config.frequent_flushes = true;
         }
+        let disk = Arc::new(DiskMonitor::new(&config.data_dir, config.disk_reserve));
+        let disk_watcher = disk
+            .watch()
+            .map_err(|e| StoreError::io("starting disk watcher thread", &config.data_dir, e))?;
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
         let shared = Arc::new(Shared {
@@ -126,6 +136,7 @@ impl MessageStore {
             dispatch_failing: AtomicBool::new(false),
             dispatcher_thread: OnceLock::new(),
             sync,
+            disk,
             log,
             config,
         });
@@ -143,7 +154,14 @@ impl MessageStore {
             dispatcher: Mutex::new(Some(handle)),
             log_report,
             lock: Some(lock),
+            _disk_watcher: disk_watcher,
         })
+    }
+
+    /// The free-space monitor of the data directory: its state gates writes; periodic
+    /// writers report `ENOSPC` to it.
+    pub fn disk(&self) -> &Arc<DiskMonitor> {
+        &self.shared.disk
     }
 
     /// What the commit log found when it recovered at open.

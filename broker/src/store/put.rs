@@ -199,6 +199,8 @@ impl Shared {
         groups: &[PutGroup<'_>],
         checked: Vec<StoreResult<Vec<u64>>>,
     ) -> StoreResult<GroupsAppended> {
+        // A full disk refuses the whole append before anything is stored or acknowledged.
+        self.disk.admit(groups.len())?;
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
         let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
         // (group index, first queue offset) of every group that goes into the append.
@@ -235,6 +237,9 @@ impl Shared {
             match self.log.append_batch(&records) {
                 Ok(a) => a,
                 Err(e) => {
+                    let segment = self.config.commitlog.segment_size_bytes;
+                    self.disk
+                        .report_if_full(&e, segment, "appending to the commit log");
                     // Nothing of a failed batch is visible: put every counter back, the
                     // earliest base of a queue last.
                     for &(i, base) in bases.iter().rev() {

@@ -1,0 +1,593 @@
+//! The disk-space state of the data directory and what the broker does about it.
+//!
+//! [`DiskMonitor`] holds one of two states:
+//!
+//! | state | entered when |
+//! |---|---|
+//! | `Ok` | free ≥ 1.5 × reserve, and free ≥ the last allocation that failed (at least 1 MiB) |
+//! | `Full` | free < reserve (statvfs every second), or any write path reported `ENOSPC`/`EDQUOT` |
+//!
+//! While `Full` the store refuses new writes (sends, send-backs, due retries) with
+//! [`StoreError::DiskFull`] before anything is appended; reads, acks and offset commits in
+//! memory go on. The gap between entering (below the reserve) and leaving (1.5 × the
+//! reserve) keeps the state from flapping around one threshold. Each transition is logged
+//! once. Periodic writers (offsets, checkpoints, schedule progress) use [`WriteRetry`] to
+//! back off and log once per failure streak instead of on every tick.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::config::ByteSize;
+
+/// How often the watcher thread reads the free space.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A percentage reserve is never smaller than this: room for metadata and index writes.
+pub const MIN_PERCENT_RESERVE_BYTES: u64 = 16 << 20;
+/// Leaving `Full` needs at least this much free space, even with the reserve disabled.
+const MIN_FREE_TO_RESUME_BYTES: u64 = 1 << 20;
+/// Longest pause between two attempts of a failing periodic write.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(16);
+
+/// Free space kept back from sends: a size, a percentage of the filesystem (at least
+/// [`MIN_PERCENT_RESERVE_BYTES`]), or `0` to refuse sends only after a write hit `ENOSPC`.
+/// Written `16M`, `1%`, `0.5%` or `0`. Default `1%`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ReserveRepr", into = "String")]
+pub enum DiskReserve {
+    /// A fixed number of bytes; 0 disables the reserve.
+    Bytes(u64),
+    /// Hundredths of a percent of the filesystem's size (`100` is 1%).
+    Percent { hundredths: u32 },
+}
+
+impl Default for DiskReserve {
+    fn default() -> Self {
+        Self::Percent { hundredths: 100 }
+    }
+}
+
+impl DiskReserve {
+    /// The reserve in bytes on a filesystem of `total_bytes`; 0 when disabled.
+    pub fn bytes(self, total_bytes: u64) -> u64 {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Percent { hundredths: 0 } => 0,
+            Self::Percent { hundredths } => {
+                let share = u128::from(total_bytes) * u128::from(hundredths) / 10_000;
+                u64::try_from(share)
+                    .unwrap_or(u64::MAX)
+                    .max(MIN_PERCENT_RESERVE_BYTES)
+            }
+        }
+    }
+}
+
+impl FromStr for DiskReserve {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let Some(pct) = t.strip_suffix('%') else {
+            return t.parse::<ByteSize>().map(|b| Self::Bytes(b.get()));
+        };
+        let bad = || format!("{s:?} is not a percentage between 0% and 50% (e.g. 1% or 0.5%)");
+        let (whole, frac) = pct.trim().split_once('.').unwrap_or((pct.trim(), ""));
+        if frac.len() > 2 || !frac.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let frac: u32 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<2}").parse().map_err(|_| bad())?
+        };
+        let hundredths = whole.checked_mul(100).and_then(|w| w.checked_add(frac));
+        match hundredths {
+            Some(h) if h <= 5_000 => Ok(Self::Percent { hundredths: h }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for DiskReserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Bytes(b) => write!(f, "{}", ByteSize(b)),
+            Self::Percent { hundredths } if hundredths % 100 == 0 => {
+                write!(f, "{}%", hundredths / 100)
+            }
+            Self::Percent { hundredths } => {
+                write!(f, "{}.{:02}%", hundredths / 100, hundredths % 100)
+            }
+        }
+    }
+}
+
+impl From<DiskReserve> for String {
+    fn from(r: DiskReserve) -> String {
+        r.to_string()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReserveRepr {
+    Int(u64),
+    Text(String),
+}
+
+impl TryFrom<ReserveRepr> for DiskReserve {
+    type Error = String;
+
+    fn try_from(r: ReserveRepr) -> Result<Self, String> {
+        match r {
+            ReserveRepr::Int(v) => Ok(Self::Bytes(v)),
+            ReserveRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+/// Whether the broker accepts new writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskState {
+    Ok,
+    Full,
+}
+
+/// A copy of the monitor's figures, for stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskStatus {
+    pub state: DiskState,
+    /// Free bytes available to the broker at the last reading.
+    pub free_bytes: u64,
+    /// The reserve in bytes at the last reading (0: disabled).
+    pub reserve_bytes: u64,
+    /// Writes (sends, send-backs, due retries) refused while `Full`, since start.
+    pub sends_refused: u64,
+}
+
+/// Watches the free space of the data directory and decides `Ok` / `Full`.
+#[derive(Debug)]
+pub struct DiskMonitor {
+    dir: PathBuf,
+    reserve: DiskReserve,
+    full: AtomicBool,
+    free_bytes: AtomicU64,
+    reserve_bytes: AtomicU64,
+    /// Size of the last allocation reported as failed; leaving `Full` waits until it fits.
+    failed_alloc_bytes: AtomicU64,
+    refused: AtomicU64,
+    /// Bumped each time the state goes back to `Ok`, so back-offs can retry at once.
+    recoveries: AtomicU64,
+    /// Serializes transitions so each is decided and logged exactly once.
+    transition: Mutex<()>,
+}
+
+impl DiskMonitor {
+    /// A monitor of the filesystem holding `dir`, with its first reading taken.
+    pub fn new(dir: impl Into<PathBuf>, reserve: DiskReserve) -> Self {
+        let monitor = Self {
+            dir: dir.into(),
+            reserve,
+            full: AtomicBool::new(false),
+            free_bytes: AtomicU64::new(0),
+            reserve_bytes: AtomicU64::new(0),
+            failed_alloc_bytes: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            transition: Mutex::new(()),
+        };
+        monitor.poll();
+        monitor
+    }
+
+    /// The configured reserve.
+    pub fn reserve(&self) -> DiskReserve {
+        self.reserve
+    }
+
+    /// Current state.
+    pub fn state(&self) -> DiskState {
+        if self.full.load(Ordering::Acquire) {
+            DiskState::Full
+        } else {
+            DiskState::Ok
+        }
+    }
+
+    /// Figures for stats.
+    pub fn status(&self) -> DiskStatus {
+        DiskStatus {
+            state: self.state(),
+            free_bytes: self.free_bytes.load(Ordering::Relaxed),
+            reserve_bytes: self.reserve_bytes.load(Ordering::Relaxed),
+            sends_refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many times the state went back to `Ok`.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Acquire)
+    }
+
+    /// The write-path gate: `Ok(())`, or `DiskFull` (counting `writes` refused) while full.
+    ///
+    /// # Errors
+    /// [`StoreError::DiskFull`] while the state is `Full`.
+    pub fn admit(&self, writes: usize) -> Result<(), StoreError> {
+        if !self.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.refused.fetch_add(writes as u64, Ordering::Relaxed);
+        Err(StoreError::DiskFull {
+            free_bytes: self.free_bytes.load(Ordering::Relaxed),
+            reserve_bytes: self.reserve_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Takes a reading and changes state if it calls for it. Called every second by the
+    /// watcher thread; callable directly (tests, after freeing space).
+    pub fn poll(&self) {
+        let Some((free, total)) = self.read_space() else {
+            return;
+        };
+        let reserve = self.reserve.bytes(total);
+        self.reserve_bytes.store(reserve, Ordering::Relaxed);
+        let _t = self
+            .transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.full.load(Ordering::Acquire) {
+            let needed = (reserve.saturating_add(reserve / 2))
+                .max(self.failed_alloc_bytes.load(Ordering::Relaxed))
+                .max(MIN_FREE_TO_RESUME_BYTES);
+            if free >= needed {
+                self.failed_alloc_bytes.store(0, Ordering::Relaxed);
+                self.full.store(false, Ordering::Release);
+                self.recoveries.fetch_add(1, Ordering::AcqRel);
+                tracing::info!("disk space back: accepting sends");
+            }
+        } else if free < reserve {
+            self.enter_full(free, reserve);
+        }
+    }
+
+    /// A write of about `needed_bytes` failed with `ENOSPC`/`EDQUOT` (`what` names it):
+    /// enter `Full` now rather than at the next reading.
+    pub fn report_full(&self, needed_bytes: u64, what: &str) {
+        let (free, reserve) = match self.read_space() {
+            Some((free, total)) => (free, self.reserve.bytes(total)),
+            None => (0, self.reserve_bytes.load(Ordering::Relaxed)),
+        };
+        let _t = self
+            .transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.failed_alloc_bytes
+            .store(needed_bytes, Ordering::Relaxed);
+        if !self.full.load(Ordering::Acquire) {
+            tracing::debug!(what, needed_bytes, "a write found the disk full");
+            self.enter_full(free, reserve);
+        }
+    }
+
+    /// [`DiskMonitor::report_full`] if `err` (or any error it wraps) is `ENOSPC`/`EDQUOT`;
+    /// returns whether it was.
+    pub fn report_if_full(
+        &self,
+        err: &(dyn StdError + 'static),
+        needed_bytes: u64,
+        what: &str,
+    ) -> bool {
+        let full = is_disk_full(err);
+        if full {
+            self.report_full(needed_bytes, what);
+        }
+        full
+    }
+
+    fn enter_full(&self, free: u64, reserve: u64) {
+        self.free_bytes.store(free, Ordering::Relaxed);
+        self.full.store(true, Ordering::Release);
+        tracing::warn!(
+            "disk full: sends refused until space is freed (free={}, reserve={})",
+            Human(free),
+            Human(reserve)
+        );
+    }
+
+    /// `(free bytes available to the broker, filesystem size)`; `None` (with a log line
+    /// at debug) when the folder cannot be stat'ed, which keeps the last state.
+    fn read_space(&self) -> Option<(u64, u64)> {
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(st) => {
+                let block = st.f_frsize.max(1);
+                let free = st.f_bavail.saturating_mul(block);
+                self.free_bytes.store(free, Ordering::Relaxed);
+                Some((free, st.f_blocks.saturating_mul(block)))
+            }
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "statvfs failed");
+                None
+            }
+        }
+    }
+
+    /// Starts the thread that reads the free space every second until the returned
+    /// handle is dropped.
+    ///
+    /// # Errors
+    /// The OS refused to start a thread.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<DiskWatcher> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let monitor = Arc::clone(self);
+        let signal = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("ferromq-disk".into())
+            .spawn(move || {
+                let (lock, cond) = &*signal;
+                let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*stopped {
+                    stopped = cond
+                        .wait_timeout(stopped, POLL_INTERVAL)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    if !*stopped {
+                        monitor.poll();
+                    }
+                }
+            })?;
+        Ok(DiskWatcher {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+/// The watcher thread; stopped and joined when dropped.
+#[derive(Debug)]
+pub struct DiskWatcher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for DiskWatcher {
+    fn drop(&mut self) {
+        let (lock, cond) = &*self.stop;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cond.notify_all();
+        if let Some(h) = self.handle.take() {
+            // A panicked watcher has nothing to clean up.
+            let _ = h.join();
+        }
+    }
+}
+
+/// Whether `err` or any error in its source chain is `ENOSPC` or `EDQUOT`.
+pub fn is_disk_full(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC)
+                || io.raw_os_error() == Some(libc::EDQUOT)
+                || io.kind() == std::io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Back-off and once-per-streak logging for a periodic writer (offsets, checkpoint,
+/// schedule progress). A failing write is tried again after 1 s, 2 s, 4 s ... 16 s, and
+/// at once when the disk state goes back to `Ok`. The first failure of a streak is logged
+/// as a warning, the end of the streak once; failures in between only at debug.
+#[derive(Debug)]
+pub struct WriteRetry {
+    what: &'static str,
+    failures: u32,
+    next_try: Option<Instant>,
+    recoveries_seen: u64,
+}
+
+impl WriteRetry {
+    /// `what` names the write in log lines, e.g. "writing consumer offsets".
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failures: 0,
+            next_try: None,
+            recoveries_seen: 0,
+        }
+    }
+
+    /// Whether the write should be tried now.
+    pub fn due(&self, disk: &DiskMonitor) -> bool {
+        match self.next_try {
+            None => true,
+            Some(at) => Instant::now() >= at || disk.recoveries() != self.recoveries_seen,
+        }
+    }
+
+    /// Failures in the current streak.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The write succeeded: ends a streak.
+    pub fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                failed_attempts = self.failures,
+                "{} succeeded again",
+                self.what
+            );
+        }
+        self.failures = 0;
+        self.next_try = None;
+    }
+
+    /// The write of about `bytes` failed with `err`: reports a full disk to `disk`, logs
+    /// if this starts a streak, and schedules the next attempt.
+    pub fn failed(&mut self, err: &(dyn StdError + 'static), bytes: u64, disk: &DiskMonitor) {
+        let full = disk.report_if_full(err, bytes, self.what);
+        if self.failures == 0 {
+            tracing::warn!(
+                error = %err,
+                disk_full = full,
+                "{} failed; retrying with back-off (logged again only once it succeeds)",
+                self.what
+            );
+        } else {
+            tracing::debug!(error = %err, attempt = self.failures + 1, "{} failed again", self.what);
+        }
+        let backoff = Duration::from_secs(1 << self.failures.min(4)).min(MAX_RETRY_BACKOFF);
+        self.failures = self.failures.saturating_add(1);
+        self.next_try = Some(Instant::now() + backoff);
+        self.recoveries_seen = disk.recoveries();
+    }
+}
+
+/// Bytes for a log line or an error: `0 B`, `5000 B`, `15.9 MiB`.
+pub(crate) struct Human(pub(crate) u64);
+
+impl fmt::Display for Human {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut unit = 0;
+        let mut scaled = self.0;
+        while scaled >= 1024 * 10 && unit < UNITS.len() - 1 {
+            scaled /= 1024;
+            unit += 1;
+        }
+        if unit == 0 {
+            return write!(f, "{} B", self.0);
+        }
+        #[allow(clippy::cast_precision_loss)] // one decimal in a log line
+        let v = self.0 as f64 / (1u64 << (10 * unit)) as f64;
+        write!(f, "{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_parse_and_print() {
+        assert_eq!("1%".parse(), Ok(DiskReserve::Percent { hundredths: 100 }));
+        assert_eq!("0.5%".parse(), Ok(DiskReserve::Percent { hundredths: 50 }));
+        assert_eq!(
+            "2.25 %".parse(),
+            Ok(DiskReserve::Percent { hundredths: 225 })
+        );
+        assert_eq!("16M".parse(), Ok(DiskReserve::Bytes(16 << 20)));
+        assert_eq!("0".parse(), Ok(DiskReserve::Bytes(0)));
+        assert!("51%".parse::<DiskReserve>().is_err());
+        assert!("1.234%".parse::<DiskReserve>().is_err());
+        assert!("-1%".parse::<DiskReserve>().is_err());
+        assert!("lots".parse::<DiskReserve>().is_err());
+        for s in ["1%", "0.5%", "16M", "0"] {
+            assert_eq!(s.parse::<DiskReserve>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn a_percent_reserve_is_at_least_16_mib_and_zero_disables() {
+        let one = DiskReserve::default();
+        assert_eq!(one.bytes(100 << 20), MIN_PERCENT_RESERVE_BYTES);
+        assert_eq!(one.bytes(100 << 30), 1 << 30);
+        assert_eq!(DiskReserve::Bytes(0).bytes(100 << 30), 0);
+        assert_eq!(DiskReserve::Percent { hundredths: 0 }.bytes(100 << 30), 0);
+        assert_eq!(DiskReserve::Bytes(4096).bytes(100 << 30), 4096);
+    }
+
+    #[test]
+    fn a_reserve_above_the_free_space_refuses_writes_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(u64::MAX));
+        assert_eq!(m.state(), DiskState::Full);
+        let err = m.admit(3).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("sends refused until space is freed"),
+            "{err}"
+        );
+        assert_eq!(m.status().sends_refused, 3);
+    }
+
+    #[test]
+    fn a_reported_enospc_is_full_until_the_failed_allocation_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0));
+        assert_eq!(m.state(), DiskState::Ok);
+        m.admit(1).unwrap();
+        let err = StoreError::io(
+            "writing",
+            dir.path(),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        // An allocation larger than any disk never fits: the state stays Full.
+        assert!(m.report_if_full(&err, u64::MAX, "test write"));
+        assert_eq!(m.state(), DiskState::Full);
+        m.poll();
+        assert_eq!(m.state(), DiskState::Full);
+        // A small one fits the free space of the test's folder: Ok at the next reading.
+        m.report_full(4096, "test write");
+        m.poll();
+        assert_eq!(m.state(), DiskState::Ok);
+        assert_eq!(m.recoveries(), 1);
+        m.admit(1).unwrap();
+    }
+
+    #[test]
+    fn only_enospc_and_edquot_count_as_a_full_disk() {
+        let wrap = |code| StoreError::io("x", "/x", std::io::Error::from_raw_os_error(code));
+        assert!(is_disk_full(&wrap(libc::ENOSPC)));
+        assert!(is_disk_full(&wrap(libc::EDQUOT)));
+        assert!(!is_disk_full(&wrap(libc::EIO)));
+        let boxed = crate::groups::OffsetsError::Save {
+            path: "/x".into(),
+            source: Box::new(wrap(libc::ENOSPC)),
+        };
+        assert!(is_disk_full(&boxed));
+    }
+
+    #[test]
+    fn a_failing_write_backs_off_and_retries_at_once_after_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0));
+        let mut w = WriteRetry::new("test write");
+        assert!(w.due(&m));
+        let err = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        w.failed(&err, 4096, &m);
+        assert_eq!(w.failures(), 1);
+        assert_eq!(m.state(), DiskState::Full);
+        assert!(!w.due(&m), "retried before its back-off");
+        m.poll();
+        assert_eq!(m.state(), DiskState::Ok);
+        assert!(w.due(&m), "not retried when space came back");
+        w.succeeded();
+        assert_eq!(w.failures(), 0);
+        assert!(w.due(&m));
+    }
+
+    #[test]
+    fn sizes_read_well_in_log_lines() {
+        assert_eq!(Human(0).to_string(), "0 B");
+        assert_eq!(Human(5000).to_string(), "5000 B");
+        assert_eq!(Human(16 << 20).to_string(), "16.0 MiB");
+    }
+}
