@@ -313,6 +313,7 @@ fn store_config(config: &Config) -> StoreConfig {
     c.max_body_bytes = config.max_message_bytes() as usize;
     c.auto_create_topics = config.auto_create_topics;
     c.default_queue_count = config.default_queues;
+    c.disk_reserve = config.disk_reserve;
     c
 }
 

@@ -105,6 +105,9 @@ impl fmt::Display for DiskReserve {
             Self::Percent { hundredths } if hundredths % 100 == 0 => {
                 write!(f, "{}%", hundredths / 100)
             }
+            Self::Percent { hundredths } if hundredths % 10 == 0 => {
+                write!(f, "{}.{}%", hundredths / 100, hundredths % 100 / 10)
+            }
             Self::Percent { hundredths } => {
                 write!(f, "{}.{:02}%", hundredths / 100, hundredths % 100)
             }
@@ -389,6 +392,23 @@ pub fn is_disk_full(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether `err` means "no space": `ENOSPC`/`EDQUOT`, or a write the monitor refused
+/// ([`StoreError::DiskFull`]) anywhere in its source chain. Callers that already log the
+/// disk state use it to keep quiet about each refused attempt.
+pub fn is_out_of_space(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let store = e
+            .downcast_ref::<StoreError>()
+            .or_else(|| e.downcast_ref::<Box<StoreError>>().map(AsRef::as_ref));
+        if matches!(store, Some(StoreError::DiskFull { .. })) {
+            return true;
+        }
+        next = e.source();
+    }
+    is_disk_full(err)
+}
+
 /// Back-off and once-per-streak logging for a periodic writer (offsets, checkpoint,
 /// schedule progress). A failing write is tried again after 1 s, 2 s, 4 s ... 16 s, and
 /// at once when the disk state goes back to `Ok`. The first failure of a streak is logged
@@ -499,7 +519,7 @@ mod tests {
         assert!("1.234%".parse::<DiskReserve>().is_err());
         assert!("-1%".parse::<DiskReserve>().is_err());
         assert!("lots".parse::<DiskReserve>().is_err());
-        for s in ["1%", "0.5%", "16M", "0"] {
+        for s in ["1%", "0.5%", "2.25%", "16M", "0"] {
             assert_eq!(s.parse::<DiskReserve>().unwrap().to_string(), s);
         }
     }
@@ -563,6 +583,17 @@ mod tests {
             source: Box::new(wrap(libc::ENOSPC)),
         };
         assert!(is_disk_full(&boxed));
+        let refused = crate::retry::RetryError::Store {
+            op: "putting",
+            target: "t".into(),
+            source: Box::new(StoreError::DiskFull {
+                free_bytes: 0,
+                reserve_bytes: 0,
+            }),
+        };
+        assert!(is_out_of_space(&refused));
+        assert!(!is_disk_full(&refused));
+        assert!(!is_out_of_space(&wrap(libc::EIO)));
     }
 
     #[test]

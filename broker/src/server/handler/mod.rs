@@ -139,6 +139,7 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
         StoreError::MessageNotFound(_) => Status::NotFound,
         StoreError::Closed => Status::ShuttingDown,
+        StoreError::DiskFull { .. } => Status::DiskFull,
         StoreError::CommitLog(c) => commitlog_status(c),
         StoreError::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
         StoreError::ConsumeQueue {
