@@ -234,7 +234,8 @@ async fn open_services(
     };
     let store = Arc::clone(store);
     blocking(move || {
-        let offsets = ConsumerOffsets::open(&data_dir)?;
+        let storage = Arc::clone(&store.config().commitlog.storage);
+        let offsets = ConsumerOffsets::open_on(&data_dir, storage)?;
         clamp_offsets_to_recovered_queues(&offsets, &store);
         let retry = RetryService::start(store, retry_config)?;
         Ok((offsets, retry))

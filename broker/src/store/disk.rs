@@ -23,11 +23,14 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use commitlog::storage::Storage;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::config::ByteSize;
 
+/// Created and removed at once to check that a failed allocation fits again.
+pub const PROBE_FILE: &str = "space_probe";
 /// How often the watcher thread reads the free space.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// A percentage reserve is never smaller than this: room for metadata and index writes.
@@ -163,6 +166,8 @@ pub struct DiskStatus {
 pub struct DiskMonitor {
     dir: PathBuf,
     reserve: DiskReserve,
+    /// The store's file-system seam, used to check that a failed allocation fits again.
+    storage: Arc<dyn Storage>,
     full: AtomicBool,
     free_bytes: AtomicU64,
     reserve_bytes: AtomicU64,
@@ -176,11 +181,13 @@ pub struct DiskMonitor {
 }
 
 impl DiskMonitor {
-    /// A monitor of the filesystem holding `dir`, with its first reading taken.
-    pub fn new(dir: impl Into<PathBuf>, reserve: DiskReserve) -> Self {
+    /// A monitor of the filesystem holding `dir` (the data directory), with its first
+    /// reading taken. `storage` is the seam the store writes through.
+    pub fn new(dir: impl Into<PathBuf>, reserve: DiskReserve, storage: Arc<dyn Storage>) -> Self {
         let monitor = Self {
             dir: dir.into(),
             reserve,
+            storage,
             full: AtomicBool::new(false),
             free_bytes: AtomicU64::new(0),
             reserve_bytes: AtomicU64::new(0),
@@ -250,10 +257,11 @@ impl DiskMonitor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if self.full.load(Ordering::Acquire) {
+            let failed = self.failed_alloc_bytes.load(Ordering::Relaxed);
             let needed = (reserve.saturating_add(reserve / 2))
-                .max(self.failed_alloc_bytes.load(Ordering::Relaxed))
+                .max(failed)
                 .max(MIN_FREE_TO_RESUME_BYTES);
-            if free >= needed {
+            if free >= needed && (failed == 0 || self.probe(failed)) {
                 self.failed_alloc_bytes.store(0, Ordering::Relaxed);
                 self.full.store(false, Ordering::Release);
                 self.recoveries.fetch_add(1, Ordering::AcqRel);
@@ -296,6 +304,28 @@ impl DiskMonitor {
             self.report_full(needed_bytes, what);
         }
         full
+    }
+
+    /// Whether an allocation of `bytes` succeeds now: free space alone does not prove it
+    /// (quotas, reserved blocks), so after a failed write the same size is allocated for
+    /// real in `<data>/space_probe` and released at once.
+    fn probe(&self, bytes: u64) -> bool {
+        let path = self.dir.join(PROBE_FILE);
+        match self.storage.create_segment(&path, bytes) {
+            Ok(file) => {
+                drop(file);
+                if let Err(e) = self.storage.remove(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove the space probe");
+                }
+                true
+            }
+            Err(e) => {
+                // `create_new` fails on a probe left by a crash: remove it for next time.
+                let _ = self.storage.remove(&path);
+                tracing::debug!(bytes, error = %e, "space probe failed; staying full");
+                false
+            }
+        }
     }
 
     fn enter_full(&self, free: u64, reserve: u64) {
@@ -505,6 +535,10 @@ impl fmt::Display for Human {
 mod tests {
     use super::*;
 
+    fn real() -> Arc<dyn Storage> {
+        Arc::new(commitlog::storage::RealFs)
+    }
+
     #[test]
     fn reserves_parse_and_print() {
         assert_eq!("1%".parse(), Ok(DiskReserve::Percent { hundredths: 100 }));
@@ -537,7 +571,7 @@ mod tests {
     #[test]
     fn a_reserve_above_the_free_space_refuses_writes_and_counts_them() {
         let dir = tempfile::tempdir().unwrap();
-        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(u64::MAX));
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(u64::MAX), real());
         assert_eq!(m.state(), DiskState::Full);
         let err = m.admit(3).unwrap_err();
         assert!(
@@ -551,7 +585,7 @@ mod tests {
     #[test]
     fn a_reported_enospc_is_full_until_the_failed_allocation_fits() {
         let dir = tempfile::tempdir().unwrap();
-        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0));
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0), real());
         assert_eq!(m.state(), DiskState::Ok);
         m.admit(1).unwrap();
         let err = StoreError::io(
@@ -570,6 +604,26 @@ mod tests {
         assert_eq!(m.state(), DiskState::Ok);
         assert_eq!(m.recoveries(), 1);
         m.admit(1).unwrap();
+    }
+
+    #[test]
+    fn free_space_alone_does_not_end_full_while_the_allocation_still_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(commitlog::fault::FaultyStorage::new());
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0), faults.clone());
+        faults.disk_full(true);
+        m.report_full(4096, "test write");
+        m.poll();
+        assert_eq!(
+            m.state(),
+            DiskState::Full,
+            "resumed while writes still fail"
+        );
+        assert!(!dir.path().join(PROBE_FILE).exists());
+        faults.disk_full(false);
+        m.poll();
+        assert_eq!(m.state(), DiskState::Ok);
+        assert!(!dir.path().join(PROBE_FILE).exists(), "probe left behind");
     }
 
     #[test]
@@ -599,7 +653,7 @@ mod tests {
     #[test]
     fn a_failing_write_backs_off_and_retries_at_once_after_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0));
+        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0), real());
         let mut w = WriteRetry::new("test write");
         assert!(w.due(&m));
         let err = std::io::Error::from_raw_os_error(libc::ENOSPC);

@@ -8,7 +8,7 @@
 //!
 //! On disk, under `<data>`: `commitlog/`, `consumequeue/<topic>/<queue id>/`,
 //! `config/topics`, `checkpoint` (commit-log offset below which every consume-queue entry is
-//! durable) and `lock`.
+//! durable), `lock`, and for a moment after a full disk `space_probe` ([`disk`]).
 
 mod config;
 pub mod disk;
@@ -117,7 +117,11 @@ impl MessageStore {
             };
             log_config.frequent_flushes = true;
         }
-        let disk = Arc::new(DiskMonitor::new(&config.data_dir, config.disk_reserve));
+        let disk = Arc::new(DiskMonitor::new(
+            &config.data_dir,
+            config.disk_reserve,
+            Arc::clone(&config.commitlog.storage),
+        ));
         let disk_watcher = disk
             .watch()
             .map_err(|e| StoreError::io("starting disk watcher thread", &config.data_dir, e))?;

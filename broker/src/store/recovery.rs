@@ -8,7 +8,7 @@ use std::sync::PoisonError;
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::Mode;
-use super::fsutil::atomic_write;
+use super::fsutil::atomic_write_on;
 use super::{Shared, StoreConfig, StoreError, StoreResult};
 
 /// Takes an exclusive, non-blocking lock on `<data>/lock` (released when the file closes,
@@ -79,7 +79,7 @@ pub(crate) fn write_checkpoint(config: &StoreConfig, cp: &Checkpoint) -> StoreRe
         path: path.clone(),
         reason: format!("cannot encode checkpoint: {e}"),
     })?;
-    atomic_write(&path, &bytes)
+    atomic_write_on(config.commitlog.storage.as_ref(), &path, &bytes)
 }
 
 /// The checkpoint, or `None` when missing or unreadable (then the whole log is replayed,
