@@ -174,6 +174,11 @@ pub struct DiskMonitor {
     /// Size of the last allocation reported as failed; leaving `Full` waits until it fits.
     failed_alloc_bytes: AtomicU64,
     refused: AtomicU64,
+    /// Appended bytes between two readings on the write path (0: only the watcher reads),
+    /// and the commit-log end at the last such reading. A fast producer can eat the whole
+    /// reserve between two ticks of the watcher.
+    poll_step_bytes: AtomicU64,
+    polled_at_offset: AtomicU64,
     /// Bumped each time the state goes back to `Ok`, so back-offs can retry at once.
     recoveries: AtomicU64,
     /// Serializes transitions so each is decided and logged exactly once.
@@ -193,6 +198,8 @@ impl DiskMonitor {
             reserve_bytes: AtomicU64::new(0),
             failed_alloc_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            poll_step_bytes: AtomicU64::new(0),
+            polled_at_offset: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             transition: Mutex::new(()),
         };
@@ -229,11 +236,29 @@ impl DiskMonitor {
         self.recoveries.load(Ordering::Acquire)
     }
 
-    /// The write-path gate: `Ok(())`, or `DiskFull` (counting `writes` refused) while full.
+    /// Also takes a reading on the write path each time the commit log grew by `bytes`
+    /// (the log allocates whole segments, so a segment's size is the natural step).
+    pub fn poll_every_appended(&self, bytes: u64) {
+        self.poll_step_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The write-path gate, given the commit log's current end: `Ok(())`, or `DiskFull`
+    /// (counting `writes` refused) while full.
     ///
     /// # Errors
     /// [`StoreError::DiskFull`] while the state is `Full`.
-    pub fn admit(&self, writes: usize) -> Result<(), StoreError> {
+    pub fn admit(&self, writes: usize, log_end: u64) -> Result<(), StoreError> {
+        let step = self.poll_step_bytes.load(Ordering::Relaxed);
+        let last = self.polled_at_offset.load(Ordering::Relaxed);
+        if step > 0
+            && log_end >= last.saturating_add(step)
+            && self
+                .polled_at_offset
+                .compare_exchange(last, log_end, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.poll();
+        }
         if !self.full.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -288,6 +313,15 @@ impl DiskMonitor {
         if !self.full.load(Ordering::Acquire) {
             tracing::debug!(what, needed_bytes, "a write found the disk full");
             self.enter_full(free, reserve);
+        }
+    }
+
+    /// An append of `writes` requests failed with `err`: if it is `ENOSPC`/`EDQUOT`
+    /// (a segment of `needed_bytes` could not be allocated), enter `Full` and count them
+    /// as refused.
+    pub fn append_failed(&self, err: &(dyn StdError + 'static), needed_bytes: u64, writes: usize) {
+        if self.report_if_full(err, needed_bytes, "appending to the commit log") {
+            self.refused.fetch_add(writes as u64, Ordering::Relaxed);
         }
     }
 
@@ -573,7 +607,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(u64::MAX), real());
         assert_eq!(m.state(), DiskState::Full);
-        let err = m.admit(3).unwrap_err();
+        let err = m.admit(3, 0).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("sends refused until space is freed"),
@@ -587,7 +621,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0), real());
         assert_eq!(m.state(), DiskState::Ok);
-        m.admit(1).unwrap();
+        m.admit(1, 0).unwrap();
         let err = StoreError::io(
             "writing",
             dir.path(),
@@ -603,7 +637,7 @@ mod tests {
         m.poll();
         assert_eq!(m.state(), DiskState::Ok);
         assert_eq!(m.recoveries(), 1);
-        m.admit(1).unwrap();
+        m.admit(1, 0).unwrap();
     }
 
     #[test]

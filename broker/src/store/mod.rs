@@ -122,6 +122,7 @@ impl MessageStore {
             config.disk_reserve,
             Arc::clone(&config.commitlog.storage),
         ));
+        disk.poll_every_appended(config.commitlog.segment_size_bytes.min(64 << 20));
         let disk_watcher = disk
             .watch()
             .map_err(|e| StoreError::io("starting disk watcher thread", &config.data_dir, e))?;

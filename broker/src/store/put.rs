@@ -200,7 +200,8 @@ impl Shared {
         checked: Vec<StoreResult<Vec<u64>>>,
     ) -> StoreResult<GroupsAppended> {
         // A full disk refuses the whole append before anything is stored or acknowledged.
-        self.disk.admit(groups.len())?;
+        self.disk
+            .admit(groups.len(), self.log.write_offset().get())?;
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
         let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
         // (group index, first queue offset) of every group that goes into the append.
@@ -238,8 +239,7 @@ impl Shared {
                 Ok(a) => a,
                 Err(e) => {
                     let segment = self.config.commitlog.segment_size_bytes;
-                    self.disk
-                        .report_if_full(&e, segment, "appending to the commit log");
+                    self.disk.append_failed(&e, segment, groups.len());
                     // Nothing of a failed batch is visible: put every counter back, the
                     // earliest base of a queue last.
                     for &(i, base) in bases.iter().rev() {

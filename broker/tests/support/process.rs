@@ -111,6 +111,16 @@ impl BrokerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The signal that ended the process (e.g. `libc::SIGBUS`), if one did.
+    pub fn exit_signal(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|s| s.signal())
+    }
+
     /// Resident memory (VmRSS) in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
