@@ -172,19 +172,18 @@ async fn send_until_accepted(producer: &Producer, topic: &str, acked: &mut Acked
     }
 }
 
+fn quick_polls() -> ConsumerOptions {
+    ConsumerOptions {
+        long_poll_ms: 200,
+        ..ConsumerOptions::default()
+    }
+}
+
 /// Joins `group` on `topic` and receives `want` messages, acking each (the acks commit).
 async fn join_and_consume(addr: &str, group: &str, topic: &str, want: usize) {
-    let mut consumer = PullConsumer::connect(
-        addr,
-        group,
-        &[(topic, "*")],
-        ConsumerOptions {
-            long_poll_ms: 200,
-            ..ConsumerOptions::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("group {group} could not join on a full disk: {e}"));
+    let mut consumer = PullConsumer::connect(addr, group, &[(topic, "*")], quick_polls())
+        .await
+        .unwrap_or_else(|e| panic!("group {group} could not join on a full disk: {e}"));
     let mut got = 0;
     let deadline = Instant::now() + PATIENCE;
     while got < want {
@@ -489,6 +488,7 @@ async fn metadata_and_offset_writes_failing_with_enospc_refuse_sends_but_keep_se
     config.segment_size = broker::config::ByteSize(1 << 20);
     config.max_message_size = broker::config::ByteSize(64 << 10);
     config.offsets_persist_interval_ms = 50;
+    config.retry_delays_ms = vec![200];
     // The host's free space must not matter: only the injected failures do.
     config.disk_reserve = broker::config::DiskReserve::Bytes(0);
     let running = broker::Broker::start_on(config, faults.clone())
@@ -522,7 +522,23 @@ async fn metadata_and_offset_writes_failing_with_enospc_refuse_sends_but_keep_se
         .unwrap_err();
     assert_eq!(err.status(), Some(Status::DiskFull), "{err}");
     assert!(err.to_string().contains(DISK_FULL_LINE), "{err}");
-    assert!(admin.stats().await.unwrap().sends_refused_disk_full >= 1);
+    let refused = admin.stats().await.unwrap().sends_refused_disk_full;
+    assert!(refused >= 1);
+
+    // A nack is refused too; the consumer keeps the message and sends it back later.
+    let mut nacker = PullConsumer::connect(&addr, "nacker", &[(TOPIC, "*")], quick_polls())
+        .await
+        .unwrap();
+    let nacked = nacker
+        .recv_timeout(PATIENCE)
+        .await
+        .expect("a message to nack");
+    nacker.nack(&nacked).await.unwrap();
+    let stats = admin.stats().await.unwrap();
+    assert!(
+        stats.sends_refused_disk_full > refused,
+        "the send-back was not refused"
+    );
 
     // Still serving: reads, joins, commits (held in memory) and admin reads.
     assert_all_present(&addr, &acked).await;
@@ -549,6 +565,24 @@ async fn metadata_and_offset_writes_failing_with_enospc_refuse_sends_but_keep_se
         .unwrap();
     }
     assert_all_present(&addr, &acked).await;
+    // The nacked message comes back through the group's retry topic.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the nacked message never came back"
+        );
+        let Some(m) = nacker.recv_timeout(Duration::from_millis(200)).await else {
+            continue;
+        };
+        nacker.ack(&m);
+        if m.is_retry() {
+            assert_eq!(m.body(), nacked.body());
+            assert_eq!(m.reconsume_times(), 1);
+            break;
+        }
+    }
+    nacker.close().await.unwrap();
     running.shutdown().await.unwrap();
     let offsets = broker::groups::ConsumerOffsets::open(tmp.path()).unwrap();
     let on_disk: u64 = offsets.queues_of("early").iter().map(|c| c.offset).sum();

@@ -543,7 +543,7 @@ impl WriteRetry {
     }
 }
 
-/// Bytes for a log line or an error: `0 B`, `5000 B`, `15.9 MiB`.
+/// Bytes for a log line or an error: `0 B`, `4.9 KiB`, `15.9 MiB`.
 pub(crate) struct Human(pub(crate) u64);
 
 impl fmt::Display for Human {
@@ -551,7 +551,7 @@ impl fmt::Display for Human {
         const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
         let mut unit = 0;
         let mut scaled = self.0;
-        while scaled >= 1024 * 10 && unit < UNITS.len() - 1 {
+        while scaled >= 1024 && unit < UNITS.len() - 1 {
             scaled /= 1024;
             unit += 1;
         }
@@ -706,7 +706,8 @@ mod tests {
     #[test]
     fn sizes_read_well_in_log_lines() {
         assert_eq!(Human(0).to_string(), "0 B");
-        assert_eq!(Human(5000).to_string(), "5000 B");
+        assert_eq!(Human(1000).to_string(), "1000 B");
+        assert_eq!(Human(5000).to_string(), "4.9 KiB");
         assert_eq!(Human(16 << 20).to_string(), "16.0 MiB");
     }
 }

@@ -202,4 +202,18 @@ mod tests {
         let e = StoreError::TopicNotFound("t".into());
         assert_eq!(HandlerError::from(e).status, Status::TopicNotFound);
     }
+
+    #[test]
+    fn a_send_refused_below_the_reserve_says_so_with_the_figures() {
+        let e = StoreError::DiskFull {
+            free_bytes: 5 << 20,
+            reserve_bytes: 16 << 20,
+        };
+        let h = HandlerError::from(e);
+        assert_eq!(h.status, Status::DiskFull);
+        assert_eq!(
+            h.message,
+            "disk full: sends refused until space is freed (free=5.0 MiB, reserve=16.0 MiB)"
+        );
+    }
 }
