@@ -257,7 +257,7 @@ impl DiskMonitor {
                 .compare_exchange(last, log_end, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.poll();
+            self.check_reserve();
         }
         if !self.full.load(Ordering::Acquire) {
             return Ok(());
@@ -297,6 +297,25 @@ impl DiskMonitor {
         }
     }
 
+    /// The write path's reading: one `statvfs`, entering `Full` below the reserve. Never
+    /// leaves `Full` (that may allocate a probe): the watcher thread does.
+    fn check_reserve(&self) {
+        let Some((free, total)) = self.read_space() else {
+            return;
+        };
+        let reserve = self.reserve.bytes(total);
+        if free >= reserve || self.full.load(Ordering::Acquire) {
+            return;
+        }
+        let _t = self
+            .transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !self.full.load(Ordering::Acquire) {
+            self.enter_full(free, reserve);
+        }
+    }
+
     /// A write of about `needed_bytes` failed with `ENOSPC`/`EDQUOT` (`what` names it):
     /// enter `Full` now rather than at the next reading.
     pub fn report_full(&self, needed_bytes: u64, what: &str) {
@@ -308,8 +327,9 @@ impl DiskMonitor {
             .transition
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // A size the caller does not know still gets a probe of one page.
         self.failed_alloc_bytes
-            .store(needed_bytes, Ordering::Relaxed);
+            .store(needed_bytes.max(4096), Ordering::Relaxed);
         if !self.full.load(Ordering::Acquire) {
             tracing::debug!(what, needed_bytes, "a write found the disk full");
             self.enter_full(free, reserve);
