@@ -164,9 +164,7 @@ impl Shared {
         scope: TopicScope,
         groups: &[PutGroup<'_>],
     ) -> StoreResult<GroupsAppended> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.admit(groups)?;
         let checked: Vec<StoreResult<Vec<u64>>> =
             groups.iter().map(|g| self.check_group(scope, g)).collect();
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -180,8 +178,8 @@ impl Shared {
         scope: TopicScope,
         groups: &[PutGroup<'_>],
     ) -> Option<StoreResult<GroupsAppended>> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Some(Err(StoreError::Closed));
+        if let Err(e) = self.admit(groups) {
+            return Some(Err(e));
         }
         let checked: Vec<StoreResult<Vec<u64>>> =
             groups.iter().map(|g| self.check_group(scope, g)).collect();
@@ -193,15 +191,21 @@ impl Shared {
         Some(self.append_checked(writer, groups, checked))
     }
 
+    /// Refuses a whole append up front when the store is closing or the disk is full,
+    /// before anything (an auto-created topic included) is written or acknowledged.
+    fn admit(&self, groups: &[PutGroup<'_>]) -> StoreResult<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.disk.admit(groups.len(), self.log.write_offset().get())
+    }
+
     fn append_checked(
         &self,
         mut writer: MutexGuard<'_, Writer>,
         groups: &[PutGroup<'_>],
         checked: Vec<StoreResult<Vec<u64>>>,
     ) -> StoreResult<GroupsAppended> {
-        // A full disk refuses the whole append before anything is stored or acknowledged.
-        self.disk
-            .admit(groups.len(), self.log.write_offset().get())?;
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
         let mut records: Vec<RecordIn<'_>> = Vec::with_capacity(total);
         // (group index, first queue offset) of every group that goes into the append.
