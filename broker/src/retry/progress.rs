@@ -15,11 +15,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use commitlog::storage::Storage;
 use serde::{Deserialize, Serialize};
 
 use super::RetryError;
-use commitlog::storage::Storage;
-
 use crate::store::fsutil::atomic_write_on;
 
 const VERSION: u32 = 1;

@@ -4,8 +4,8 @@
 //!
 //! | state | entered when |
 //! |---|---|
-//! | `Ok` | free ≥ 1.5 × reserve, and free ≥ the last allocation that failed (at least 1 MiB) |
-//! | `Full` | free < reserve (statvfs every second), or any write path reported `ENOSPC`/`EDQUOT` |
+//! | `Ok` | free ≥ 1.5 × reserve (and ≥ 1 MiB), and after a failed write an allocation of the same size succeeds (a probe) |
+//! | `Full` | free < reserve (statvfs every second and every segment appended), or any write path reported `ENOSPC`/`EDQUOT` |
 //!
 //! While `Full` the store refuses new writes (sends, send-backs, due retries) with
 //! [`StoreError::DiskFull`] before anything is appended; reads, acks and offset commits in
@@ -13,134 +13,34 @@
 //! reserve) keeps the state from flapping around one threshold. Each transition is logged
 //! once. Periodic writers (offsets, checkpoints, schedule progress) use [`WriteRetry`] to
 //! back off and log once per failure streak instead of on every tick.
+//!
+//! Parts: `reserve` (the `--disk-reserve` value), `write_retry` (what counts as "no
+//! space", and [`WriteRetry`]).
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use commitlog::storage::Storage;
-use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::config::ByteSize;
+
+mod reserve;
+mod write_retry;
+
+pub(crate) use reserve::Human;
+pub use reserve::{DiskReserve, MIN_PERCENT_RESERVE_BYTES};
+pub use write_retry::{is_disk_full, is_out_of_space, WriteRetry};
 
 /// Created and removed at once to check that a failed allocation fits again.
 pub const PROBE_FILE: &str = "space_probe";
 /// How often the watcher thread reads the free space.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// A percentage reserve is never smaller than this: room for metadata and index writes.
-pub const MIN_PERCENT_RESERVE_BYTES: u64 = 16 << 20;
 /// Leaving `Full` needs at least this much free space, even with the reserve disabled.
 const MIN_FREE_TO_RESUME_BYTES: u64 = 1 << 20;
-/// Longest pause between two attempts of a failing periodic write.
-const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(16);
-
-/// Free space kept back from sends: a size, a percentage of the filesystem (at least
-/// [`MIN_PERCENT_RESERVE_BYTES`]), or `0` to refuse sends only after a write hit `ENOSPC`.
-/// Written `16M`, `1%`, `0.5%` or `0`. Default `1%`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "ReserveRepr", into = "String")]
-pub enum DiskReserve {
-    /// A fixed number of bytes; 0 disables the reserve.
-    Bytes(u64),
-    /// Hundredths of a percent of the filesystem's size (`100` is 1%).
-    Percent { hundredths: u32 },
-}
-
-impl Default for DiskReserve {
-    fn default() -> Self {
-        Self::Percent { hundredths: 100 }
-    }
-}
-
-impl DiskReserve {
-    /// The reserve in bytes on a filesystem of `total_bytes`; 0 when disabled.
-    pub fn bytes(self, total_bytes: u64) -> u64 {
-        match self {
-            Self::Bytes(b) => b,
-            Self::Percent { hundredths: 0 } => 0,
-            Self::Percent { hundredths } => {
-                let share = u128::from(total_bytes) * u128::from(hundredths) / 10_000;
-                u64::try_from(share)
-                    .unwrap_or(u64::MAX)
-                    .max(MIN_PERCENT_RESERVE_BYTES)
-            }
-        }
-    }
-}
-
-impl FromStr for DiskReserve {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let Some(pct) = t.strip_suffix('%') else {
-            return t.parse::<ByteSize>().map(|b| Self::Bytes(b.get()));
-        };
-        let bad = || format!("{s:?} is not a percentage between 0% and 50% (e.g. 1% or 0.5%)");
-        let (whole, frac) = pct.trim().split_once('.').unwrap_or((pct.trim(), ""));
-        if frac.len() > 2 || !frac.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let whole: u32 = whole.parse().map_err(|_| bad())?;
-        let frac: u32 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<2}").parse().map_err(|_| bad())?
-        };
-        let hundredths = whole.checked_mul(100).and_then(|w| w.checked_add(frac));
-        match hundredths {
-            Some(h) if h <= 5_000 => Ok(Self::Percent { hundredths: h }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl fmt::Display for DiskReserve {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Bytes(b) => write!(f, "{}", ByteSize(b)),
-            Self::Percent { hundredths } if hundredths % 100 == 0 => {
-                write!(f, "{}%", hundredths / 100)
-            }
-            Self::Percent { hundredths } if hundredths % 10 == 0 => {
-                write!(f, "{}.{}%", hundredths / 100, hundredths % 100 / 10)
-            }
-            Self::Percent { hundredths } => {
-                write!(f, "{}.{:02}%", hundredths / 100, hundredths % 100)
-            }
-        }
-    }
-}
-
-impl From<DiskReserve> for String {
-    fn from(r: DiskReserve) -> String {
-        r.to_string()
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ReserveRepr {
-    Int(u64),
-    Text(String),
-}
-
-impl TryFrom<ReserveRepr> for DiskReserve {
-    type Error = String;
-
-    fn try_from(r: ReserveRepr) -> Result<Self, String> {
-        match r {
-            ReserveRepr::Int(v) => Ok(Self::Bytes(v)),
-            ReserveRepr::Text(s) => s.parse(),
-        }
-    }
-}
 
 /// Whether the broker accepts new writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,131 +359,6 @@ impl Drop for DiskWatcher {
     }
 }
 
-/// Whether `err` or any error in its source chain is `ENOSPC` or `EDQUOT`.
-pub fn is_disk_full(err: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::ENOSPC)
-                || io.raw_os_error() == Some(libc::EDQUOT)
-                || io.kind() == std::io::ErrorKind::StorageFull
-            {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
-}
-
-/// Whether `err` means "no space": `ENOSPC`/`EDQUOT`, or a write the monitor refused
-/// ([`StoreError::DiskFull`]) anywhere in its source chain. Callers that already log the
-/// disk state use it to keep quiet about each refused attempt.
-pub fn is_out_of_space(err: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let store = e
-            .downcast_ref::<StoreError>()
-            .or_else(|| e.downcast_ref::<Box<StoreError>>().map(AsRef::as_ref));
-        if matches!(store, Some(StoreError::DiskFull { .. })) {
-            return true;
-        }
-        next = e.source();
-    }
-    is_disk_full(err)
-}
-
-/// Back-off and once-per-streak logging for a periodic writer (offsets, checkpoint,
-/// schedule progress). A failing write is tried again after 1 s, 2 s, 4 s ... 16 s, and
-/// at once when the disk state goes back to `Ok`. The first failure of a streak is logged
-/// as a warning, the end of the streak once; failures in between only at debug.
-#[derive(Debug)]
-pub struct WriteRetry {
-    what: &'static str,
-    failures: u32,
-    next_try: Option<Instant>,
-    recoveries_seen: u64,
-}
-
-impl WriteRetry {
-    /// `what` names the write in log lines, e.g. "writing consumer offsets".
-    pub fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            failures: 0,
-            next_try: None,
-            recoveries_seen: 0,
-        }
-    }
-
-    /// Whether the write should be tried now.
-    pub fn due(&self, disk: &DiskMonitor) -> bool {
-        match self.next_try {
-            None => true,
-            Some(at) => Instant::now() >= at || disk.recoveries() != self.recoveries_seen,
-        }
-    }
-
-    /// Failures in the current streak.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// The write succeeded: ends a streak.
-    pub fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(
-                failed_attempts = self.failures,
-                "{} succeeded again",
-                self.what
-            );
-        }
-        self.failures = 0;
-        self.next_try = None;
-    }
-
-    /// The write of about `bytes` failed with `err`: reports a full disk to `disk`, logs
-    /// if this starts a streak, and schedules the next attempt.
-    pub fn failed(&mut self, err: &(dyn StdError + 'static), bytes: u64, disk: &DiskMonitor) {
-        let full = disk.report_if_full(err, bytes, self.what);
-        if self.failures == 0 {
-            tracing::warn!(
-                error = %err,
-                disk_full = full,
-                "{} failed; retrying with back-off (logged again only once it succeeds)",
-                self.what
-            );
-        } else {
-            tracing::debug!(error = %err, attempt = self.failures + 1, "{} failed again", self.what);
-        }
-        let backoff = Duration::from_secs(1 << self.failures.min(4)).min(MAX_RETRY_BACKOFF);
-        self.failures = self.failures.saturating_add(1);
-        self.next_try = Some(Instant::now() + backoff);
-        self.recoveries_seen = disk.recoveries();
-    }
-}
-
-/// Bytes for a log line or an error: `0 B`, `4.9 KiB`, `15.9 MiB`.
-pub(crate) struct Human(pub(crate) u64);
-
-impl fmt::Display for Human {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-        let mut unit = 0;
-        let mut scaled = self.0;
-        while scaled >= 1024 && unit < UNITS.len() - 1 {
-            scaled /= 1024;
-            unit += 1;
-        }
-        if unit == 0 {
-            return write!(f, "{} B", self.0);
-        }
-        #[allow(clippy::cast_precision_loss)] // one decimal in a log line
-        let v = self.0 as f64 / (1u64 << (10 * unit)) as f64;
-        write!(f, "{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -591,35 +366,6 @@ mod tests {
 
     fn real() -> Arc<dyn Storage> {
         Arc::new(commitlog::storage::RealFs)
-    }
-
-    #[test]
-    fn reserves_parse_and_print() {
-        assert_eq!("1%".parse(), Ok(DiskReserve::Percent { hundredths: 100 }));
-        assert_eq!("0.5%".parse(), Ok(DiskReserve::Percent { hundredths: 50 }));
-        assert_eq!(
-            "2.25 %".parse(),
-            Ok(DiskReserve::Percent { hundredths: 225 })
-        );
-        assert_eq!("16M".parse(), Ok(DiskReserve::Bytes(16 << 20)));
-        assert_eq!("0".parse(), Ok(DiskReserve::Bytes(0)));
-        assert!("51%".parse::<DiskReserve>().is_err());
-        assert!("1.234%".parse::<DiskReserve>().is_err());
-        assert!("-1%".parse::<DiskReserve>().is_err());
-        assert!("lots".parse::<DiskReserve>().is_err());
-        for s in ["1%", "0.5%", "2.25%", "16M", "0"] {
-            assert_eq!(s.parse::<DiskReserve>().unwrap().to_string(), s);
-        }
-    }
-
-    #[test]
-    fn a_percent_reserve_is_at_least_16_mib_and_zero_disables() {
-        let one = DiskReserve::default();
-        assert_eq!(one.bytes(100 << 20), MIN_PERCENT_RESERVE_BYTES);
-        assert_eq!(one.bytes(100 << 30), 1 << 30);
-        assert_eq!(DiskReserve::Bytes(0).bytes(100 << 30), 0);
-        assert_eq!(DiskReserve::Percent { hundredths: 0 }.bytes(100 << 30), 0);
-        assert_eq!(DiskReserve::Bytes(4096).bytes(100 << 30), 4096);
     }
 
     #[test]
@@ -678,56 +424,5 @@ mod tests {
         m.poll();
         assert_eq!(m.state(), DiskState::Ok);
         assert!(!dir.path().join(PROBE_FILE).exists(), "probe left behind");
-    }
-
-    #[test]
-    fn only_enospc_and_edquot_count_as_a_full_disk() {
-        let wrap = |code| StoreError::io("x", "/x", std::io::Error::from_raw_os_error(code));
-        assert!(is_disk_full(&wrap(libc::ENOSPC)));
-        assert!(is_disk_full(&wrap(libc::EDQUOT)));
-        assert!(!is_disk_full(&wrap(libc::EIO)));
-        let boxed = crate::groups::OffsetsError::Save {
-            path: "/x".into(),
-            source: Box::new(wrap(libc::ENOSPC)),
-        };
-        assert!(is_disk_full(&boxed));
-        let refused = crate::retry::RetryError::Store {
-            op: "putting",
-            target: "t".into(),
-            source: Box::new(StoreError::DiskFull {
-                free_bytes: 0,
-                reserve_bytes: 0,
-            }),
-        };
-        assert!(is_out_of_space(&refused));
-        assert!(!is_disk_full(&refused));
-        assert!(!is_out_of_space(&wrap(libc::EIO)));
-    }
-
-    #[test]
-    fn a_failing_write_backs_off_and_retries_at_once_after_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = DiskMonitor::new(dir.path(), DiskReserve::Bytes(0), real());
-        let mut w = WriteRetry::new("test write");
-        assert!(w.due(&m));
-        let err = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        w.failed(&err, 4096, &m);
-        assert_eq!(w.failures(), 1);
-        assert_eq!(m.state(), DiskState::Full);
-        assert!(!w.due(&m), "retried before its back-off");
-        m.poll();
-        assert_eq!(m.state(), DiskState::Ok);
-        assert!(w.due(&m), "not retried when space came back");
-        w.succeeded();
-        assert_eq!(w.failures(), 0);
-        assert!(w.due(&m));
-    }
-
-    #[test]
-    fn sizes_read_well_in_log_lines() {
-        assert_eq!(Human(0).to_string(), "0 B");
-        assert_eq!(Human(1000).to_string(), "1000 B");
-        assert_eq!(Human(5000).to_string(), "4.9 KiB");
-        assert_eq!(Human(16 << 20).to_string(), "16.0 MiB");
     }
 }
