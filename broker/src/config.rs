@@ -218,14 +218,16 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1 and 64 MiB
-    /// segments: what tests start an in-process broker with. Segments are preallocated, so
-    /// the 1 GiB default would reserve gigabytes of disk per test broker.
+    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1, 64 MiB
+    /// segments and no disk reserve: what tests start an in-process broker with. Segments
+    /// are preallocated, so the 1 GiB default would reserve gigabytes of disk per test
+    /// broker; and a test must not fail because the host's disk is 99% used.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             segment_size: ByteSize(64 << 20),
+            disk_reserve: DiskReserve::Bytes(0),
             ..Self::default()
         }
     }

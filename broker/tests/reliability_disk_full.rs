@@ -298,11 +298,18 @@ async fn the_commit_log_is_stopped_at_the_reserve_and_consumers_and_new_groups_g
     let Some(fs) = tmpfs_or_skip(&tmp, "96m", "disk reserve test") else {
         return;
     };
-    // Default reserve: 1% of 96 MiB, raised to 16 MiB.
+    // The default reserve: 1% of 96 MiB, raised to 16 MiB.
     let mut broker = BrokerProcess::start(
         &fs.0.join("data"),
         &tmp.path().join("logs"),
-        &["--segment-size", "4M", "--max-message-size", "64K"],
+        &[
+            "--segment-size",
+            "4M",
+            "--max-message-size",
+            "64K",
+            "--disk-reserve",
+            "1%",
+        ],
     );
     let admin = Admin::connect(&broker.addr).await.unwrap();
     let topics: Vec<String> = (0..32).map(|i| format!("t{i:02}")).collect();
@@ -374,7 +381,14 @@ async fn another_process_filling_the_disk_stops_sends_not_reads_and_sends_resume
     let mut broker = BrokerProcess::start(
         &fs.0.join("data"),
         &tmp.path().join("logs"),
-        &["--segment-size", "4M", "--max-message-size", "64K"],
+        &[
+            "--segment-size",
+            "4M",
+            "--max-message-size",
+            "64K",
+            "--disk-reserve",
+            "1%",
+        ],
     );
     let admin = Admin::connect(&broker.addr).await.unwrap();
     let topics: Vec<String> = (0..32).map(|i| format!("t{i:02}")).collect();

@@ -25,8 +25,9 @@ pub struct StoreConfig {
     /// How often the dispatcher msyncs consume queues and writes the dispatch checkpoint,
     /// and checks for commit-log retention. Default 1,000 ms.
     pub flush_interval_ms: u64,
-    /// Free space kept back from writes: while less is free, sends are refused with
-    /// `DiskFull`. Default 1% of the filesystem, at least 16 MiB; `0` disables it.
+    /// Free space kept back from writes: while less is free, puts are refused with
+    /// `DiskFull`. Default `0` (none: puts are refused only after a write hit `ENOSPC`);
+    /// the broker passes its `--disk-reserve` (default 1%).
     pub disk_reserve: DiskReserve,
 }
 
@@ -40,7 +41,7 @@ impl StoreConfig {
             auto_create_topics: true,
             default_queue_count: 4,
             flush_interval_ms: 1_000,
-            disk_reserve: DiskReserve::default(),
+            disk_reserve: DiskReserve::Bytes(0),
             data_dir,
         }
     }
