@@ -12,6 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::store::DiskReserve;
+
 /// The broker's retry schedule when none is configured: 1s 5s 10s 30s 1m 2m 3m ... 2h.
 pub const DEFAULT_RETRY_DELAYS_MS: [u64; 18] = [
     1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
@@ -181,6 +183,11 @@ pub struct Config {
     /// A connection that sends part of a frame and then nothing for this long is closed.
     /// Default 30000 ms.
     pub partial_frame_timeout_ms: u64,
+    /// Free space kept back on the data directory's filesystem: while less is free, sends
+    /// and send-backs are refused with `DiskFull` (reads, acks and joins go on). A size
+    /// (`64M`) or a percentage of the filesystem (`1%`, never below 16M); `0` disables it
+    /// (writes are then refused only after one hit `ENOSPC`). Default `1%`.
+    pub disk_reserve: DiskReserve,
 }
 
 impl Default for Config {
@@ -205,19 +212,22 @@ impl Default for Config {
             max_reconsume_times: 16,
             offsets_persist_interval_ms: 1_000,
             partial_frame_timeout_ms: 30_000,
+            disk_reserve: DiskReserve::default(),
         }
     }
 }
 
 impl Config {
-    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1 and 64 MiB
-    /// segments: what tests start an in-process broker with. Segments are preallocated, so
-    /// the 1 GiB default would reserve gigabytes of disk per test broker.
+    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1, 64 MiB
+    /// segments and no disk reserve: what tests start an in-process broker with. Segments
+    /// are preallocated, so the 1 GiB default would reserve gigabytes of disk per test
+    /// broker; and a test must not fail because the host's disk is 99% used.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             segment_size: ByteSize(64 << 20),
+            disk_reserve: DiskReserve::Bytes(0),
             ..Self::default()
         }
     }
@@ -346,7 +356,13 @@ mod tests {
         assert_eq!(c.segment_size, ByteSize(64 << 20));
         assert_eq!(c.max_message_size, ByteSize(1024));
         assert_eq!(c.default_queues, 4);
+        assert_eq!(c.disk_reserve, DiskReserve::Percent { hundredths: 100 });
         c.validate().unwrap();
+        let c: Config = toml::from_str("disk_reserve = \"256M\"").unwrap();
+        assert_eq!(c.disk_reserve, DiskReserve::Bytes(256 << 20));
+        let c: Config = toml::from_str("disk_reserve = 0").unwrap();
+        assert_eq!(c.disk_reserve, DiskReserve::Bytes(0));
+        assert!(toml::from_str::<Config>("disk_reserve = \"90%\"").is_err());
         assert!(toml::from_str::<Config>("no_such_field = 1").is_err());
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use broker::config::{ByteSize, Config, FlushMode};
+use broker::config::{ByteSize, Config, DiskReserve, FlushMode};
 use broker::{Broker, BrokerError};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -81,6 +81,11 @@ struct Cli {
     /// [default: 30000].
     #[arg(long, value_name = "MS")]
     partial_frame_timeout_ms: Option<u64>,
+    /// Free space kept back: sends are refused with DiskFull while less is free. A size
+    /// (64M) or a percentage of the filesystem (1%, never below 16M); 0 disables it
+    /// [default: 1%].
+    #[arg(long, value_name = "SIZE|PCT")]
+    disk_reserve: Option<DiskReserve>,
 }
 
 impl Cli {
@@ -107,7 +112,8 @@ impl Cli {
             retry_delays_ms,
             max_reconsume_times,
             offsets_persist_interval_ms,
-            partial_frame_timeout_ms
+            partial_frame_timeout_ms,
+            disk_reserve
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

@@ -129,6 +129,9 @@ async fn the_binary_shuts_down_cleanly_on_sigterm() {
             "1M",
             "--max-message-size",
             "64K",
+            // The host's free space must not matter (a full-disk warning would come first).
+            "--disk-reserve",
+            "0",
         ])
         .arg("--data-dir")
         .arg(dir.path())

@@ -137,3 +137,14 @@ async fn exec_nacks_on_failure_and_the_retry_carries_its_environment() {
     let seen = std::fs::read_to_string(&log).unwrap();
     assert_eq!(seen, "work 0 m0\nwork 1 m0\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_shows_the_disk_state_free_space_and_refused_sends() {
+    let b = TestBroker::start().await;
+    let out = mq(&b, &["stats"], "").await;
+    assert!(out.status.success(), "{out:?}");
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["disk_state"], "ok", "{stats}");
+    assert!(stats["disk_free_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["sends_refused_disk_full"], 0, "{stats}");
+}

@@ -43,7 +43,8 @@ impl FaultyStorage {
         Self::default()
     }
 
-    /// While on, creating or growing a segment fails with `ENOSPC`.
+    /// While on, creating or growing a segment and atomic metadata writes fail with
+    /// `ENOSPC`, as on a full disk.
     pub fn disk_full(&self, on: bool) {
         self.disk_full.store(on, Ordering::SeqCst);
     }
@@ -174,6 +175,9 @@ impl Storage for FaultyStorage {
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(enospc());
+        }
         self.real.write_atomic(path, bytes)?;
         lock(&self.metas).insert(path.to_path_buf(), bytes.to_vec());
         Ok(())

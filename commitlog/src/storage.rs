@@ -113,12 +113,15 @@ impl Storage for RealFs {
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            // Best effort: a partial temp file would hold blocks of a full disk until the
+            // next write; the write's own error is what the caller needs.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, path)?;
         match path.parent() {
             Some(dir) => self.sync_dir(dir),
             None => Ok(()),

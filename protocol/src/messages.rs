@@ -390,8 +390,24 @@ pub struct StatsResponse {
     pub commitlog_min_offset: u64,
     pub commitlog_write_offset: u64,
     pub commitlog_flushed_offset: u64,
+    /// `ok`, or `full` while sends are refused until disk space is freed.
+    pub disk_state: DiskState,
+    /// Free bytes on the data directory's filesystem at the broker's last reading.
+    pub disk_free_bytes: u64,
+    /// Sends and send-backs refused with `DiskFull` since the broker started.
+    pub sends_refused_disk_full: u64,
 }
 request!(StatsRequest, BrokerStats, StatsResponse);
+
+/// Whether the broker accepts new messages, as far as disk space goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskState {
+    #[default]
+    Ok,
+    /// Free space is below the reserve, or a write hit `ENOSPC`: sends are refused.
+    Full,
+}
 
 #[cfg(test)]
 mod tests {

@@ -18,14 +18,16 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use protocol::messages::{OffsetRange, QueueCommit};
 use serde::{Deserialize, Serialize};
 
 use super::ack::{self, Normalized};
 use super::error::OffsetsError;
-use crate::store::fsutil::atomic_write;
+use commitlog::storage::{RealFs, Storage};
+
+use crate::store::fsutil::atomic_write_on;
 
 /// Version of the offsets file this code writes and reads.
 pub const OFFSETS_FORMAT_VERSION: u32 = 1;
@@ -37,6 +39,8 @@ pub struct ConsumerOffsets {
     state: Mutex<State>,
     /// Serialises persists so an older snapshot never renames over a newer one.
     persist_lock: Mutex<()>,
+    /// Where snapshots are written: the real file system, or a fault-injecting seam.
+    storage: Arc<dyn Storage>,
     /// The change counter of the last snapshot on disk.
     persisted_changes: AtomicU64,
 }
@@ -86,6 +90,14 @@ impl ConsumerOffsets {
     /// I/O errors, a file that does not parse, has an unknown version or holds an invalid
     /// range.
     pub fn open(data_dir: &Path) -> Result<Self, OffsetsError> {
+        Self::open_on(data_dir, Arc::new(RealFs))
+    }
+
+    /// [`ConsumerOffsets::open`], saving through `storage` (the store's file-system seam).
+    ///
+    /// # Errors
+    /// As for `open`.
+    pub fn open_on(data_dir: &Path, storage: Arc<dyn Storage>) -> Result<Self, OffsetsError> {
         let dir = data_dir.join("config");
         fs::create_dir_all(&dir).map_err(|source| OffsetsError::Io {
             op: "create folder",
@@ -112,6 +124,7 @@ impl ConsumerOffsets {
                 reset_epochs: HashMap::new(),
             }),
             persist_lock: Mutex::new(()),
+            storage,
             persisted_changes: AtomicU64::new(0),
         })
     }
@@ -307,9 +320,11 @@ impl ConsumerOffsets {
             }
             (encode(&state)?, state.changes)
         };
-        atomic_write(&self.path, &bytes).map_err(|source| OffsetsError::Save {
-            path: self.path.clone(),
-            source: Box::new(source),
+        atomic_write_on(self.storage.as_ref(), &self.path, &bytes).map_err(|source| {
+            OffsetsError::Save {
+                path: self.path.clone(),
+                source: Box::new(source),
+            }
         })?;
         self.persisted_changes.store(changes, Ordering::Release);
         Ok(())

@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use commitlog::storage::Storage;
 use serde::{Deserialize, Serialize};
 
 use super::RetryError;
-use crate::store::fsutil::atomic_write;
+use crate::store::fsutil::atomic_write_on;
 
 const VERSION: u32 = 1;
 
@@ -31,6 +33,8 @@ struct File {
 #[derive(Debug)]
 pub(crate) struct ScheduleProgress {
     path: PathBuf,
+    /// The store's file-system seam.
+    storage: Arc<dyn Storage>,
     next: BTreeMap<String, u64>,
     dirty: bool,
 }
@@ -40,7 +44,7 @@ impl ScheduleProgress {
     ///
     /// # Errors
     /// I/O errors; a file that does not parse or has another version.
-    pub(crate) fn load(config_dir: &Path) -> Result<Self, RetryError> {
+    pub(crate) fn load(config_dir: &Path, storage: Arc<dyn Storage>) -> Result<Self, RetryError> {
         let path = config_dir.join("schedule_offsets");
         let next = match fs::read(&path) {
             Ok(bytes) => {
@@ -69,6 +73,7 @@ impl ScheduleProgress {
         };
         Ok(Self {
             path,
+            storage,
             next,
             dirty: false,
         })
@@ -109,10 +114,12 @@ impl ScheduleProgress {
             path: self.path.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
-        atomic_write(&self.path, &bytes).map_err(|source| RetryError::Store {
-            op: "saving",
-            target: self.path.display().to_string(),
-            source: Box::new(source),
+        atomic_write_on(self.storage.as_ref(), &self.path, &bytes).map_err(|source| {
+            RetryError::Store {
+                op: "saving",
+                target: self.path.display().to_string(),
+                source: Box::new(source),
+            }
         })?;
         self.dirty = false;
         Ok(())
@@ -128,7 +135,8 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = ScheduleProgress::load(dir.path()).unwrap();
+        let mut p =
+            ScheduleProgress::load(dir.path(), Arc::new(commitlog::storage::RealFs)).unwrap();
         assert_eq!(p.next("%SCHEDULE%1"), 0);
         p.set("%SCHEDULE%1", 0);
         assert!(!p.is_dirty());
@@ -137,7 +145,8 @@ mod tests {
         assert!(p.is_dirty());
         p.save().unwrap();
         assert!(!p.is_dirty());
-        let back = ScheduleProgress::load(dir.path()).unwrap();
+        let back =
+            ScheduleProgress::load(dir.path(), Arc::new(commitlog::storage::RealFs)).unwrap();
         assert_eq!(back.next("%SCHEDULE%1"), 5);
         assert_eq!(
             back.topics().collect::<Vec<_>>(),
@@ -145,13 +154,14 @@ mod tests {
         );
 
         fs::write(dir.path().join("schedule_offsets"), b"{\"version\":1,").unwrap();
-        let err = ScheduleProgress::load(dir.path()).unwrap_err();
+        let err =
+            ScheduleProgress::load(dir.path(), Arc::new(commitlog::storage::RealFs)).unwrap_err();
         assert!(matches!(err, RetryError::CorruptProgress { .. }), "{err}");
         fs::write(
             dir.path().join("schedule_offsets"),
             b"{\"version\":2,\"next\":{}}",
         )
         .unwrap();
-        assert!(ScheduleProgress::load(dir.path()).is_err());
+        assert!(ScheduleProgress::load(dir.path(), Arc::new(commitlog::storage::RealFs)).is_err());
     }
 }

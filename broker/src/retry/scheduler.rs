@@ -17,6 +17,7 @@ use super::copy::{parked, unpark};
 use super::progress::ScheduleProgress;
 use super::service::{now_ms, schedule_topic, Shared};
 use super::RetryError;
+use crate::store::disk::{is_out_of_space, WriteRetry};
 use crate::store::{GetStatus, PutMessage, StoreError, TagFilter};
 
 /// Messages read from a level per step.
@@ -24,6 +25,8 @@ const READ_BATCH: usize = 64;
 const READ_MAX_BYTES: usize = 4 << 20;
 /// Pause before trying again after the store refused a read or write.
 const BACKOFF_MS: u64 = 1_000;
+/// About the size of the progress file: what a failed save needs to fit again.
+const PROGRESS_FILE_BYTES: u64 = 4 << 10;
 
 /// The thread body. Returns the result of the final progress save.
 pub(crate) fn run(
@@ -32,6 +35,8 @@ pub(crate) fn run(
     levels: &[u32],
 ) -> Result<(), RetryError> {
     let topics: Vec<String> = levels.iter().map(|l| schedule_topic(*l)).collect();
+    // A full disk fails the save on every round: back off and log once per streak.
+    let mut save_retry = WriteRetry::new("saving retry-schedule progress");
     loop {
         let seen = shared.waker.snapshot();
         if seen.stop {
@@ -45,8 +50,14 @@ pub(crate) fn run(
             }
         }
         if progress.is_dirty() {
-            if let Err(e) = save(shared, &mut progress) {
-                tracing::warn!(error = %e, "schedule progress not saved; retrying");
+            let disk = shared.store.disk();
+            if save_retry.due(disk) {
+                match save(shared, &mut progress) {
+                    Ok(()) => save_retry.succeeded(),
+                    Err(e) => save_retry.failed(&e, PROGRESS_FILE_BYTES, disk),
+                }
+            }
+            if progress.is_dirty() {
                 let retry_at = now.saturating_add(BACKOFF_MS);
                 next_wake = Some(next_wake.map_or(retry_at, |w| w.min(retry_at)));
             }
@@ -211,7 +222,12 @@ fn flush_run(
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(topic, error = %e, "delivering due retries failed; will retry");
+            // The disk monitor logs a full disk once; each refused attempt would repeat it.
+            if is_out_of_space(&e) {
+                tracing::debug!(topic, error = %e, "due retries wait for disk space");
+            } else {
+                tracing::warn!(topic, error = %e, "delivering due retries failed; will retry");
+            }
             Err(now_ms().saturating_add(BACKOFF_MS))
         }
     }

@@ -120,7 +120,8 @@ impl RetryService {
     pub fn start(store: Arc<MessageStore>, config: RetryConfig) -> Result<Self, RetryError> {
         config.validate()?;
         let config_dir = store.config().config_dir();
-        let progress = ScheduleProgress::load(&config_dir)?;
+        let progress =
+            ScheduleProgress::load(&config_dir, Arc::clone(&store.config().commitlog.storage))?;
         let levels = scheduled_levels(&store, &config, &progress);
         let waker = Arc::new(Waker::default());
         let weak = Arc::downgrade(&waker);

@@ -1,5 +1,5 @@
-//! Periodic work of a running broker: writing changed consumer offsets and expiring
-//! silent group members. Both loops end when shutdown starts.
+//! Periodic work of a running broker: writing changed consumer offsets (with back-off on
+//! a full disk) and expiring silent group members. Both loops end when shutdown starts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,24 +8,37 @@ use tokio::time::MissedTickBehavior;
 
 use super::handler::now_ms;
 use super::Services;
+use crate::store::disk::WriteRetry;
 
-/// Writes consumer offsets whenever they changed since the last write.
+/// Writes consumer offsets whenever they changed since the last write. A failing write
+/// (a full disk) leaves the offsets in memory, where commits keep landing, and is retried
+/// with back-off; it is logged once per failure streak.
 pub(crate) async fn persist_offsets(services: Arc<Services>) {
     let period = Duration::from_millis(services.config.offsets_persist_interval_ms);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut retry = WriteRetry::new("writing consumer offsets");
     loop {
         tokio::select! {
             () = services.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !services.offsets.is_dirty() {
+        let disk = services.store.disk();
+        if !services.offsets.is_dirty() || !retry.due(disk) {
             continue;
         }
-        if let Err(e) = persist_now(&services).await {
-            tracing::error!(error = %e, "writing consumer offsets failed; will retry");
+        let s = Arc::clone(&services);
+        match tokio::task::spawn_blocking(move || s.offsets.persist()).await {
+            Ok(Ok(())) => retry.succeeded(),
+            // The file is about as large as the last one written; 64 KiB when unknown.
+            Ok(Err(e)) => retry.failed(&e, offsets_file_bytes(&services), disk),
+            Err(e) => retry.failed(&e, 0, disk),
         }
     }
+}
+
+fn offsets_file_bytes(services: &Services) -> u64 {
+    std::fs::metadata(services.offsets.path()).map_or(64 << 10, |m| m.len())
 }
 
 /// Writes consumer offsets now, off the runtime.

@@ -57,6 +57,19 @@ impl Broker {
     /// A bad config, a store that does not open (for example locked by another broker),
     /// or an address that cannot be bound.
     pub async fn start(config: Config) -> Result<RunningBroker, BrokerError> {
+        Self::start_on(config, Arc::new(commitlog::storage::RealFs)).await
+    }
+
+    /// [`Broker::start`] with every commit-log file operation and every metadata write
+    /// (offsets, checkpoint, schedule progress) going through `storage`: how tests inject
+    /// a full disk or failed syncs without root (`commitlog::fault::FaultyStorage`).
+    ///
+    /// # Errors
+    /// As for `start`.
+    pub async fn start_on(
+        config: Config,
+        storage: Arc<dyn commitlog::storage::Storage>,
+    ) -> Result<RunningBroker, BrokerError> {
         config.validate()?;
         // Bound first: a taken port fails fast, before any recovery work.
         let listener =
@@ -72,7 +85,8 @@ impl Broker {
                 addr: config.listen,
                 source,
             })?;
-        let store_config = store_config(&config);
+        let mut store_config = store_config(&config);
+        store_config.commitlog.storage = storage;
         let dir = config.data_dir.clone();
         let store = blocking(move || MessageStore::open(store_config))
             .await
@@ -234,7 +248,8 @@ async fn open_services(
     };
     let store = Arc::clone(store);
     blocking(move || {
-        let offsets = ConsumerOffsets::open(&data_dir)?;
+        let storage = Arc::clone(&store.config().commitlog.storage);
+        let offsets = ConsumerOffsets::open_on(&data_dir, storage)?;
         clamp_offsets_to_recovered_queues(&offsets, &store);
         let retry = RetryService::start(store, retry_config)?;
         Ok((offsets, retry))
@@ -313,6 +328,7 @@ fn store_config(config: &Config) -> StoreConfig {
     c.max_body_bytes = config.max_message_bytes() as usize;
     c.auto_create_topics = config.auto_create_topics;
     c.default_queue_count = config.default_queues;
+    c.disk_reserve = config.disk_reserve;
     c
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{StoreError, StoreResult};
+use super::{DiskReserve, StoreError, StoreResult};
 
 /// Message-store configuration. [`StoreConfig::new`] gives the defaults documented per field.
 /// Not serde itself because the commit-log config carries the storage seam; the broker's
@@ -28,6 +28,10 @@ pub struct StoreConfig {
     /// one journal append of the changed queue ends; nothing when idle), and checks for
     /// commit-log retention. Default 1,000 ms.
     pub flush_interval_ms: u64,
+    /// Free space kept back from writes: while less is free, puts are refused with
+    /// `DiskFull`. Default `0` (none: puts are refused only after a write hit `ENOSPC`);
+    /// the broker passes its `--disk-reserve` (default 1%).
+    pub disk_reserve: DiskReserve,
 }
 
 impl StoreConfig {
@@ -40,6 +44,7 @@ impl StoreConfig {
             auto_create_topics: true,
             default_queue_count: 4,
             flush_interval_ms: 1_000,
+            disk_reserve: DiskReserve::Bytes(0),
             data_dir,
         }
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use commitlog::{PhysicalOffset, RecordRef};
 use consumequeue::{ConsumeQueue, Entry, QueueOffset};
 
+use super::disk::WriteRetry;
 use super::{Shared, StoreError, StoreResult};
 
 /// Hook called with `(topic, queue id, new max offset)` after a queue grew.
@@ -84,6 +85,7 @@ impl Shared {
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
         let mut behind = false;
+        let mut checkpoint_retry = WriteRetry::new("consume-queue checkpoint");
         while !self.stopping.load(Ordering::Acquire) {
             if !behind {
                 let pause = check * (1 + failures.min(20));
@@ -102,13 +104,15 @@ impl Shared {
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
+                        self.disk
+                            .report_if_full(&e, 0, "indexing into consume queues");
                         tracing::error!(error = %e, "dispatch failed; retrying");
                     }
                 }
             }
-            if last_flush.elapsed() >= interval {
+            if last_flush.elapsed() >= interval && checkpoint_retry.due(&self.disk) {
                 last_flush = Instant::now();
-                self.periodic_upkeep();
+                self.periodic_upkeep(&mut checkpoint_retry);
             }
         }
     }
@@ -130,21 +134,19 @@ impl Shared {
 
     /// Trims, checkpoints, keeps a spare arena and repairs damaged queues. Failures are
     /// logged once per transition and retried on the next tick.
-    fn periodic_upkeep(&self) {
+    fn periodic_upkeep(&self, checkpoint_retry: &mut WriteRetry) {
         if let Err(e) = self.trim_queues() {
             tracing::error!(error = %e, "consume queue trim failed");
         }
-        let cp = self.checkpoint();
-        match &cp {
-            Ok(()) if self.checkpoint_failing.swap(false, Ordering::AcqRel) => {
-                tracing::info!("consume-queue checkpoints succeed again");
-            }
-            Err(e) if !self.checkpoint_failing.swap(true, Ordering::AcqRel) => {
-                tracing::error!(error = %e, "consume-queue checkpoint failed; retrying every interval");
-            }
-            _ => {}
+        // A full disk fails checkpoints until space returns: back off, log once per streak.
+        match self.checkpoint() {
+            Ok(()) => checkpoint_retry.succeeded(),
+            Err(e) => checkpoint_retry.failed(&e, 0, &self.disk),
         }
         let spare = self.queues.store().ensure_spare();
+        if let Err(e) = &spare {
+            self.disk.report_if_full(e, 0, "creating a consume-queue arena");
+        }
         match &spare {
             Ok(()) if self.spare_failing.swap(false, Ordering::AcqRel) => {
                 tracing::info!("consume-queue arena created: index space available again");

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::disk::Human;
+
 /// Everything the message store can fail with. Bad input gets its own variant so the server
 /// can map it to a precise wire status.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,14 @@ pub enum StoreError {
     InvalidConfig(String),
     #[error("the message store is shut down")]
     Closed,
+    /// The disk is full (or below the reserve): new writes are refused until space is
+    /// freed. Nothing of the refused write was stored.
+    #[error(
+        "sends refused until space is freed (free={}, reserve={})",
+        Human(*free_bytes),
+        Human(*reserve_bytes)
+    )]
+    DiskFull { free_bytes: u64, reserve_bytes: u64 },
 }
 
 impl StoreError {

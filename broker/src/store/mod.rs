@@ -12,9 +12,10 @@
 //! `journal/*.cqj`, a CRC-framed journal of queue ends, block lists and the dispatched
 //! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics`; `lock`.
 //! No file exists per queue, so fds, mappings, start-up work and checkpoints do not grow
-//! with the number of queues.
+//! with the number of queues. For a moment after a full disk, `space_probe` ([`disk`]).
 
 mod config;
+pub mod disk;
 mod dispatch;
 mod error;
 pub mod fsutil;
@@ -38,6 +39,7 @@ use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
 pub use commitlog::{PhysicalOffset, RecordRef};
 pub use config::StoreConfig;
 pub use consumequeue::{QueueId, QueueOffset};
+pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use fsutil::atomic_write;
@@ -81,10 +83,10 @@ pub(crate) struct Shared {
     /// A checkpoint holds `dispatch_round` (writers wait for it instead of leaving their
     /// records to it).
     checkpointing: AtomicBool,
-    /// The last checkpoint failed (logged once per transition).
-    checkpoint_failing: AtomicBool,
     /// The last attempt to create a spare arena failed (logged once per transition).
     spare_failing: AtomicBool,
+    /// Free space of the data directory; refuses writes while the disk is full.
+    disk: Arc<DiskMonitor>,
 }
 
 /// The message store. `Send + Sync`; share it with `Arc`.
@@ -94,6 +96,8 @@ pub struct MessageStore {
     log_report: RecoveryReport,
     /// Holds the flock on `<data>/lock` for the store's lifetime.
     lock: Option<File>,
+    /// Reads the free space every second; stopped when the store is dropped.
+    _disk_watcher: disk::DiskWatcher,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -128,6 +132,15 @@ impl MessageStore {
             log_config.frequent_flushes = true;
         }
         let storage = Arc::clone(&log_config.storage);
+        let disk = Arc::new(DiskMonitor::new(
+            &config.data_dir,
+            config.disk_reserve,
+            Arc::clone(&config.commitlog.storage),
+        ));
+        disk.poll_every_appended(config.commitlog.segment_size_bytes.min(64 << 20));
+        let disk_watcher = disk
+            .watch()
+            .map_err(|e| StoreError::io("starting disk watcher thread", &config.data_dir, e))?;
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
         let (queues, journaled) = QueueTable::open(&config, storage)?;
@@ -147,8 +160,8 @@ impl MessageStore {
             trimmed_below: AtomicU64::new(0),
             damaged: Mutex::new(HashSet::new()),
             checkpointing: AtomicBool::new(false),
-            checkpoint_failing: AtomicBool::new(false),
             spare_failing: AtomicBool::new(false),
+            disk,
             log,
             config,
         });
@@ -166,7 +179,14 @@ impl MessageStore {
             dispatcher: Mutex::new(Some(handle)),
             log_report,
             lock: Some(lock),
+            _disk_watcher: disk_watcher,
         })
+    }
+
+    /// The free-space monitor of the data directory: its state gates writes; periodic
+    /// writers report `ENOSPC` to it.
+    pub fn disk(&self) -> &Arc<DiskMonitor> {
+        &self.shared.disk
     }
 
     /// What the commit log found when it recovered at open.

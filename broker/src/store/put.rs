@@ -166,9 +166,7 @@ impl Shared {
         scope: TopicScope,
         groups: &[PutGroup<'_>],
     ) -> StoreResult<GroupsAppended> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
+        self.admit(groups)?;
         let checked: Vec<StoreResult<Vec<u64>>> =
             groups.iter().map(|g| self.check_group(scope, g)).collect();
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -182,8 +180,8 @@ impl Shared {
         scope: TopicScope,
         groups: &[PutGroup<'_>],
     ) -> Option<StoreResult<GroupsAppended>> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Some(Err(StoreError::Closed));
+        if let Err(e) = self.admit(groups) {
+            return Some(Err(e));
         }
         let checked: Vec<StoreResult<Vec<u64>>> =
             groups.iter().map(|g| self.check_group(scope, g)).collect();
@@ -193,6 +191,15 @@ impl Shared {
             Err(TryLockError::WouldBlock) => return None,
         };
         Some(self.append_checked(writer, groups, checked))
+    }
+
+    /// Refuses a whole append up front when the store is closing or the disk is full,
+    /// before anything (an auto-created topic included) is written or acknowledged.
+    fn admit(&self, groups: &[PutGroup<'_>]) -> StoreResult<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.disk.admit(groups.len(), self.log.write_offset().get())
     }
 
     fn append_checked(
@@ -228,6 +235,8 @@ impl Shared {
             // cannot be indexed.
             let need = cqs.blocks_needed(base, g.msgs.len() as u64);
             if let Err(e) = cqs.reserve(need) {
+                self.disk
+                    .report_if_full(&e, 0, "allocating consume-queue space");
                 checked[i] = Err(StoreError::cq(g.topic, g.queue_id, e));
                 continue;
             }
@@ -258,6 +267,8 @@ impl Shared {
                 Ok(a) => a,
                 Err(e) => {
                     cqs.unreserve(reserved);
+                    let segment = self.config.commitlog.segment_size_bytes;
+                    self.disk.append_failed(&e, segment, groups.len());
                     // Nothing of a failed batch is visible: put every counter back, the
                     // earliest base of a queue last.
                     for &(i, base) in bases.iter().rev() {

@@ -153,3 +153,43 @@ fn a_message_is_readable_as_soon_as_it_is_acknowledged() {
         store.close().unwrap();
     }
 }
+
+#[test]
+fn a_full_disk_refuses_puts_before_auto_creating_a_topic_and_still_serves_reads() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.commitlog.segment_size_bytes = 1 << 20;
+    config.disk_reserve = DiskReserve::Bytes(0);
+    let store = MessageStore::open(config.clone()).unwrap();
+    store.put("kept", 0, &msg(&[], b"stored before")).unwrap();
+    store.close().unwrap();
+
+    // A reserve no filesystem can meet: the store opens full.
+    config.disk_reserve = DiskReserve::Bytes(u64::MAX);
+    let store = MessageStore::open(config).unwrap();
+    assert_eq!(store.disk().state(), DiskState::Full);
+    let err = store
+        .put("new-topic", 0, &msg(&[], b"refused"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    assert!(
+        store.topic("new-topic").is_none(),
+        "a refused put created its topic"
+    );
+    let err = store.put("kept", 0, &msg(&[], b"refused")).unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    assert_eq!(store.disk().status().sends_refused, 2);
+    let r = store
+        .get_messages(
+            "kept",
+            0,
+            QueueOffset::new(0),
+            10,
+            usize::MAX,
+            &TagFilter::All,
+        )
+        .unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].view().body(), b"stored before");
+    assert_eq!(store.queue_range("kept", 0).unwrap().1.get(), 1);
+}

@@ -19,9 +19,19 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// No disk reserve unless the test sets one: tests must not depend on the host's free
+/// space.
+fn default_reserve(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--disk-reserve") {
+        &[]
+    } else {
+        &["--disk-reserve", "0"]
+    }
+}
+
 impl BrokerProcess {
-    /// Starts `broker --data-dir <data> --listen 127.0.0.1:<free port> <args>` and waits until
-    /// it accepts connections. Its output goes to `<log_dir>/broker-<n>.log`.
+    /// Starts `broker --data-dir <data> --listen 127.0.0.1:<free port> <args>` (with
+    /// `--disk-reserve 0` unless `args` set one) and waits until it accepts connections. Its output goes to `<log_dir>/broker-<n>.log`.
     pub fn start(data: &Path, log_dir: &Path, args: &[&str]) -> Self {
         std::fs::create_dir_all(log_dir).unwrap();
         // A port taken between our probe and the broker's bind: try another one.
@@ -37,6 +47,7 @@ impl BrokerProcess {
                 .arg("--data-dir")
                 .arg(data)
                 .args(args)
+                .args(default_reserve(args))
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
@@ -109,6 +120,16 @@ impl BrokerProcess {
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The signal that ended the process (e.g. `libc::SIGBUS`), if one did.
+    pub fn exit_signal(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|s| s.signal())
     }
 
     /// Resident memory (VmRSS) in KiB, from /proc.

@@ -153,7 +153,7 @@ impl Acker {
 
     /// Hands a message back for a later retry (the broker stores it in the group's retry
     /// topic, or its dead-letter topic past the last attempt), then acks it. If the broker
-    /// cannot be reached the message stays unacked and the send-back is retried in the
+    /// cannot be reached (or its disk is full) the message stays unacked and the send-back is retried in the
     /// background until it succeeds or the consumer closes: the queue's committed offset
     /// never passes it.
     ///
@@ -170,7 +170,7 @@ impl Acker {
                 self.nacked(msg);
                 Ok(())
             }
-            Err(e) if e.is_retriable() => {
+            Err(e) if send_back_retriable(&e) => {
                 tracing::warn!(error = %e, msg_id = %req.msg_id, "send-back failed, retrying in the background");
                 tokio::spawn(retry_send_back(self.clone(), req, msg.clone()));
                 Ok(())
@@ -198,6 +198,12 @@ fn ack_with(shared: &Shared, msg: &ReceivedMessage) {
     }
 }
 
+/// A send-back that may succeed later. A full disk is waited out too: the broker refuses
+/// new writes until space is freed, and the message must not be dropped meanwhile.
+fn send_back_retriable(e: &crate::Error) -> bool {
+    e.is_retriable() || e.status() == Some(protocol::Status::DiskFull)
+}
+
 async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessage) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -207,7 +213,7 @@ async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessag
         }
         match acker.shared.conn.call(&req, &[]).await {
             Ok(_) => return acker.nacked(&msg),
-            Err(e) if e.is_retriable() => {
+            Err(e) if send_back_retriable(&e) => {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {

@@ -10,6 +10,7 @@ use protocol::Frame;
 
 use super::{blocking, check_group, decode, now_ms, queue_bounds, HandlerResult, Services};
 use crate::server::response::Response;
+use crate::store::disk::is_out_of_space;
 
 pub(super) async fn heartbeat(services: &Arc<Services>, frame: &Frame) -> HandlerResult {
     let req: HeartbeatRequest = decode(frame)?;
@@ -17,8 +18,14 @@ pub(super) async fn heartbeat(services: &Arc<Services>, frame: &Frame) -> Handle
     let s = Arc::clone(services);
     blocking(move || {
         // Created up front (as RocketMQ does) so members own the retry queue from their
-        // first heartbeat, before any message is nacked.
-        s.retry.ensure_retry_topic(&req.group)?;
+        // first heartbeat, before any message is nacked. On a full disk the group joins
+        // without it: a later heartbeat creates it, and the coordinator then assigns it.
+        if let Err(e) = s.retry.ensure_retry_topic(&req.group) {
+            if !is_out_of_space(&e) {
+                return Err(e.into());
+            }
+            tracing::debug!(group = %req.group, error = %e, "retry topic not created yet: disk full");
+        }
         let queue_count_of = |topic: &str| s.store.topic(topic).map(|t| t.queue_count);
         let mut resp = s.groups.heartbeat(&req, &queue_count_of, now_ms());
         resp.reset_epoch = s.offsets.reset_epoch(&req.group);

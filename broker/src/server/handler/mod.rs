@@ -139,6 +139,7 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
         StoreError::MessageNotFound(_) => Status::NotFound,
         StoreError::Closed => Status::ShuttingDown,
+        StoreError::DiskFull { .. } => Status::DiskFull,
         StoreError::CommitLog(c) => commitlog_status(c),
         StoreError::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
         StoreError::ConsumeQueue {
@@ -200,5 +201,19 @@ mod tests {
         assert!(h.message.starts_with("disk full"), "{}", h.message);
         let e = StoreError::TopicNotFound("t".into());
         assert_eq!(HandlerError::from(e).status, Status::TopicNotFound);
+    }
+
+    #[test]
+    fn a_send_refused_below_the_reserve_says_so_with_the_figures() {
+        let e = StoreError::DiskFull {
+            free_bytes: 5 << 20,
+            reserve_bytes: 16 << 20,
+        };
+        let h = HandlerError::from(e);
+        assert_eq!(h.status, Status::DiskFull);
+        assert_eq!(
+            h.message,
+            "disk full: sends refused until space is freed (free=5.0 MiB, reserve=16.0 MiB)"
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! Broker statistics.
 
-use protocol::messages::{StatsRequest, StatsResponse};
+use protocol::messages::{DiskState as WireDiskState, StatsRequest, StatsResponse};
 use protocol::Frame;
 
 use super::{decode, HandlerResult, Services};
 use crate::server::response::Response;
+use crate::store::DiskState;
 
 pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
     let _: StatsRequest = decode(frame)?;
     let s = services.stats.snapshot();
     let store = &services.store;
     let log = store.commit_log();
+    let disk = store.disk().status();
     Ok(Response::ok(&StatsResponse {
         broker_version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_ms: s.uptime_ms,
@@ -23,5 +25,11 @@ pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
         commitlog_min_offset: log.min_offset().get(),
         commitlog_write_offset: log.write_offset().get(),
         commitlog_flushed_offset: log.flushed_offset().get(),
+        disk_state: match disk.state {
+            DiskState::Ok => WireDiskState::Ok,
+            DiskState::Full => WireDiskState::Full,
+        },
+        disk_free_bytes: disk.free_bytes,
+        sends_refused_disk_full: disk.sends_refused,
     }))
 }
