@@ -181,6 +181,12 @@ pub struct Config {
     /// A connection that sends part of a frame and then nothing for this long is closed.
     /// Default 30000 ms.
     pub partial_frame_timeout_ms: u64,
+    /// Remove a consumer group (its offsets, `%RETRY%` and `%DLQ%` topics) once it has had
+    /// no live member and no commit for this long. Default 0: never.
+    pub group_idle_expiry_ms: u64,
+    /// Most topics the broker holds (internal ones included); creating or auto-creating
+    /// one more is refused with `TopicLimit`. Default 10000.
+    pub max_topics: u32,
 }
 
 impl Default for Config {
@@ -205,6 +211,8 @@ impl Default for Config {
             max_reconsume_times: 16,
             offsets_persist_interval_ms: 1_000,
             partial_frame_timeout_ms: 30_000,
+            group_idle_expiry_ms: 0,
+            max_topics: 10_000,
         }
     }
 }
@@ -296,6 +304,9 @@ impl Config {
         }
         if self.partial_frame_timeout_ms == 0 {
             return bad("partial_frame_timeout_ms", "must be at least 1".into());
+        }
+        if self.max_topics == 0 {
+            return bad("max_topics", "must be at least 1".into());
         }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());

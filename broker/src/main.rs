@@ -81,6 +81,14 @@ struct Cli {
     /// [default: 30000].
     #[arg(long, value_name = "MS")]
     partial_frame_timeout_ms: Option<u64>,
+    /// Remove a group (offsets, retry and dead-letter topics) after it had no live member
+    /// and no commit for this long, in ms; 0 never [default: 0].
+    #[arg(long, value_name = "MS")]
+    group_idle_expiry_ms: Option<u64>,
+    /// Most topics held, internal ones included; creating one more is refused
+    /// [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_topics: Option<u32>,
 }
 
 impl Cli {
@@ -107,7 +115,9 @@ impl Cli {
             retry_delays_ms,
             max_reconsume_times,
             offsets_persist_interval_ms,
-            partial_frame_timeout_ms
+            partial_frame_timeout_ms,
+            group_idle_expiry_ms,
+            max_topics
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

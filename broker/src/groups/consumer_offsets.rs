@@ -286,6 +286,18 @@ impl ConsumerOffsets {
         }
     }
 
+    /// Forgets a group's progress on every queue (and its reset epoch). Returns how many
+    /// queues it had a committed offset on.
+    pub fn remove_group(&self, group: &str) -> usize {
+        let mut state = self.lock();
+        state.reset_epochs.remove(group);
+        let Some(topics) = state.groups.remove(group) else {
+            return 0;
+        };
+        state.changes += 1;
+        topics.values().map(BTreeMap::len).sum()
+    }
+
     /// Whether something changed since the last successful [`ConsumerOffsets::persist`].
     pub fn is_dirty(&self) -> bool {
         self.lock().changes != self.persisted_changes.load(Ordering::Acquire)

@@ -259,3 +259,20 @@ fn a_commit_from_before_a_reset_is_refused_and_one_after_applies() {
     // Epochs only grow, even when the clock says otherwise.
     assert_eq!(o.begin_reset("g", 5), 1_001);
 }
+
+#[test]
+fn removing_a_group_forgets_only_its_offsets_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit("g", &[commit("a", 0, 3, &[]), commit("b", 1, 4, &[])])
+        .unwrap();
+    o.commit("h", &[commit("a", 0, 9, &[])]).unwrap();
+    o.persist().unwrap();
+    assert_eq!(o.remove_group("g"), 2);
+    assert_eq!(o.remove_group("g"), 0, "already gone");
+    assert!(o.is_dirty());
+    o.persist().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.get("g", "a", 0), None);
+    assert_eq!(o.groups(), vec!["h".to_string()]);
+}

@@ -136,6 +136,9 @@ impl Broker {
         services
             .tracker
             .spawn(background::expire_members(Arc::clone(&services)));
+        services
+            .tracker
+            .spawn(background::expire_idle_groups(Arc::clone(&services)));
         // The binary prints the one start line users read; embedders get it at debug.
         tracing::debug!(
             listen = %local_addr,
