@@ -315,6 +315,7 @@ fn store_config(config: &Config) -> StoreConfig {
         .max(c.commitlog.max_record_bytes);
     c.max_body_bytes = config.max_message_bytes() as usize;
     c.auto_create_topics = config.auto_create_topics;
+    c.max_topics = config.max_topics;
     c.default_queue_count = config.default_queues;
     c
 }

@@ -25,6 +25,9 @@ pub struct StoreConfig {
     /// How often the dispatcher msyncs consume queues and writes the dispatch checkpoint,
     /// and checks for commit-log retention. Default 1,000 ms.
     pub flush_interval_ms: u64,
+    /// Most topics, schedule topics aside; creating or auto-creating one more fails with
+    /// `TopicLimit`. Default 10,000.
+    pub max_topics: u32,
 }
 
 impl StoreConfig {
@@ -37,6 +40,7 @@ impl StoreConfig {
             auto_create_topics: true,
             default_queue_count: 4,
             flush_interval_ms: 1_000,
+            max_topics: 10_000,
             data_dir,
         }
     }
@@ -72,10 +76,6 @@ impl StoreConfig {
         self.consume_queue_dir()
             .join(topic)
             .join(queue_id.to_string())
-    }
-
-    pub(crate) fn topics_path(&self) -> PathBuf {
-        self.data_dir.join("config").join("topics")
     }
 
     pub(crate) fn checkpoint_path(&self) -> PathBuf {

@@ -7,7 +7,7 @@
 //! zero-copy [`RecordRef`]s into the log's mappings.
 //!
 //! On disk, under `<data>`: `commitlog/`, `consumequeue/<topic>/<queue id>/`,
-//! `config/topics`, `checkpoint` (commit-log offset below which every consume-queue entry is
+//! `config/topics.snap` and `config/topics.jnl`, `checkpoint` (commit-log offset below which every consume-queue entry is
 //! durable) and `lock`.
 
 mod config;
@@ -21,6 +21,8 @@ mod queues;
 mod recovery;
 mod tags;
 mod topics;
+mod topics_format;
+mod topics_journal;
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,7 +116,7 @@ impl MessageStore {
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
         let shared = Arc::new(Shared {
-            topics: TopicTable::load(config.topics_path())?,
+            topics: TopicTable::load(&config.config_dir(), config.max_topics)?,
             queues: QueueTable::new(config.clone()),
             writer: Mutex::new(Writer::default()),
             dispatched: AtomicU64::new(0),

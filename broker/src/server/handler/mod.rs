@@ -132,6 +132,7 @@ fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::InvalidTopicName { .. } => Status::InvalidName,
         StoreError::TopicNotFound(_) => Status::TopicNotFound,
+        StoreError::TopicLimit { .. } => Status::TopicLimit,
         StoreError::QueueNotFound { .. }
         | StoreError::BadProperties(_)
         | StoreError::BadTagExpression { .. }
