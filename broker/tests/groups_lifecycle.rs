@@ -240,3 +240,49 @@ async fn a_group_idle_past_the_expiry_is_removed_and_a_live_one_is_kept() {
     assert!(topic_names(&mut c).await.contains(&retry_topic("live")));
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_limit_refuses_creates_and_deleting_a_group_frees_its_names() {
+    let dir = TempDir::new().unwrap();
+    let broker = start(dir.path(), |c| c.max_topics = 2).await;
+    let mut c = RawClient::connect(broker.local_addr()).await;
+    let sent = c.send_batch("t", 0, &[b"a"], None).await;
+    let back = SendBackRequest {
+        group: "g".into(),
+        msg_id: sent.receipts[0].msg_id.clone(),
+        max_reconsume_times: None,
+    };
+    c.call(&back, &[]).await;
+    // "t" and "%RETRY%g" fill the limit: an explicit create and an auto-create both fail.
+    let create = protocol::messages::CreateTopicRequest {
+        topic: "u".into(),
+        queue_count: 1,
+        perm: 0,
+    };
+    let refused = c.call_raw(&create, &[]).await;
+    assert_eq!(
+        refused.status,
+        Status::TopicLimit,
+        "{}",
+        refused.error_message()
+    );
+    assert!(refused.error_message().contains("limit of 2 topics"));
+    let (req, body) = server_support::batch("v", 0, &[b"x"], None);
+    let refused = c.call_raw(&req, &body).await;
+    assert_eq!(
+        refused.status,
+        Status::TopicLimit,
+        "{}",
+        refused.error_message()
+    );
+    // Messages to existing topics still go through.
+    c.send_batch("t", 0, &[b"b"], None).await;
+
+    let delete = DeleteGroupRequest {
+        group: "g".into(),
+        force: false,
+    };
+    c.call(&delete, &[]).await;
+    c.call(&create, &[]).await;
+    broker.shutdown().await.unwrap();
+}
