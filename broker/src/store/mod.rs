@@ -15,6 +15,7 @@ mod dispatch;
 mod error;
 pub mod fsutil;
 mod get;
+pub(crate) mod journal_frame;
 mod message_id;
 mod put;
 mod queues;

@@ -7,14 +7,8 @@
 //! has grown past twice its size, so the cost of a change does not grow with the number
 //! of topics.
 //!
-//! **Frame** (journal, and the snapshot after its header), little endian:
-//!
-//! | off | size | field |
-//! |---:|---:|---|
-//! | 0 | 4 | `len`: bytes of kind + payload |
-//! | 4 | 4 | CRC32 of bytes `8 .. 8+len` |
-//! | 8 | 1 | `kind`: 1 Put, 2 Remove |
-//! | 9 | len−1 | payload |
+//! **Frame** (journal, and the snapshot after its header): the CRC frame of
+//! [`super::journal_frame`], whose body is a kind byte (1 Put, 2 Remove) and a payload.
 //!
 //! Put: `queue_count` u32, `perm` u8 (bit 0 read, bit 1 write), `created_at_physical` u64,
 //! `name_len` u8, name. Remove: `name_len` u8, name. Both carry whole values, so replaying
@@ -24,15 +18,13 @@
 //! **Snapshot header** (16 bytes): magic `FMTS`, version u16 = 1, reserved u16, topic
 //! count u32, CRC32 of bytes 0..12; then one Put frame per topic.
 //!
-//! A torn tail (a frame running past the end of the journal, or only zeros after the last
-//! good frame) ends the journal and is cut off at open; a bad frame with data after it is
+//! A torn tail ends the journal and is cut off at open; a bad frame with data after it is
 //! corruption and refuses the open.
 
 use std::collections::BTreeMap;
 
+use super::journal_frame::{encode_frame, read_u32, split_frames};
 use super::topics::{Permission, TopicConfig};
-
-pub(crate) const FRAME_HEADER_BYTES: usize = 8;
 const KIND_PUT: u8 = 1;
 const KIND_REMOVE: u8 = 2;
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"FMTS";
@@ -61,29 +53,25 @@ impl Change {
 
     /// Appends this change as one frame to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        let mut body = Vec::with_capacity(64);
         let name = match self {
             Self::Put(t) => {
-                out.push(KIND_PUT);
-                out.extend_from_slice(&t.queue_count.to_le_bytes());
-                out.push(u8::from(t.perm.read) | (u8::from(t.perm.write) << 1));
-                out.extend_from_slice(&t.created_at_physical.to_le_bytes());
+                body.push(KIND_PUT);
+                body.extend_from_slice(&t.queue_count.to_le_bytes());
+                body.push(u8::from(t.perm.read) | (u8::from(t.perm.write) << 1));
+                body.extend_from_slice(&t.created_at_physical.to_le_bytes());
                 &t.name
             }
             Self::Remove(name) => {
-                out.push(KIND_REMOVE);
+                body.push(KIND_REMOVE);
                 name
             }
         };
         // Topic names are at most 127 bytes (validated before any change is made).
-        out.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(&name.as_bytes()[..name.len().min(255)]);
-        let body = &out[start + FRAME_HEADER_BYTES..];
-        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-        let crc = crc32fast::hash(body);
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let name = &name.as_bytes()[..name.len().min(255)];
+        body.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+        body.extend_from_slice(name);
+        encode_frame(out, &body);
     }
 
     fn decode(body: &[u8]) -> Result<Self, String> {
@@ -133,55 +121,15 @@ pub(crate) struct Frames {
 /// Reads frames until the end of `bytes`.
 ///
 /// # Errors
-/// A sentence naming the offset of a bad frame that has data after it (corruption).
+/// A sentence naming the offset of a bad frame that has data after it (corruption), or a
+/// frame that passes its checksum but does not decode.
 pub(crate) fn decode_frames(bytes: &[u8]) -> Result<Frames, String> {
-    let mut changes = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        match frame_at(bytes, at) {
-            Ok((change, next)) => {
-                changes.push(change);
-                at = next;
-            }
-            Err(reason) => {
-                let rest = &bytes[at..];
-                let runs_past_end = rest.len() < FRAME_HEADER_BYTES
-                    || FRAME_HEADER_BYTES + read_u32(rest, 0) as usize >= rest.len();
-                if runs_past_end || rest.iter().all(|b| *b == 0) {
-                    break;
-                }
-                return Err(format!("bad frame at byte {at}: {reason}"));
-            }
-        }
-    }
-    Ok(Frames {
-        changes,
-        good_len: at,
-    })
-}
-
-fn frame_at(bytes: &[u8], at: usize) -> Result<(Change, usize), String> {
-    let rest = &bytes[at..];
-    if rest.len() < FRAME_HEADER_BYTES {
-        return Err("truncated frame header".into());
-    }
-    let len = read_u32(rest, 0) as usize;
-    let end = FRAME_HEADER_BYTES + len;
-    if len == 0 || rest.len() < end {
-        return Err(format!("frame of {len} bytes does not fit"));
-    }
-    let body = &rest[FRAME_HEADER_BYTES..end];
-    let (expected, actual) = (read_u32(rest, 4), crc32fast::hash(body));
-    if expected != actual {
-        return Err(format!(
-            "checksum mismatch: expected {expected:#010x}, got {actual:#010x}"
-        ));
-    }
-    Ok((Change::decode(body)?, at + end))
-}
-
-fn read_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let (bodies, good_len) = split_frames(bytes)?;
+    let changes = bodies
+        .into_iter()
+        .map(Change::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Frames { changes, good_len })
 }
 
 /// The snapshot of `topics`: header, then a Put frame each.
