@@ -188,6 +188,12 @@ pub struct Config {
     /// (`64M`) or a percentage of the filesystem (`1%`, never below 16M); `0` disables it
     /// (writes are then refused only after one hit `ENOSPC`). Default `1%`.
     pub disk_reserve: DiskReserve,
+    /// Remove a consumer group (its offsets, `%RETRY%` and `%DLQ%` topics) once it has had
+    /// no live member and no commit for this long. Default 0: never.
+    pub group_idle_expiry_ms: u64,
+    /// Most topics the broker holds (internal ones included); creating or auto-creating
+    /// one more is refused with `TopicLimit`. Default 10000.
+    pub max_topics: u32,
 }
 
 impl Default for Config {
@@ -213,6 +219,8 @@ impl Default for Config {
             offsets_persist_interval_ms: 1_000,
             partial_frame_timeout_ms: 30_000,
             disk_reserve: DiskReserve::default(),
+            group_idle_expiry_ms: 0,
+            max_topics: 10_000,
         }
     }
 }
@@ -306,6 +314,9 @@ impl Config {
         }
         if self.partial_frame_timeout_ms == 0 {
             return bad("partial_frame_timeout_ms", "must be at least 1".into());
+        }
+        if self.max_topics == 0 {
+            return bad("max_topics", "must be at least 1".into());
         }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());

@@ -86,6 +86,14 @@ struct Cli {
     /// [default: 1%].
     #[arg(long, value_name = "SIZE|PCT")]
     disk_reserve: Option<DiskReserve>,
+    /// Remove a group (offsets, retry and dead-letter topics) after it had no live member
+    /// and no commit for this long, in ms; 0 never [default: 0].
+    #[arg(long, value_name = "MS")]
+    group_idle_expiry_ms: Option<u64>,
+    /// Most topics held, internal ones included; creating one more is refused
+    /// [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_topics: Option<u32>,
 }
 
 impl Cli {
@@ -113,7 +121,9 @@ impl Cli {
             max_reconsume_times,
             offsets_persist_interval_ms,
             partial_frame_timeout_ms,
-            disk_reserve
+            disk_reserve,
+            group_idle_expiry_ms,
+            max_topics
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

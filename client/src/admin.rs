@@ -1,10 +1,10 @@
 //! Administrative calls: topics, groups, offsets, lookups and broker statistics.
 
 use protocol::messages::{
-    CreateTopicRequest, DeleteTopicRequest, GetMessageRequest, GetTopicRequest, GroupInfoRequest,
-    GroupInfoResponse, ListTopicsRequest, QueryOffsetRequest, QueueCommit, ResetOffsetRequest,
-    ResetTarget, SearchOffsetRequest, StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest,
-    PERM_READ, PERM_WRITE,
+    CreateTopicRequest, DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest,
+    GetMessageRequest, GetTopicRequest, GroupInfoRequest, GroupInfoResponse, ListTopicsRequest,
+    QueryOffsetRequest, QueueCommit, ResetOffsetRequest, ResetTarget, SearchOffsetRequest,
+    StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest, PERM_READ, PERM_WRITE,
 };
 use protocol::names::{validate_any_name, validate_user_name};
 
@@ -116,6 +116,21 @@ impl Admin {
         check_any_name(group)?;
         let req = GroupInfoRequest {
             group: group.to_string(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// Deletes a consumer group: its committed offsets and its `%RETRY%` and `%DLQ%`
+    /// topics. Refused (`GroupHasMembers`) while it has live members unless `force`.
+    ///
+    /// # Errors
+    /// Connection failures; `GroupHasMembers`; `NotFound` for a group the broker does not
+    /// know.
+    pub async fn delete_group(&self, group: &str, force: bool) -> Result<DeleteGroupResponse> {
+        check_user_name(group)?;
+        let req = DeleteGroupRequest {
+            group: group.to_string(),
+            force,
         };
         Ok(self.conn.call(&req, &[]).await?.0)
     }

@@ -52,6 +52,8 @@ wire_enum!(
         ResetOffset = 45,
         /// A consumer hands back a message it failed to process (a nack).
         SendBack = 46,
+        /// Removes a group's offsets and its retry and dead-letter topics.
+        DeleteGroup = 47,
         SearchOffset = 50,
         GetMessage = 51,
         BrokerStats = 52,
@@ -90,6 +92,8 @@ wire_enum!(
         /// A member's commit made before its group's offsets were reset: it must drop its
         /// queues and start them again from the reset position (learnt by heartbeat).
         OffsetsReset = 19,
+        /// Creating the topic would pass the broker's topic limit (`--max-topics`).
+        TopicLimit = 20,
     }
 );
 

@@ -351,6 +351,27 @@ pub struct SendBackResponse {
 }
 request!(SendBackRequest, SendBack, SendBackResponse);
 
+/// Removes a consumer group: its committed offsets and its `%RETRY%` and `%DLQ%` topics.
+/// Refused with `GroupHasMembers` while it has live members unless forced (forced, its
+/// members join afresh at their next heartbeat); `NotFound` when the broker knows nothing
+/// of the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteGroupRequest {
+    pub group: String,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteGroupResponse {
+    /// Live members dropped (only with `force`).
+    pub members: u32,
+    /// Queues whose committed offset was removed.
+    pub offsets: u32,
+    /// Topics removed (the group's retry and dead-letter topics that existed).
+    pub topics: Vec<String>,
+}
+request!(DeleteGroupRequest, DeleteGroup, DeleteGroupResponse);
+
 // ---- lookups ----
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
-//! Committed progress of every (group, topic, queue), kept in memory and saved as a whole
-//! to `<data>/config/offsets` by [`ConsumerOffsets::persist`].
+//! Committed progress of every (group, topic, queue), kept in memory and saved by
+//! [`ConsumerOffsets::persist`] to `<data>/config/offsets` (a snapshot) and
+//! `<data>/config/offsets.jnl` (what changed since).
 //!
-//! The file is JSON, written atomically (temp file, fsync, rename, fsync the folder):
+//! The snapshot is JSON, written atomically (temp file, fsync, rename, fsync the folder):
 //!
 //! ```text
 //! { "version": 1,
@@ -9,13 +10,20 @@
 //!                 "offset": 10, "acked_above": [ { "start": 11, "end": 1000 } ] } ] }
 //! ```
 //!
+//! A persist appends only the queues that changed since the last one, as one CRC frame
+//! (see `store::journal_frame`) of kind 1 whose payload is a JSON list of
+//! [`JournalEntry`] (no `offset`: the entry was removed), and syncs the journal. Once the
+//! journal would pass twice the snapshot's size the persist writes a new snapshot and
+//! empties the journal instead; the batch is appended first, so a journal left behind by
+//! a crash in between replays over the new snapshot without changing it.
+//!
 //! Losing commits made after the last persist only causes redelivery. A file that does
 //! not parse is an error at open rather than a silent reset to zero, which would redeliver
 //! everything.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +36,12 @@ use super::error::OffsetsError;
 use commitlog::storage::{RealFs, Storage};
 
 use crate::store::fsutil::atomic_write_on;
+use crate::store::journal_frame::{encode_frame, split_frames};
+
+/// Kind byte of a journal frame holding a batch of entries.
+const KIND_BATCH: u8 = 1;
+/// The journal may grow to this many bytes, or twice the snapshot, before compaction.
+const MIN_COMPACT_BYTES: u64 = 64 * 1024;
 
 /// Version of the offsets file this code writes and reads.
 pub const OFFSETS_FORMAT_VERSION: u32 = 1;
@@ -37,10 +51,11 @@ pub const OFFSETS_FORMAT_VERSION: u32 = 1;
 pub struct ConsumerOffsets {
     path: PathBuf,
     state: Mutex<State>,
-    /// Serialises persists so an older snapshot never renames over a newer one.
-    persist_lock: Mutex<()>,
     /// Where snapshots are written: the real file system, or a fault-injecting seam.
     storage: Arc<dyn Storage>,
+    /// The journal; its lock serialises persists so an older snapshot never renames over
+    /// a newer one and batches are appended in order.
+    journal: Mutex<Journal>,
     /// The change counter of the last snapshot on disk.
     persisted_changes: AtomicU64,
 }
@@ -54,6 +69,31 @@ struct State {
     /// group -> epoch of its last reset since start (see [`ConsumerOffsets::begin_reset`]).
     /// Not saved: after a restart no member holds state a reset must invalidate.
     reset_epochs: HashMap<String, u64>,
+    /// (group, topic, queue) changed since the last persist.
+    dirty: BTreeSet<(String, String, u32)>,
+}
+
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    /// Opened at the first append.
+    file: Option<File>,
+    len: u64,
+    snapshot_len: u64,
+    /// A failed append could not be cut off: the next persist rewrites the snapshot.
+    must_compact: bool,
+}
+
+/// One queue's progress in the journal; no `offset` means it was removed.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    group: String,
+    topic: String,
+    queue_id: u32,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    acked_above: Vec<OffsetRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +145,9 @@ impl ConsumerOffsets {
             source,
         })?;
         let path = dir.join("offsets");
-        let groups = match fs::read(&path) {
-            Ok(bytes) => load(&path, &bytes)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        let (mut groups, snapshot_len) = match fs::read(&path) {
+            Ok(bytes) => (load(&path, &bytes)?, bytes.len() as u64),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), 0),
             Err(source) => {
                 return Err(OffsetsError::Io {
                     op: "read",
@@ -116,14 +156,24 @@ impl ConsumerOffsets {
                 })
             }
         };
+        let journal_path = dir.join("offsets.jnl");
+        let len = replay_journal(&journal_path, &mut groups)?;
         Ok(Self {
             path,
             state: Mutex::new(State {
                 groups,
                 changes: 0,
                 reset_epochs: HashMap::new(),
+                dirty: BTreeSet::new(),
             }),
-            persist_lock: Mutex::new(()),
+            journal: Mutex::new(Journal {
+                path: journal_path,
+                file: None,
+                len,
+                snapshot_len,
+                // Without a snapshot, the first save writes one.
+                must_compact: snapshot_len == 0,
+            }),
             storage,
             persisted_changes: AtomicU64::new(0),
         })
@@ -181,7 +231,7 @@ impl ConsumerOffsets {
                 current,
             });
         }
-        let mut changed = false;
+        let mut changed = Vec::new();
         for (c, n) in normalized {
             let Normalized {
                 offset,
@@ -208,21 +258,26 @@ impl ConsumerOffsets {
                 .entry(c.topic.clone())
                 .or_default()
                 .entry(c.queue_id);
-            match slot {
+            let differs = match slot {
                 std::collections::btree_map::Entry::Occupied(mut o) => {
-                    if *o.get() != new {
+                    let differs = *o.get() != new;
+                    if differs {
                         o.insert(new);
-                        changed = true;
                     }
+                    differs
                 }
                 std::collections::btree_map::Entry::Vacant(v) => {
                     v.insert(new);
-                    changed = true;
+                    true
                 }
+            };
+            if differs {
+                changed.push((group.to_string(), c.topic.clone(), c.queue_id));
             }
         }
-        if changed {
+        if !changed.is_empty() {
             state.changes += 1;
+            state.dirty.extend(changed);
         }
         Ok(())
     }
@@ -283,20 +338,48 @@ impl ConsumerOffsets {
             .or_default()
             .insert(queue_id, p);
         state.changes += 1;
+        state
+            .dirty
+            .insert((group.to_string(), topic.to_string(), queue_id));
         commit
     }
 
     /// Forgets every group's progress on a topic (after the topic is deleted).
     pub fn remove_topic(&self, topic: &str) {
         let mut state = self.lock();
-        let mut changed = false;
-        for topics in state.groups.values_mut() {
-            changed |= topics.remove(topic).is_some();
+        let mut removed = Vec::new();
+        for (group, topics) in &mut state.groups {
+            if let Some(queues) = topics.remove(topic) {
+                removed.extend(
+                    queues
+                        .into_keys()
+                        .map(|q| (group.clone(), topic.to_string(), q)),
+                );
+            }
         }
         state.groups.retain(|_, topics| !topics.is_empty());
-        if changed {
+        if !removed.is_empty() {
             state.changes += 1;
+            state.dirty.extend(removed);
         }
+    }
+
+    /// Forgets a group's progress on every queue (and its reset epoch). Returns how many
+    /// queues it had a committed offset on.
+    pub fn remove_group(&self, group: &str) -> usize {
+        let mut state = self.lock();
+        state.reset_epochs.remove(group);
+        let Some(topics) = state.groups.remove(group) else {
+            return 0;
+        };
+        state.changes += 1;
+        let removed: Vec<_> = topics
+            .iter()
+            .flat_map(|(t, queues)| queues.keys().map(|q| (group.to_string(), t.clone(), *q)))
+            .collect();
+        let n = removed.len();
+        state.dirty.extend(removed);
+        n
     }
 
     /// Whether something changed since the last successful [`ConsumerOffsets::persist`].
@@ -304,29 +387,101 @@ impl ConsumerOffsets {
         self.lock().changes != self.persisted_changes.load(Ordering::Acquire)
     }
 
-    /// Saves a snapshot atomically if anything changed since the last save.
+    /// Saves what changed since the last save: appended to the journal and synced, or,
+    /// once the journal has grown past twice the snapshot, as a new snapshot.
     ///
     /// # Errors
-    /// Encoding or I/O errors; the offsets stay dirty and the old file stays intact.
+    /// Encoding or I/O errors; the changes stay dirty (the next persist saves them) and
+    /// what was saved before stays intact.
     pub fn persist(&self) -> Result<(), OffsetsError> {
-        let _one_at_a_time = self
-            .persist_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (bytes, changes) = {
-            let state = self.lock();
+        let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        let (frame, keys, changes, snapshot) = {
+            let mut state = self.lock();
             if state.changes == self.persisted_changes.load(Ordering::Acquire) {
                 return Ok(());
             }
-            (encode(&state)?, state.changes)
+            let keys = std::mem::take(&mut state.dirty);
+            let frame = match encode_batch(&state, &keys) {
+                Ok(f) => f,
+                Err(e) => {
+                    state.dirty.extend(keys);
+                    return Err(e);
+                }
+            };
+            let limit = 2 * journal.snapshot_len.max(MIN_COMPACT_BYTES);
+            let snapshot = if journal.must_compact || journal.len + frame.len() as u64 > limit {
+                match encode(&state) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        state.dirty.extend(keys);
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
+            (frame, keys, state.changes, snapshot)
         };
-        atomic_write_on(self.storage.as_ref(), &self.path, &bytes).map_err(|source| {
+        if let Err(e) = self.save(&mut journal, &frame, snapshot.as_deref()) {
+            self.lock().dirty.extend(keys);
+            return Err(e);
+        }
+        self.persisted_changes.store(changes, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends `frame` to the journal; then either syncs it, or (with a snapshot) writes
+    /// the snapshot and empties the journal.
+    fn save(
+        &self,
+        journal: &mut Journal,
+        frame: &[u8],
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), OffsetsError> {
+        let io_err = |op, path: &Path, source| OffsetsError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        if journal.file.is_none() {
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&journal.path)
+                .map_err(|e| io_err("open", &journal.path, e))?;
+            journal.file = Some(f);
+        }
+        let Some(file) = journal.file.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = file.write_all(frame) {
+            if file.set_len(journal.len).is_err() {
+                journal.must_compact = true;
+            }
+            return Err(io_err("append to", &journal.path, e));
+        }
+        journal.len += frame.len() as u64;
+        let Some(snapshot) = snapshot else {
+            return file
+                .sync_data()
+                .map_err(|e| io_err("sync", &journal.path, e));
+        };
+        atomic_write_on(self.storage.as_ref(), &self.path, snapshot).map_err(|source| {
             OffsetsError::Save {
                 path: self.path.clone(),
                 source: Box::new(source),
             }
         })?;
-        self.persisted_changes.store(changes, Ordering::Release);
+        journal.snapshot_len = snapshot.len() as u64;
+        // Emptied durably before the next append, so new frames never sit over old ones.
+        file.set_len(0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                journal.must_compact = true;
+                io_err("empty", &journal.path, e)
+            })?;
+        journal.len = 0;
+        journal.must_compact = false;
         Ok(())
     }
 
@@ -369,6 +524,106 @@ fn encode(state: &State) -> Result<Vec<u8>, OffsetsError> {
 }
 
 type Groups = BTreeMap<String, BTreeMap<String, BTreeMap<u32, Progress>>>;
+
+/// The journal frame for the entries `keys` as they are in `state` now.
+fn encode_batch(
+    state: &State,
+    keys: &BTreeSet<(String, String, u32)>,
+) -> Result<Vec<u8>, OffsetsError> {
+    let entries: Vec<JournalEntry> = keys
+        .iter()
+        .map(|(group, topic, queue_id)| {
+            let p = state
+                .groups
+                .get(group)
+                .and_then(|t| t.get(topic))
+                .and_then(|q| q.get(queue_id));
+            JournalEntry {
+                group: group.clone(),
+                topic: topic.clone(),
+                queue_id: *queue_id,
+                offset: p.map(|p| p.offset),
+                acked_above: p.map(|p| p.acked_above.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let mut body = vec![KIND_BATCH];
+    serde_json::to_writer(&mut body, &entries).map_err(OffsetsError::Encode)?;
+    let mut frame = Vec::with_capacity(body.len() + 8);
+    encode_frame(&mut frame, &body);
+    Ok(frame)
+}
+
+/// Applies the journal at `path` (if any) over `groups`, cutting off a torn tail.
+/// Returns the journal's length in bytes.
+fn replay_journal(path: &Path, groups: &mut Groups) -> Result<u64, OffsetsError> {
+    let corrupt = |reason: String| OffsetsError::CorruptJournal {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(OffsetsError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|source| OffsetsError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let (bodies, good_len) = split_frames(&bytes).map_err(corrupt)?;
+    for body in bodies {
+        let Some((&KIND_BATCH, payload)) = body.split_first() else {
+            return Err(corrupt(format!("unknown frame kind {:?}", body.first())));
+        };
+        let entries: Vec<JournalEntry> =
+            serde_json::from_slice(payload).map_err(|e| corrupt(e.to_string()))?;
+        for e in entries {
+            let queues = groups.entry(e.group.clone()).or_default();
+            match e.offset {
+                Some(offset) => {
+                    queues.entry(e.topic).or_default().insert(
+                        e.queue_id,
+                        Progress {
+                            offset,
+                            acked_above: e.acked_above,
+                        },
+                    );
+                }
+                None => {
+                    if let Some(q) = queues.get_mut(&e.topic) {
+                        q.remove(&e.queue_id);
+                        if q.is_empty() {
+                            queues.remove(&e.topic);
+                        }
+                    }
+                }
+            }
+            if groups.get(&e.group).is_some_and(BTreeMap::is_empty) {
+                groups.remove(&e.group);
+            }
+        }
+    }
+    if good_len < bytes.len() {
+        tracing::warn!(path = %path.display(), kept = good_len, dropped = bytes.len() - good_len, "cutting a torn tail off the offsets journal");
+        file.set_len(good_len as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| OffsetsError::Io {
+                op: "truncate",
+                path: path.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(good_len as u64)
+}
 
 fn load(path: &Path, bytes: &[u8]) -> Result<Groups, OffsetsError> {
     let corrupt = |source| OffsetsError::Corrupt {

@@ -111,35 +111,37 @@ fn dirty_tracking() {
 }
 
 #[test]
-fn a_failed_persist_keeps_the_old_file_and_stays_dirty() {
+fn a_failed_persist_keeps_what_was_saved_and_stays_dirty() {
     let dir = tempfile::tempdir().unwrap();
     let o = ConsumerOffsets::open(dir.path()).unwrap();
     o.commit("g", &[commit("t", 0, 1, &[])]).unwrap();
     o.persist().unwrap();
     let before = fs::read(o.path()).unwrap();
+    drop(o);
 
-    // A folder where the temp file should go makes the write fail.
-    let tmp = o.path().with_file_name("offsets.tmp");
-    fs::create_dir(&tmp).unwrap();
+    // A folder where the journal should go makes the next save fail (changes are
+    // appended there since the save is append-only).
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    let jnl = o.path().with_file_name("offsets.jnl");
+    fs::remove_file(&jnl).unwrap();
+    fs::create_dir(&jnl).unwrap();
     o.commit("g", &[commit("t", 0, 2, &[])]).unwrap();
     let err = o.persist().unwrap_err();
-    assert!(matches!(err, OffsetsError::Save { .. }), "{err}");
+    assert!(matches!(err, OffsetsError::Io { .. }), "{err}");
     assert!(o.is_dirty());
     assert_eq!(fs::read(o.path()).unwrap(), before);
+
+    fs::remove_dir(&jnl).unwrap();
+    o.persist().unwrap();
+    assert!(!o.is_dirty());
     assert_eq!(
         ConsumerOffsets::open(dir.path())
             .unwrap()
             .get("g", "t", 0)
             .unwrap()
             .offset,
-        1
+        2
     );
-
-    fs::remove_dir(&tmp).unwrap();
-    o.persist().unwrap();
-    assert!(!o.is_dirty());
-    let back = ConsumerOffsets::open(dir.path()).unwrap();
-    assert_eq!(back.get("g", "t", 0).unwrap().offset, 2);
 }
 
 #[test]
@@ -258,4 +260,87 @@ fn a_commit_from_before_a_reset_is_refused_and_one_after_applies() {
     assert_eq!(o.get("g", "orders", 0), Some(commit("orders", 0, 4, &[])));
     // Epochs only grow, even when the clock says otherwise.
     assert_eq!(o.begin_reset("g", 5), 1_001);
+}
+
+#[test]
+fn removing_a_group_forgets_only_its_offsets_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    o.commit("g", &[commit("a", 0, 3, &[]), commit("b", 1, 4, &[])])
+        .unwrap();
+    o.commit("h", &[commit("a", 0, 9, &[])]).unwrap();
+    o.persist().unwrap();
+    assert_eq!(o.remove_group("g"), 2);
+    assert_eq!(o.remove_group("g"), 0, "already gone");
+    assert!(o.is_dirty());
+    o.persist().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.get("g", "a", 0), None);
+    assert_eq!(o.groups(), vec!["h".to_string()]);
+}
+
+#[test]
+fn a_persist_appends_only_what_changed_and_a_reopen_replays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    let jnl = dir.path().join("config").join("offsets.jnl");
+    for g in 0..300 {
+        o.commit(&format!("g{g}"), &[commit("orders", 0, 1, &[])])
+            .unwrap();
+    }
+    o.persist().unwrap();
+    let before = std::fs::metadata(&jnl).unwrap().len();
+    o.commit("g7", &[commit("orders", 0, 9, &[(11, 12)])])
+        .unwrap();
+    o.remove_group("g8");
+    o.persist().unwrap();
+    let grew = std::fs::metadata(&jnl).unwrap().len() - before;
+    assert!(grew < 300, "two entries, not 300 groups: {grew} bytes");
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(
+        o.get("g7", "orders", 0),
+        Some(commit("orders", 0, 9, &[(11, 12)]))
+    );
+    assert_eq!(o.get("g8", "orders", 0), None);
+    assert_eq!(o.groups().len(), 299);
+}
+
+#[test]
+fn the_journal_is_folded_into_the_snapshot_and_a_torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let jnl = config.join("offsets.jnl");
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    let mut shrank = false;
+    let mut last = 0;
+    for i in 0..3_000u64 {
+        o.commit("g", &[commit("orders", (i % 7) as u32, i, &[])])
+            .unwrap();
+        o.persist().unwrap();
+        let len = std::fs::metadata(&jnl).unwrap().len();
+        shrank |= len < last;
+        last = len;
+    }
+    assert!(shrank, "compacted at least once");
+    assert!(config.join("offsets").exists());
+    o.commit("g", &[commit("orders", 0, 5_000, &[])]).unwrap();
+    o.persist().unwrap();
+    drop(o);
+    // A torn last frame: the commit it held is lost (redelivery), nothing else.
+    let len = std::fs::metadata(&jnl).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&jnl)
+        .unwrap()
+        .set_len(len - 2)
+        .unwrap();
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.get("g", "orders", 0).unwrap().offset, 2_996);
+    assert_eq!(o.get("g", "orders", 6).unwrap().offset, 2_995);
+    // Appends go on after the cut.
+    o.commit("g", &[commit("orders", 1, 7_000, &[])]).unwrap();
+    o.persist().unwrap();
+    drop(o);
+    let o = ConsumerOffsets::open(dir.path()).unwrap();
+    assert_eq!(o.get("g", "orders", 1).unwrap().offset, 7_000);
 }

@@ -15,7 +15,12 @@
 //! a moving queue learns it lost it at its next heartbeat, commits its acks on it, drops
 //! it and heartbeats again reporting it released; only then does the new owner get it, so
 //! the new owner starts from a commit that includes every ack of the old one. A member
-//! that leaves or expires releases everything at once.
+//! that leaves, expires or whose connection closes releases everything at once.
+//!
+//! A member is bound to the connection it last heartbeated on: when that connection
+//! closes the member is gone at once (a killed process frees its queues without waiting
+//! for the session timeout); one that hangs with its connection open is still dropped by
+//! the session timeout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -41,6 +46,9 @@ struct Inner {
     groups: HashMap<String, Group>,
     /// The last generation handed out, by any group.
     last_generation: u64,
+    /// When each group last showed life (a heartbeat, a commit, a member leaving), for the
+    /// idle-group sweep. One entry per group seen since start, dropped with the group.
+    last_active_ms: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +70,8 @@ struct Member {
     /// Queues this member may still hold: what it reported in its last heartbeat plus
     /// what the reply to that heartbeat granted it.
     held: BTreeSet<(String, u32)>,
+    /// The connection the member last heartbeated on (0: none known).
+    connection: u64,
 }
 
 impl Default for GroupCoordinator {
@@ -102,7 +112,9 @@ impl GroupCoordinator {
         let Inner {
             groups,
             last_generation,
+            last_active_ms,
         } = &mut *inner;
+        touch(last_active_ms, &req.group, now_ms);
         let group = groups.entry(req.group.clone()).or_default();
         let mut changed = self.drop_silent(group, now_ms);
 
@@ -125,6 +137,7 @@ impl GroupCoordinator {
                         last_heartbeat_ms: now_ms,
                         assignment: Vec::new(),
                         held: BTreeSet::new(),
+                        connection: 0,
                     },
                 );
                 changed = true;
@@ -152,23 +165,83 @@ impl GroupCoordinator {
 
     /// Drops a member at once (a clean shutdown). Returns whether it was a member.
     pub fn leave(&self, group: &str, client_id: &str) -> bool {
+        self.remove_member(group, client_id, None)
+    }
+
+    /// Binds a member to the connection its heartbeat came on. Returns true when that is
+    /// a new binding: the caller then watches the connection and calls
+    /// [`GroupCoordinator::connection_closed`] when it closes.
+    pub fn bind_connection(&self, group: &str, client_id: &str, connection: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(member) = inner
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.members.get_mut(client_id))
+        else {
+            return false;
+        };
+        let new = member.connection != connection;
+        member.connection = connection;
+        new
+    }
+
+    /// Drops a member at once because the connection it heartbeats on closed, unless it
+    /// has moved to another connection since. Returns whether it was dropped.
+    pub fn connection_closed(&self, group: &str, client_id: &str, connection: u64) -> bool {
+        self.remove_member(group, client_id, Some(connection))
+    }
+
+    /// Removes a member (only if bound to `connection`, when given) and rebalances.
+    fn remove_member(&self, group: &str, client_id: &str, connection: Option<u64>) -> bool {
         let mut inner = self.lock();
         let Inner {
             groups,
             last_generation,
+            last_active_ms,
         } = &mut *inner;
         let Some(g) = groups.get_mut(group) else {
             return false;
         };
-        if g.members.remove(client_id).is_none() {
-            return false;
+        match (g.members.get(client_id), connection) {
+            (None, _) => return false,
+            (Some(m), Some(c)) if m.connection != c => return false,
+            _ => {}
         }
+        g.members.remove(client_id);
         if g.members.is_empty() {
             groups.remove(group);
         } else {
             self.rebalance(g, last_generation);
         }
+        touch(last_active_ms, group, wall_clock_ms());
         true
+    }
+
+    /// Records a sign of life of a group that may have no members (a commit).
+    pub fn touch(&self, group: &str, now_ms: u64) {
+        touch(&mut self.lock().last_active_ms, group, now_ms);
+    }
+
+    /// When a group without live members last showed life since the broker started;
+    /// `None` while it has members or when it was not seen since start.
+    pub fn idle_since_ms(&self, group: &str) -> Option<u64> {
+        let inner = self.lock();
+        if inner.groups.contains_key(group) {
+            return None;
+        }
+        inner.last_active_ms.get(group).copied()
+    }
+
+    /// Forgets a group: its members (who join afresh at their next heartbeat) and its
+    /// activity record. Returns the client ids of the members it had.
+    pub fn remove_group(&self, group: &str) -> Vec<String> {
+        let mut inner = self.lock();
+        inner.last_active_ms.remove(group);
+        inner
+            .groups
+            .remove(group)
+            .map(|g| g.members.into_keys().collect())
+            .unwrap_or_default()
     }
 
     /// Drops every member silent for longer than the session timeout and rebalances what
@@ -178,6 +251,7 @@ impl GroupCoordinator {
         let Inner {
             groups,
             last_generation,
+            last_active_ms,
         } = &mut *inner;
         let mut dropped = Vec::new();
         for (name, group) in groups.iter_mut() {
@@ -192,7 +266,12 @@ impl GroupCoordinator {
                 self.rebalance(group, last_generation);
             }
         }
-        groups.retain(|_, g| !g.members.is_empty());
+        groups.retain(|name, g| {
+            if g.members.is_empty() {
+                touch(last_active_ms, name, now_ms);
+            }
+            !g.members.is_empty()
+        });
         dropped
     }
 
@@ -353,6 +432,22 @@ fn grant(
         member.held = held;
     }
     (granted, pending)
+}
+
+/// Milliseconds since the Unix epoch, for calls that are not given the time.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn touch(last_active_ms: &mut HashMap<String, u64>, group: &str, now_ms: u64) {
+    match last_active_ms.get_mut(group) {
+        Some(t) => *t = (*t).max(now_ms),
+        None => {
+            last_active_ms.insert(group.to_string(), now_ms);
+        }
+    }
 }
 
 /// Asks the queue count of every topic the group's members subscribe to.

@@ -466,3 +466,41 @@ fn two_members_joining_together_settle_without_sharing_a_queue() {
     assert_eq!(orders("a"), vec![0, 1, 2, 3]);
     assert_eq!(orders("b"), vec![4, 5, 6, 7]);
 }
+
+#[test]
+fn a_closed_connection_releases_its_member_at_once_but_not_after_a_move() {
+    let c = coordinator();
+    let all: Vec<u32> = (0..8).collect();
+    c.heartbeat(&holding("a", &[]), &eight_queues, 0);
+    assert!(c.bind_connection("g", "a", 7), "first binding");
+    assert!(!c.bind_connection("g", "a", 7), "same connection again");
+    c.heartbeat(&holding("a", &[("orders", all.clone())]), &eight_queues, 10);
+    let b = c.heartbeat(&holding("b", &[]), &eight_queues, 20);
+    assert!(queues_of(&b, "orders").is_empty(), "a still holds them");
+    // Another connection's close does nothing; a's own close frees everything now.
+    assert!(!c.connection_closed("g", "a", 8));
+    assert!(c.connection_closed("g", "a", 7));
+    let b = c.heartbeat(&holding("b", &[]), &eight_queues, 30);
+    assert_eq!(queues_of(&b, "orders"), all);
+    // A member that reconnected is not dropped by the close of its old connection.
+    c.bind_connection("g", "b", 1);
+    assert!(c.bind_connection("g", "b", 2), "moved");
+    assert!(!c.connection_closed("g", "b", 1));
+    assert!(c.has_live_members("g"));
+}
+
+#[test]
+fn a_group_is_idle_only_without_members_and_since_its_last_sign_of_life() {
+    let c = coordinator();
+    assert_eq!(c.idle_since_ms("g"), None, "never seen");
+    c.heartbeat(&holding("a", &[]), &eight_queues, 100);
+    assert_eq!(c.idle_since_ms("g"), None, "has a member");
+    c.expire(100 + TIMEOUT + 1);
+    assert_eq!(c.idle_since_ms("g"), Some(100 + TIMEOUT + 1));
+    c.touch("g", 5_000);
+    assert_eq!(c.idle_since_ms("g"), Some(5_000));
+    c.heartbeat(&holding("a", &[]), &eight_queues, 6_000);
+    assert_eq!(c.remove_group("g"), vec!["a".to_string()]);
+    assert_eq!(c.idle_since_ms("g"), None, "forgotten");
+    assert!(!c.has_live_members("g"));
+}

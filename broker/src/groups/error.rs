@@ -22,6 +22,8 @@ pub enum OffsetsError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("consumer offsets journal {} is damaged: {reason}", path.display())]
+    CorruptJournal { path: PathBuf, reason: String },
     #[error(
         "consumer offsets file {}: group {group} topic {topic} queue {queue_id}: {reason}",
         path.display()

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use commitlog::RecordRef;
 use consumequeue::QueueOffset;
+use protocol::names::RETRY_PREFIX;
 
 use super::copy::{parked, unpark};
 use super::progress::ScheduleProgress;
@@ -239,6 +240,16 @@ fn deliver(
     queue_id: u32,
     run: &[(Vec<u8>, &RecordRef)],
 ) -> Result<(), RetryError> {
+    if topic.starts_with(RETRY_PREFIX) && shared.store.topic(topic).is_none() {
+        // A nack creates the retry topic before parking its copy, so a missing one means
+        // the group was deleted since: its retries go with it.
+        tracing::info!(
+            topic,
+            dropped = run.len(),
+            "retries of a deleted group dropped"
+        );
+        return Ok(());
+    }
     shared.ensure_topic(topic)?;
     // The topic may have been recreated with fewer queues; queue 0 always exists.
     let queue_id = match shared.store.topic(topic) {

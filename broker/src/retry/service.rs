@@ -252,8 +252,8 @@ impl RetryService {
         })
     }
 
-    /// Creates the group's retry topic (one queue) unless it exists. The server calls this
-    /// on heartbeat, as RocketMQ does, so members are assigned the retry queue at once.
+    /// Creates the group's retry topic (one queue) unless it exists. [`Self::send_back`]
+    /// does this itself; a heartbeat does not, so that joining a group writes nothing.
     ///
     /// # Errors
     /// A bad group name; store failures.

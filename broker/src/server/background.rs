@@ -1,12 +1,13 @@
 //! Periodic work of a running broker: writing changed consumer offsets (with back-off on
-//! a full disk) and expiring silent group members. Both loops end when shutdown starts.
+//! a full disk), expiring silent group members and removing idle groups. Every loop ends
+//! when shutdown starts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
-use super::handler::now_ms;
+use super::handler::{group, now_ms};
 use super::Services;
 use crate::store::disk::WriteRetry;
 
@@ -64,6 +65,43 @@ pub(crate) async fn expire_members(services: Arc<Services>) {
         }
         for (group, client) in services.groups.expire(now_ms()) {
             tracing::info!(%group, %client, "consumer expired after missing heartbeats");
+        }
+    }
+}
+
+/// Removes groups idle past `group_idle_expiry_ms` (when set): no live member and no
+/// commit for that long. Groups not seen since start count as active at start, so a
+/// restart never removes a group sooner than the expiry after it.
+pub(crate) async fn expire_idle_groups(services: Arc<Services>) {
+    let expiry_ms = services.config.group_idle_expiry_ms;
+    if expiry_ms == 0 {
+        return;
+    }
+    let started_ms = now_ms();
+    let period = Duration::from_millis((expiry_ms / 4).clamp(100, 60_000));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = services.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = Arc::clone(&services);
+        let swept = tokio::task::spawn_blocking(move || {
+            for group in group::idle_groups(&s, expiry_ms, started_ms, now_ms()) {
+                // A member may have joined since the list was made.
+                if s.groups.has_live_members(&group) {
+                    continue;
+                }
+                match group::delete_group(&s, &group) {
+                    Ok(r) => tracing::info!(%group, offsets = r.offsets, topics = ?r.topics, "idle group removed"),
+                    Err(e) => tracing::warn!(%group, error = %e.message, "removing idle group failed; will retry"),
+                }
+            }
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "idle group sweep failed");
         }
     }
 }

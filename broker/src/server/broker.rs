@@ -150,6 +150,9 @@ impl Broker {
         services
             .tracker
             .spawn(background::expire_members(Arc::clone(&services)));
+        services
+            .tracker
+            .spawn(background::expire_idle_groups(Arc::clone(&services)));
         // The binary prints the one start line users read; embedders get it at debug.
         tracing::debug!(
             listen = %local_addr,
@@ -327,6 +330,7 @@ fn store_config(config: &Config) -> StoreConfig {
         .max(c.commitlog.max_record_bytes);
     c.max_body_bytes = config.max_message_bytes() as usize;
     c.auto_create_topics = config.auto_create_topics;
+    c.max_topics = config.max_topics;
     c.default_queue_count = config.default_queues;
     c.disk_reserve = config.disk_reserve;
     c

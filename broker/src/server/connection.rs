@@ -4,7 +4,7 @@
 //! and one writer task for the answers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +27,14 @@ use super::Services;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes the read buffer grows by when it has no room left.
 const READ_CHUNK: usize = 16 * 1024;
+/// The id of the next connection; never reused, unlike a socket address.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What a request task needs from its connection.
 pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
+    /// Unique for the life of the broker; group members are bound to it.
+    pub(crate) id: u64,
     /// Cancelled when the connection ends or the broker shuts down; held pulls watch it.
     pub(crate) closed: CancellationToken,
     tx: mpsc::Sender<Outgoing>,
@@ -100,6 +104,7 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
     // task have dropped their senders (held inside `Connection`).
     let conn = Arc::new(Connection {
         peer,
+        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
         closed: closed.clone(),
         tx,
         queued_sends: AtomicUsize::new(0),

@@ -32,6 +32,9 @@ pub struct StoreConfig {
     /// `DiskFull`. Default `0` (none: puts are refused only after a write hit `ENOSPC`);
     /// the broker passes its `--disk-reserve` (default 1%).
     pub disk_reserve: DiskReserve,
+    /// Most topics, schedule topics aside; creating or auto-creating one more fails with
+    /// `TopicLimit`. Default 10,000.
+    pub max_topics: u32,
 }
 
 impl StoreConfig {
@@ -45,6 +48,7 @@ impl StoreConfig {
             default_queue_count: 4,
             flush_interval_ms: 1_000,
             disk_reserve: DiskReserve::Bytes(0),
+            max_topics: 10_000,
             data_dir,
         }
     }
@@ -80,10 +84,6 @@ impl StoreConfig {
     /// `<data>/consumequeue`: the per-queue files of format version 1, replaced on open.
     pub(crate) fn legacy_queue_dir(&self) -> PathBuf {
         self.data_dir.join("consumequeue")
-    }
-
-    pub(crate) fn topics_path(&self) -> PathBuf {
-        self.data_dir.join("config").join("topics")
     }
 
     /// `<data>/checkpoint`: the JSON dispatch checkpoint of format version 1.

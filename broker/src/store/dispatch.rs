@@ -145,7 +145,8 @@ impl Shared {
         }
         let spare = self.queues.store().ensure_spare();
         if let Err(e) = &spare {
-            self.disk.report_if_full(e, 0, "creating a consume-queue arena");
+            self.disk
+                .report_if_full(e, 0, "creating a consume-queue arena");
         }
         match &spare {
             Ok(()) if self.spare_failing.swap(false, Ordering::AcqRel) => {

@@ -40,6 +40,9 @@ pub enum StoreError {
     InvalidTopicName { name: String, reason: String },
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
+    /// Creating the topic would pass the broker's topic limit.
+    #[error("cannot create topic {topic}: the broker already holds its limit of {limit} topics (max_topics); delete unused topics or raise the limit")]
+    TopicLimit { topic: String, limit: u32 },
     #[error("queue {queue_id} does not exist in topic {topic} ({queue_count} queues)")]
     QueueNotFound {
         topic: String,

@@ -10,7 +10,8 @@
 //! 64 MiB arena files cut into 4 KiB blocks of 204 entries, allocated on disk in 1 MiB
 //! steps before use;
 //! `journal/*.cqj`, a CRC-framed journal of queue ends, block lists and the dispatched
-//! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics`; `lock`.
+//! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics.snap` and
+//! `config/topics.jnl` (topic metadata: a compact snapshot and a CRC-framed journal); `lock`.
 //! No file exists per queue, so fds, mappings, start-up work and checkpoints do not grow
 //! with the number of queues. For a moment after a full disk, `space_probe` ([`disk`]).
 
@@ -20,12 +21,15 @@ mod dispatch;
 mod error;
 pub mod fsutil;
 mod get;
+pub(crate) mod journal_frame;
 mod message_id;
 mod put;
 mod queues;
 mod recovery;
 mod tags;
 mod topics;
+mod topics_format;
+mod topics_journal;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -145,7 +149,7 @@ impl MessageStore {
         log_recovery(&log_report);
         let (queues, journaled) = QueueTable::open(&config, storage)?;
         let shared = Arc::new(Shared {
-            topics: TopicTable::load(config.topics_path())?,
+            topics: TopicTable::load(&config.config_dir(), config.max_topics)?,
             queues,
             writer: Mutex::new(Writer::default()),
             dispatched: AtomicU64::new(0),

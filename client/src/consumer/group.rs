@@ -115,13 +115,50 @@ pub(crate) async fn retry_unreleased(shared: &Shared) {
     if commits.is_empty() {
         return;
     }
-    match send_commits(shared, commits.clone()).await {
-        Ok(()) => {}
-        Err(e) if e.status() == Some(Status::OffsetsReset) => {}
-        Err(e) => {
-            tracing::warn!(group = %shared.group, error = %e, "final commit of dropped queues failed, will retry");
-            keep_unreleased(shared, commits);
+    if let Err((keep, e)) = send_final_commits(shared, commits).await {
+        tracing::warn!(group = %shared.group, queues = keep.len(), error = %e, "final commit of dropped queues failed, will retry");
+        keep_unreleased(shared, keep);
+    }
+}
+
+/// Sends the final commits of dropped queues; on failure returns those to try again and
+/// why. Only a failure
+/// that may pass (no answer, a busy broker) keeps a queue held: a commit the broker
+/// refuses (the topic was deleted, the queue shrank below it, the offsets were reset)
+/// would be refused forever, and holding its queue for it would stop the queue's new
+/// owner from ever starting. Such a queue is released without its last acks, which are
+/// then delivered again (at-least-once).
+async fn send_final_commits(
+    shared: &Shared,
+    commits: Vec<QueueCommit>,
+) -> std::result::Result<(), (Vec<QueueCommit>, crate::Error)> {
+    let refused = match send_commits(shared, commits.clone()).await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_retriable() => return Err((commits, e)),
+        Err(e) => e,
+    };
+    if let [c] = commits.as_slice() {
+        tracing::warn!(group = %shared.group, topic = %c.topic, queue = c.queue_id, error = %refused, "final commit refused; queue released without it");
+        return Ok(());
+    }
+    // The broker refuses a commit whole: find the queues it refuses one by one.
+    let mut keep = Vec::new();
+    let mut last = None;
+    for c in commits {
+        match send_commits(shared, vec![c.clone()]).await {
+            Ok(()) => {}
+            Err(e) if e.is_retriable() => {
+                keep.push(c);
+                last = Some(e);
+            }
+            Err(e) => {
+                tracing::warn!(group = %shared.group, topic = %c.topic, queue = c.queue_id, error = %e, "final commit refused; queue released without it");
+            }
         }
+    }
+    match last {
+        Some(e) => Err((keep, e)),
+        None => Ok(()),
     }
 }
 
@@ -176,12 +213,10 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
             q.cancel.cancel();
         }
         let commits: Vec<QueueCommit> = lost.iter().filter_map(|q| q.take_commit(true)).collect();
-        if let Err(e) = send_commits(shared, commits.clone()).await {
+        if let Err((keep, e)) = send_final_commits(shared, commits).await {
             // Still reported as held until the commit lands, so that no new owner starts
             // from the older commit and delivers again what was acked here.
-            if e.status() != Some(Status::OffsetsReset) {
-                keep_unreleased(shared, commits);
-            }
+            keep_unreleased(shared, keep);
             return Err(e);
         }
     }

@@ -140,6 +140,11 @@ pub(crate) async fn run_puller(q: Arc<QueueShared>, ctx: Arc<Shared>, tag_expr: 
             }
             Err(e) => {
                 tracing::warn!(topic = %q.topic, queue = q.queue_id, error = %e, "pull failed");
+                if matches!(e, crate::Error::Closed { .. } | crate::Error::Io { .. }) {
+                    // The broker drops a member whose connection closed: rejoin over the
+                    // new connection now rather than at the next heartbeat.
+                    ctx.heartbeat_now.notify_one();
+                }
                 tokio::select! {
                     () = q.cancel.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}

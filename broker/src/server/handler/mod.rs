@@ -2,7 +2,7 @@
 //! calls run on the blocking pool) and returns a response; errors become error responses
 //! with a status and a sentence.
 
-mod group;
+pub(super) mod group;
 mod hello;
 mod lookup;
 mod offset;
@@ -47,9 +47,10 @@ pub(crate) async fn handle(
         RequestCode::CommitOffset => offset::commit(services, &frame).await,
         RequestCode::QueryOffset => offset::query(services, &frame),
         RequestCode::ResetOffset => offset::reset(services, &frame).await,
-        RequestCode::Heartbeat => group::heartbeat(services, &frame).await,
+        RequestCode::Heartbeat => group::heartbeat(services, conn, &frame).await,
         RequestCode::LeaveGroup => group::leave(services, &frame),
         RequestCode::GroupInfo => group::info(services, &frame).await,
+        RequestCode::DeleteGroup => group::delete(services, &frame).await,
         RequestCode::SendBack => lookup::send_back(services, &frame).await,
         RequestCode::SearchOffset => lookup::search_offset(services, &frame).await,
         RequestCode::GetMessage => lookup::get_message(services, &frame).await,
@@ -131,6 +132,7 @@ fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::InvalidTopicName { .. } => Status::InvalidName,
         StoreError::TopicNotFound(_) => Status::TopicNotFound,
+        StoreError::TopicLimit { .. } => Status::TopicLimit,
         StoreError::QueueNotFound { .. }
         | StoreError::BadProperties(_)
         | StoreError::BadTagExpression { .. }

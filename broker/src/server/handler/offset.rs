@@ -36,6 +36,7 @@ pub(super) async fn commit(services: &Arc<Services>, frame: &Frame) -> HandlerRe
                 ));
             }
         }
+        s.groups.touch(&req.group, now_ms());
         s.offsets
             .commit_fenced(&req.group, req.reset_epoch, &req.commits)
             .map_err(|e| match e {

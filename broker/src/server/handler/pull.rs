@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::messages::{PullRequest, PullResponse, PullStatus};
+use protocol::names::RETRY_PREFIX;
 use protocol::{Frame, Status};
 use tokio::time::Instant;
 
@@ -35,6 +36,15 @@ pub(super) async fn pull(
                 "queue {} does not exist in topic {} ({} queues)",
                 req.queue_id, req.topic, t.queue_count
             )))
+        }
+        // A group's retry topic exists only from its first nack on: until then it is
+        // an empty queue, held like one, and nothing is created for the asking.
+        None if req.topic.starts_with(RETRY_PREFIX) => {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = conn.closed.cancelled() => {}
+            }
+            return Ok(respond_absent(&req));
         }
         None => {
             return Err(HandlerError::new(
@@ -160,4 +170,21 @@ fn respond(services: &Services, got: GetResult, requested: u64) -> Response {
         count: u32::try_from(count).unwrap_or(u32::MAX),
     };
     Response::ok_with_body(&header, Body::Records(got.messages))
+}
+
+/// The answer for a retry topic not created yet: an empty queue at offset 0.
+fn respond_absent(req: &PullRequest) -> Response {
+    let status = if req.offset > 0 {
+        PullStatus::OffsetPastMax
+    } else {
+        PullStatus::NoNewMessage
+    };
+    let header = PullResponse {
+        status,
+        next_offset: 0,
+        min_offset: 0,
+        max_offset: 0,
+        count: 0,
+    };
+    Response::ok_with_body(&header, Body::Records(Vec::new()))
 }

@@ -113,6 +113,23 @@ pub(crate) async fn group_reset(
     Ok(())
 }
 
+pub(crate) async fn group_delete(broker: &str, group: &str, force: bool) -> CliResult {
+    let r = Admin::connect(broker)
+        .await?
+        .delete_group(group, force)
+        .await?;
+    let topics = if r.topics.is_empty() {
+        "no topics".to_string()
+    } else {
+        r.topics.join(", ")
+    };
+    println!(
+        "deleted group {group}: offsets of {} queue(s), {topics}, {} live member(s) dropped",
+        r.offsets, r.members
+    );
+    Ok(())
+}
+
 pub(crate) async fn stats(broker: &str) -> CliResult {
     let s = Admin::connect(broker).await?.stats().await?;
     println!("{}", serde_json::to_string_pretty(&s)?);

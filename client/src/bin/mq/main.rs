@@ -75,6 +75,13 @@ enum GroupCmd {
     Show { group: String },
     /// Move a group's offsets on every queue of a topic.
     Reset(ResetArgs),
+    /// Delete a group: its committed offsets and its %RETRY% and %DLQ% topics.
+    Delete {
+        group: String,
+        /// Delete even while the group has live members (they rejoin from scratch).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +219,9 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Group(GroupCmd::Show { group }) => admin_cmds::group_show(broker, &group).await,
         Cmd::Group(GroupCmd::Reset(a)) => {
             admin_cmds::group_reset(broker, &a.group, &a.topic, a.to, a.force).await
+        }
+        Cmd::Group(GroupCmd::Delete { group, force }) => {
+            admin_cmds::group_delete(broker, &group, force).await
         }
         Cmd::Dlq(DlqCmd::Show { group, max }) => dlq::show(broker, &group, max).await,
         Cmd::Dlq(DlqCmd::Resend { group, max }) => dlq::resend(broker, &group, max).await,
