@@ -1,7 +1,11 @@
 //! One client connection: a cancel-safe read loop that cuts frames out of a buffer, stores
 //! sends in arrival order (a lone send on the spot, the rest through the appender thread),
-//! starts a task for every other request (bounded per connection together with the sends),
-//! and one writer task for the answers.
+//! starts a task for every other request (bounded per connection together with the sends,
+//! by count and by bytes), and one writer task for the answers.
+//!
+//! Everything a connection starts ends with it: once the peer is gone (a failed read or
+//! write) or the connection is dropped at shutdown, its request tasks are dropped, its
+//! held pulls released and its queued answers freed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,28 +18,40 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::appender::{SendJob, SendQueue};
+use super::budget::{ByteBudget, InFlight};
 use super::handler;
 use super::response::Response;
 use super::writer::{self, Outgoing};
 use super::Services;
 
-/// How long a connection may take to finish its in-flight requests after shutdown
-/// starts; a peer that stops reading must not hold the broker open.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes the read buffer grows by when it has no room left.
 const READ_CHUNK: usize = 16 * 1024;
+/// Requests of one connection doing work (reading the store, building an answer) at
+/// once; the rest wait as cheap futures. Without it a pipeline of heavy requests builds
+/// every answer at the same time, whatever the byte budget says. Held pulls do not count
+/// while they wait.
+const RUNNING_PER_CONNECTION: usize = 8;
 
 /// What a request task needs from its connection.
 pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
-    /// Cancelled when the connection ends or the broker shuts down; held pulls watch it.
+    /// Cancelled when the connection stops taking requests or the broker shuts down;
+    /// held pulls watch it and answer at once.
     pub(crate) closed: CancellationToken,
+    /// Cancelled once the connection has ended for good (the peer is gone or the
+    /// connection was dropped): request tasks still running are dropped.
+    gone: CancellationToken,
     tx: mpsc::Sender<Outgoing>,
     /// Sends of this connection queued for the appender thread and not yet stored.
     queued_sends: AtomicUsize,
+    /// Bytes of requests in flight and answers not yet written.
+    budget: Arc<ByteBudget>,
+    /// Requests doing work now; see [`RUNNING_PER_CONNECTION`].
+    running: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -51,13 +67,29 @@ impl Connection {
         self.queued_sends.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Waits until this connection may start building an answer: it is under its byte
+    /// budget and fewer than [`RUNNING_PER_CONNECTION`] of its requests are working.
+    /// `None` once the connection is gone.
+    pub(crate) async fn start_work(&self) -> Option<OwnedSemaphorePermit> {
+        let wait = async {
+            self.budget.room().await;
+            Arc::clone(&self.running).acquire_owned().await.ok()
+        };
+        tokio::select! {
+            () = self.gone.cancelled() => None,
+            permit = wait => permit,
+        }
+    }
+
     /// Queues a response for the writer; dropped if the connection is already gone.
     pub(crate) async fn respond(&self, request_id: u64, response: Response) {
+        let held = self.budget.hold(response.wire_len());
         let _ = self
             .tx
             .send(Outgoing {
                 request_id,
                 response,
+                _held: held,
             })
             .await;
     }
@@ -70,83 +102,133 @@ impl Connection {
         runtime: &tokio::runtime::Handle,
         request_id: u64,
         response: Response,
-        permit: OwnedSemaphorePermit,
+        inflight: InFlight,
     ) {
+        let held = self.budget.hold(response.wire_len());
         let out = Outgoing {
             request_id,
             response,
+            _held: held,
         };
         match self.tx.try_send(out) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(inflight),
             Err(mpsc::error::TrySendError::Full(out)) => {
                 let tx = self.tx.clone();
                 runtime.spawn(async move {
                     let _ = tx.send(out).await;
-                    drop(permit);
+                    drop(inflight);
                 });
             }
         }
+    }
+
+    /// Ends everything this connection started.
+    fn end(&self) {
+        self.closed.cancel();
+        self.gone.cancel();
     }
 }
 
 /// Serves one accepted socket until the peer leaves, the protocol breaks, or shutdown.
 pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: SocketAddr) {
+    let accepted_at = Instant::now();
     let _ = socket.set_nodelay(true);
     let (reader, write_half) = socket.into_split();
     let inflight = services.config.max_inflight_per_connection as usize;
     let (tx, rx) = mpsc::channel(inflight);
-    let closed = services.shutdown.child_token();
-    // The writer holds only the token: it must end once the reader and every request
+    // The writer holds only the tokens: it must end once the reader and every request
     // task have dropped their senders (held inside `Connection`).
     let conn = Arc::new(Connection {
         peer,
-        closed: closed.clone(),
+        closed: services.shutdown.child_token(),
+        gone: CancellationToken::new(),
         tx,
         queued_sends: AtomicUsize::new(0),
+        budget: ByteBudget::new(services.config.max_pending_bytes()),
+        running: Arc::new(Semaphore::new(RUNNING_PER_CONNECTION)),
     });
+    let (closed, gone) = (conn.closed.clone(), conn.gone.clone());
     let writer = {
-        let closed = closed.clone();
         let services = Arc::clone(&services);
         async move {
             if let Err(e) = writer::run(write_half, rx, &services.stats).await {
+                // The peer cannot be told anything any more: stop working for it.
                 tracing::debug!(%peer, error = %e, "write failed; closing");
+                gone.cancel();
             }
             closed.cancel();
         }
     };
-    let reader = read_loop(Arc::clone(&services), conn, reader);
+    let reader = read_loop(
+        Arc::clone(&services),
+        Arc::clone(&conn),
+        reader,
+        accepted_at,
+    );
     let both = async {
         tokio::join!(reader, writer);
     };
+    // Half of the shutdown deadline for answering what is in flight; the rest is left for
+    // the store to close.
+    let grace = Duration::from_millis(services.config.shutdown_timeout_ms / 2);
     let grace = async {
         services.shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         () = both => {}
         () = grace => tracing::warn!(%peer, "connection did not drain in time; dropped"),
     }
-    closed.cancel();
+    conn.end();
+}
+
+/// Why the read loop stops waiting for bytes.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// No complete first frame since the connection was accepted.
+    Hello,
+    /// A frame started but did not progress.
+    Partial,
+    /// Nothing in flight and nothing received.
+    Idle,
 }
 
 /// Reads and dispatches frames. Returning drops this loop's sender, so the writer ends
 /// once the requests still in flight have answered.
-async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: OwnedReadHalf) {
-    let decoder = FrameDecoder::new(services.config.max_frame_bytes());
-    let permits = Arc::new(Semaphore::new(
-        services.config.max_inflight_per_connection as usize,
-    ));
+async fn read_loop(
+    services: Arc<Services>,
+    conn: Arc<Connection>,
+    mut reader: OwnedReadHalf,
+    accepted_at: Instant,
+) {
+    let config = &services.config;
+    let decoder = FrameDecoder::new(config.max_frame_bytes());
+    let max_inflight = config.max_inflight_per_connection as usize;
+    let permits = Arc::new(Semaphore::new(max_inflight));
     let appender = services.appender.sender();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let stall = Duration::from_millis(services.config.partial_frame_timeout_ms);
+    let stall = Duration::from_millis(config.partial_frame_timeout_ms);
+    let hello_deadline = accepted_at + Duration::from_millis(config.hello_timeout_ms);
+    let idle = (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
+    let mut greeted = false;
+    let mut last_activity = Instant::now();
     // Created once: a fresh cancellation future per read registers with the token's lock.
     let closed = conn.closed.clone();
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
     loop {
         loop {
+            // Over budget: read nothing more (the peer's sends back up in TCP) until the
+            // answers already owed have been written.
+            if !conn.budget.has_room() {
+                tokio::select! {
+                    () = &mut cancelled => return,
+                    () = conn.budget.room() => {}
+                }
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    greeted = true;
                     let alone = buf.is_empty();
                     dispatch(&services, &conn, &permits, appender.as_ref(), frame, alone).await;
                 }
@@ -161,23 +243,44 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        // Only a half-received frame is timed: idle connections between requests are
-        // normal, but a peer that stops mid-frame would hold its buffer forever.
-        // The timer is armed only while a frame is incomplete.
-        let partial = !buf.is_empty();
-        let stalled = async move {
-            if partial {
-                tokio::time::sleep(stall).await;
-            } else {
-                std::future::pending::<()>().await;
+        let timer = if !greeted {
+            Some((Timer::Hello, hello_deadline))
+        } else if !buf.is_empty() {
+            // Only a half-received frame is timed this way: idle connections between
+            // requests are normal, but a peer that stops mid-frame would hold its buffer.
+            Some((Timer::Partial, Instant::now() + stall))
+        } else {
+            idle.map(|d| (Timer::Idle, last_activity + d))
+        };
+        let expired = async move {
+            match timer {
+                Some((which, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    which
+                }
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = &mut cancelled => return,
-            () = stalled => {
-                tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
-                return;
-            }
+            which = expired => match which {
+                Timer::Hello => {
+                    tracing::debug!(peer = %conn.peer, pending = buf.len(), "no complete first frame in time; closing");
+                    return;
+                }
+                Timer::Partial => {
+                    tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
+                    return;
+                }
+                Timer::Idle if permits.available_permits() < max_inflight => {
+                    // Requests still in flight (a held pull, say): not idle.
+                    last_activity = Instant::now();
+                }
+                Timer::Idle => {
+                    tracing::debug!(peer = %conn.peer, "idle; closing");
+                    return;
+                }
+            },
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
@@ -185,9 +288,11 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
                     }
                     return;
                 }
-                Ok(_) => {}
+                Ok(_) => last_activity = Instant::now(),
                 Err(e) => {
+                    // A reset peer reads no answers: drop what it started.
                     tracing::debug!(peer = %conn.peer, error = %e, "read failed");
+                    conn.end();
                     return;
                 }
             },
@@ -254,7 +359,7 @@ fn peeked_request_id(buf: &BytesMut) -> u64 {
 }
 
 /// Starts one request while a permit is free (`Busy` otherwise): a send goes to the
-/// appender, anything else runs as a task of its own.
+/// appender, anything else runs as a task of its own, dropped if the connection goes.
 async fn dispatch(
     services: &Arc<Services>,
     conn: &Arc<Connection>,
@@ -276,7 +381,7 @@ async fn dispatch(
             .await;
         return;
     };
-    let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+    let Ok(slot) = Arc::clone(permits).try_acquire_owned() else {
         let msg = format!(
             "too many requests in flight on this connection (limit {})",
             services.config.max_inflight_per_connection
@@ -285,11 +390,16 @@ async fn dispatch(
             .await;
         return;
     };
+    let frame_bytes = protocol::frame::PREFIX_LEN + frame.header.len() + frame.body.len();
+    let inflight = InFlight {
+        _slot: slot,
+        _request: conn.budget.hold(frame_bytes),
+    };
     if code == RequestCode::Send {
         let job = SendJob {
             conn: Arc::clone(conn),
             frame,
-            permit,
+            permit: inflight,
         };
         let refused = match appender {
             Some(queue) => queue.submit(job, alone).await.err(),
@@ -307,8 +417,21 @@ async fn dispatch(
     let services = Arc::clone(services);
     let conn = Arc::clone(conn);
     services.tracker.clone().spawn(async move {
-        let response = handler::handle(&services, &conn, code, frame).await;
-        conn.respond(request_id, response).await;
-        drop(permit);
+        let work = async {
+            // A pull takes its work permit only around its reads, not while it is held.
+            let _running = if code == RequestCode::Pull {
+                None
+            } else {
+                Some(conn.start_work().await?)
+            };
+            let response = handler::handle(&services, &conn, code, frame).await;
+            conn.respond(request_id, response).await;
+            Some(())
+        };
+        tokio::select! {
+            () = conn.gone.cancelled() => {}
+            _ = work => {}
+        }
+        drop(inflight);
     });
 }
