@@ -241,7 +241,13 @@ impl RunningBroker {
                 return Err(shutdown_error(problems));
             }
         };
-        let Services { retry, store, .. } = services;
+        // The other fields (the appender's hold on the store among them) drop at the end
+        // of this block, before the store is closed.
+        let (retry, store) = {
+            let owned = services;
+            let Services { retry, store, .. } = owned;
+            (retry, store)
+        };
         retry.close();
         if let Err(e) = close_store(store).await {
             problems.push(e);

@@ -148,6 +148,7 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
         running: Arc::new(Semaphore::new(RUNNING_PER_CONNECTION)),
     });
     let (closed, gone) = (conn.closed.clone(), conn.gone.clone());
+    let ended = (closed.clone(), gone.clone());
     let writer = {
         let services = Arc::clone(&services);
         async move {
@@ -159,12 +160,8 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
             closed.cancel();
         }
     };
-    let reader = read_loop(
-        Arc::clone(&services),
-        Arc::clone(&conn),
-        reader,
-        accepted_at,
-    );
+    // Only the reader and the request tasks hold `conn` (and so a sender to the writer).
+    let reader = read_loop(Arc::clone(&services), conn, reader, accepted_at);
     let both = async {
         tokio::join!(reader, writer);
     };
@@ -179,7 +176,8 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
         () = both => {}
         () = grace => tracing::warn!(%peer, "connection did not drain in time; dropped"),
     }
-    conn.end();
+    ended.0.cancel();
+    ended.1.cancel();
 }
 
 /// Why the read loop stops waiting for bytes.
@@ -243,14 +241,16 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let timer = if !greeted {
-            Some((Timer::Hello, hello_deadline))
-        } else if !buf.is_empty() {
-            // Only a half-received frame is timed this way: idle connections between
-            // requests are normal, but a peer that stops mid-frame would hold its buffer.
-            Some((Timer::Partial, Instant::now() + stall))
-        } else {
-            idle.map(|d| (Timer::Idle, last_activity + d))
+        // Only a half-received frame is timed by `stall`: idle connections between
+        // requests are normal, but a peer that stops mid-frame would hold its buffer.
+        // Before the first frame the hello deadline runs as well; the earlier one counts.
+        let partial = (!buf.is_empty()).then(|| (Timer::Partial, Instant::now() + stall));
+        let hello = (!greeted).then_some((Timer::Hello, hello_deadline));
+        let timer = match (partial, hello) {
+            (Some(p), Some(h)) => Some(if p.1 < h.1 { p } else { h }),
+            (p, h) => p
+                .or(h)
+                .or_else(|| idle.map(|d| (Timer::Idle, last_activity + d))),
         };
         let expired = async move {
             match timer {
