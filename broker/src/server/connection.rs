@@ -69,15 +69,20 @@ impl Connection {
 
     /// Waits until this connection may start building an answer: it is under its byte
     /// budget and fewer than [`RUNNING_PER_CONNECTION`] of its requests are working.
-    /// `None` once the connection is gone.
-    pub(crate) async fn start_work(&self) -> Option<OwnedSemaphorePermit> {
+    ///
+    /// # Errors
+    /// `Gone` once the connection has ended; `Closing` once it takes no more work (the
+    /// broker is shutting down or the connection is closing): a request that has not
+    /// started by then is not started at all.
+    pub(crate) async fn start_work(&self) -> Result<OwnedSemaphorePermit, NotStarted> {
         let wait = async {
             self.budget.room().await;
-            Arc::clone(&self.running).acquire_owned().await.ok()
+            Arc::clone(&self.running).acquire_owned().await
         };
         tokio::select! {
-            () = self.gone.cancelled() => None,
-            permit = wait => permit,
+            () = self.gone.cancelled() => Err(NotStarted::Gone),
+            () = self.closed.cancelled() => Err(NotStarted::Closing),
+            permit = wait => permit.map_err(|_| NotStarted::Gone),
         }
     }
 
@@ -126,6 +131,26 @@ impl Connection {
     fn end(&self) {
         self.closed.cancel();
         self.gone.cancel();
+    }
+}
+
+/// Why a request was not started; see [`Connection::start_work`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStarted {
+    Gone,
+    Closing,
+}
+
+impl NotStarted {
+    /// The answer owed to the request, if anyone can still read it.
+    pub(crate) fn response(self) -> Option<Response> {
+        match self {
+            Self::Gone => None,
+            Self::Closing => Some(Response::error(
+                Status::ShuttingDown,
+                "the connection is closing (or the broker shutting down); request not started",
+            )),
+        }
     }
 }
 
@@ -419,18 +444,27 @@ async fn dispatch(
     services.tracker.clone().spawn(async move {
         let work = async {
             // A pull takes its work permit only around its reads, not while it is held.
-            let _running = if code == RequestCode::Pull {
+            let running = if code == RequestCode::Pull {
                 None
             } else {
-                Some(conn.start_work().await?)
+                match conn.start_work().await {
+                    Ok(permit) => Some(permit),
+                    Err(why) => {
+                        if let Some(response) = why.response() {
+                            conn.respond(request_id, response).await;
+                        }
+                        return;
+                    }
+                }
             };
             let response = handler::handle(&services, &conn, code, frame).await;
+            // Waiting for room in the writer's queue is not work.
+            drop(running);
             conn.respond(request_id, response).await;
-            Some(())
         };
         tokio::select! {
             () = conn.gone.cancelled() => {}
-            _ = work => {}
+            () = work => {}
         }
         drop(inflight);
     });

@@ -61,9 +61,12 @@ pub(super) async fn pull(
         notified.as_mut().enable();
         // Reads count against the connection's running requests and byte budget; the
         // wait below does not.
-        let Some(running) = conn.start_work().await else {
-            return Err(HandlerError::internal("the connection is gone"));
-        };
+        let running = conn.start_work().await.map_err(|_| {
+            HandlerError::new(
+                Status::ShuttingDown,
+                "the connection is closing (or the broker shutting down); pull not started",
+            )
+        })?;
         let got = if woken {
             read(services, &req, offset, &filter)?
         } else {
