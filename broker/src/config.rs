@@ -190,7 +190,7 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// Bytes one connection may hold in requests not yet answered plus answers not yet
     /// written; past it the connection reads nothing more until its writer drains.
-    /// Default 32M.
+    /// Default 16M.
     pub max_pending_bytes_per_connection: ByteSize,
     /// How long a graceful shutdown may take before the broker stops waiting for
     /// connections and requests and closes the store anyway. Default 10000 ms.
@@ -221,7 +221,7 @@ impl Default for Config {
             partial_frame_timeout_ms: 30_000,
             hello_timeout_ms: 5_000,
             idle_timeout_ms: 0,
-            max_pending_bytes_per_connection: ByteSize(32 << 20),
+            max_pending_bytes_per_connection: ByteSize(16 << 20),
             shutdown_timeout_ms: 10_000,
         }
     }

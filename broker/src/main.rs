@@ -92,7 +92,7 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     idle_timeout_ms: Option<u64>,
     /// Bytes of unanswered requests plus unwritten answers one connection may hold; past
-    /// it the connection is not read until its answers drain [default: 32M].
+    /// it the connection is not read until its answers drain [default: 16M].
     #[arg(long, value_name = "SIZE")]
     max_pending_bytes_per_connection: Option<ByteSize>,
     /// Longest a graceful shutdown waits for connections and requests before it closes

@@ -161,10 +161,19 @@ async fn sigterm_exits_within_the_deadline_while_pipelines_are_never_read() {
     let tmp = TempDir::new().unwrap();
     let mut broker = broker_with_many_queues(
         &tmp,
-        &["--segment-size", "8M", "--shutdown-timeout-ms", "3000"],
+        &[
+            "--segment-size",
+            "8M",
+            "--shutdown-timeout-ms",
+            "3000",
+            "--max-pending-bytes-per-connection",
+            "4M",
+        ],
     )
     .await;
-    // Connections that ask for far more than they read, and stay open.
+    let rss_before = broker.rss_kib();
+    // Connections that ask for far more than they read, and stay open: each is held to
+    // its byte budget (4 MiB of answers) instead of building all 1,024 answers.
     let pipeline = list_topics_pipeline();
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -172,7 +181,12 @@ async fn sigterm_exits_within_the_deadline_while_pipelines_are_never_read() {
         s.write_all(&pipeline).await.unwrap();
         held.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, rss_peak) = wait_until_quiet(&broker);
+    eprintln!("VmRSS before {rss_before} KiB, with unread pipelines {rss_peak} KiB");
+    assert!(
+        rss_peak.saturating_sub(rss_before) < RSS_GROWTH_BOUND_KIB,
+        "memory grew from {rss_before} KiB to {rss_peak} KiB for answers nobody reads"
+    );
     let stopping = Instant::now();
     let status = broker.terminate_and_wait(GUARD);
     eprintln!(
@@ -185,6 +199,51 @@ async fn sigterm_exits_within_the_deadline_while_pipelines_are_never_read() {
     // The store was closed, not abandoned.
     assert!(log.contains("broker stopped cleanly"), "{log}");
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_far_beyond_the_byte_budget_is_answered_whole_once_read() {
+    let tmp = TempDir::new().unwrap();
+    let broker = BrokerProcess::start(
+        &tmp.path().join("data"),
+        &tmp.path().join("logs"),
+        &[
+            "--segment-size",
+            "8M",
+            "--max-pending-bytes-per-connection",
+            "64K",
+        ],
+    );
+    let admin = Admin::connect(&broker.addr).await.unwrap();
+    for t in 0..10 {
+        admin
+            .create_topic(&format!("wide-{t}"), QUEUES)
+            .await
+            .unwrap();
+    }
+    // About 30 MB of answers owed at once against a 64 KiB budget: the broker stops
+    // reading and resumes as this client reads, and every request is answered in full.
+    let mut s = TcpStream::connect(&broker.addr).await.unwrap();
+    s.write_all(&list_topics_pipeline()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let decoder = FrameDecoder::new(64 << 20);
+    let mut buf = BytesMut::new();
+    let mut answered = std::collections::BTreeSet::new();
+    while answered.len() < PIPELINE as usize {
+        if let Some(f) = decoder.decode(&mut buf).unwrap() {
+            assert_eq!(Status::try_from(f.code).unwrap(), Status::Ok);
+            let list: protocol::messages::ListTopicsResponse = header::decode(&f.header).unwrap();
+            assert_eq!(list.topics.len(), 10);
+            assert!(answered.insert(f.request_id), "answered twice");
+            continue;
+        }
+        let n = tokio::time::timeout(GUARD, s.read_buf(&mut buf))
+            .await
+            .expect("answers keep coming while the client reads")
+            .unwrap();
+        assert!(n > 0, "closed after {} answers", answered.len());
+    }
+    assert_eq!(answered, (1..=PIPELINE).collect());
 }
 
 /// Raises this test process's own open-file limit so it can hold `n` sockets; false if

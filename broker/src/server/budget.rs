@@ -8,53 +8,94 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-/// Bytes of requests and answers held by one connection.
+/// Bytes of requests and answers held by one connection. The reader stops while both
+/// together reach the limit; work starts only while the answers alone are under it, so
+/// requests waiting to start can never hold up their own start.
 pub(crate) struct ByteBudget {
-    used: AtomicUsize,
+    requests: AtomicUsize,
+    answers: AtomicUsize,
     limit: usize,
-    /// Woken when `used` falls below `limit`.
+    /// Woken whenever bytes are released while a limit was reached.
     drained: Notify,
+}
+
+/// Which side of a connection bytes are held for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// A request frame not yet answered.
+    Request,
+    /// An answer not yet written to the socket.
+    Answer,
 }
 
 impl ByteBudget {
     pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
-            used: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            answers: AtomicUsize::new(0),
             limit,
             drained: Notify::new(),
         })
     }
 
-    /// Counts `n` bytes until the returned guard is dropped. Never refuses: the caller
-    /// checks for room before it reads or starts work, so one answer larger than the whole
-    /// budget still goes out.
-    pub(crate) fn hold(self: &Arc<Self>, n: usize) -> HeldBytes {
-        self.used.fetch_add(n, Ordering::AcqRel);
+    fn counter(&self, kind: Held) -> &AtomicUsize {
+        match kind {
+            Held::Request => &self.requests,
+            Held::Answer => &self.answers,
+        }
+    }
+
+    /// Counts `n` bytes until the returned guard is dropped. Never refuses: callers check
+    /// for room before they read or start work, so one frame larger than the whole
+    /// budget still goes through.
+    pub(crate) fn hold(self: &Arc<Self>, kind: Held, n: usize) -> HeldBytes {
+        self.counter(kind).fetch_add(n, Ordering::AcqRel);
         HeldBytes {
             budget: Arc::clone(self),
+            kind,
             n,
         }
     }
 
-    fn release(&self, n: usize) {
-        let before = self.used.fetch_sub(n, Ordering::AcqRel);
-        if before >= self.limit && before - n < self.limit {
+    fn release(&self, kind: Held, n: usize) {
+        let was_full = !self.may_read() || !self.may_work();
+        self.counter(kind).fetch_sub(n, Ordering::AcqRel);
+        if was_full {
             self.drained.notify_waiters();
         }
     }
 
-    pub(crate) fn has_room(&self) -> bool {
-        self.used.load(Ordering::Acquire) < self.limit
+    /// Whether the reader may take more requests.
+    pub(crate) fn may_read(&self) -> bool {
+        let used = self
+            .requests
+            .load(Ordering::Acquire)
+            .saturating_add(self.answers.load(Ordering::Acquire));
+        used < self.limit
     }
 
-    /// Resolves once the connection is under its budget.
-    pub(crate) async fn room(&self) {
+    /// Whether a request may start building its answer.
+    pub(crate) fn may_work(&self) -> bool {
+        self.answers.load(Ordering::Acquire) < self.limit
+    }
+
+    /// Resolves once the reader may take more requests.
+    pub(crate) async fn room_to_read(&self) {
+        self.wait_until(Self::may_read).await;
+    }
+
+    /// Resolves once a request may start building its answer.
+    pub(crate) async fn room_to_work(&self) {
+        self.wait_until(Self::may_work).await;
+    }
+
+    async fn wait_until(&self, ready: fn(&Self) -> bool) {
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             // Registered before the check, so a release in between still wakes us.
             drained.as_mut().enable();
-            if self.has_room() {
+            if ready(self) {
                 return;
             }
             drained.await;
@@ -65,12 +106,13 @@ impl ByteBudget {
 /// Bytes counted against a connection's budget until dropped.
 pub(crate) struct HeldBytes {
     budget: Arc<ByteBudget>,
+    kind: Held,
     n: usize,
 }
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
-        self.budget.release(self.n);
+        self.budget.release(self.kind, self.n);
     }
 }
 
@@ -88,14 +130,14 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn room_returns_once_held_bytes_are_released_below_the_limit() {
+    async fn reading_resumes_once_answers_are_written_below_the_limit() {
         let budget = ByteBudget::new(100);
-        let a = budget.hold(60);
-        let b = budget.hold(60);
-        assert!(!budget.has_room());
+        let a = budget.hold(Held::Answer, 60);
+        let r = budget.hold(Held::Request, 60);
+        assert!(!budget.may_read());
         let waiter = tokio::spawn({
             let budget = Arc::clone(&budget);
-            async move { budget.room().await }
+            async move { budget.room_to_read().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
@@ -104,17 +146,23 @@ mod tests {
             .await
             .expect("a waiter must wake once the budget has room")
             .unwrap();
-        assert!(budget.has_room());
-        drop(b);
-        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+        assert!(budget.may_read());
+        drop(r);
+        assert_eq!(budget.requests.load(Ordering::Acquire), 0);
+        assert_eq!(budget.answers.load(Ordering::Acquire), 0);
     }
 
     #[test]
-    fn one_hold_larger_than_the_budget_is_still_counted_and_released() {
+    fn requests_waiting_to_start_never_block_their_own_start() {
+        // Requests larger than the whole budget stop the reader, not the work.
         let budget = ByteBudget::new(10);
-        let big = budget.hold(1_000);
-        assert!(!budget.has_room());
+        let big = budget.hold(Held::Request, 1_000);
+        assert!(!budget.may_read());
+        assert!(budget.may_work());
+        let answer = budget.hold(Held::Answer, 1_000);
+        assert!(!budget.may_work());
+        drop(answer);
         drop(big);
-        assert!(budget.has_room());
+        assert!(budget.may_read() && budget.may_work());
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::appender::{SendJob, SendQueue};
-use super::budget::{ByteBudget, InFlight};
+use super::budget::{ByteBudget, Held, InFlight};
 use super::handler;
 use super::response::Response;
 use super::writer::{self, Outgoing};
@@ -76,8 +76,11 @@ impl Connection {
     /// started by then is not started at all.
     pub(crate) async fn start_work(&self) -> Result<OwnedSemaphorePermit, NotStarted> {
         let wait = async {
-            self.budget.room().await;
-            Arc::clone(&self.running).acquire_owned().await
+            // The slot first, then the room: checked the other way round, every request
+            // queued for a slot would have passed the check long before its turn.
+            let permit = Arc::clone(&self.running).acquire_owned().await;
+            self.budget.room_to_work().await;
+            permit
         };
         tokio::select! {
             () = self.gone.cancelled() => Err(NotStarted::Gone),
@@ -88,7 +91,7 @@ impl Connection {
 
     /// Queues a response for the writer; dropped if the connection is already gone.
     pub(crate) async fn respond(&self, request_id: u64, response: Response) {
-        let held = self.budget.hold(response.wire_len());
+        let held = self.budget.hold(Held::Answer, response.wire_len());
         let _ = self
             .tx
             .send(Outgoing {
@@ -109,7 +112,7 @@ impl Connection {
         response: Response,
         inflight: InFlight,
     ) {
-        let held = self.budget.hold(response.wire_len());
+        let held = self.budget.hold(Held::Answer, response.wire_len());
         let out = Outgoing {
             request_id,
             response,
@@ -243,10 +246,10 @@ async fn read_loop(
         loop {
             // Over budget: read nothing more (the peer's sends back up in TCP) until the
             // answers already owed have been written.
-            if !conn.budget.has_room() {
+            if !conn.budget.may_read() {
                 tokio::select! {
                     () = &mut cancelled => return,
-                    () = conn.budget.room() => {}
+                    () = conn.budget.room_to_read() => {}
                 }
             }
             match decoder.decode(&mut buf) {
@@ -418,7 +421,7 @@ async fn dispatch(
     let frame_bytes = protocol::frame::PREFIX_LEN + frame.header.len() + frame.body.len();
     let inflight = InFlight {
         _slot: slot,
-        _request: conn.budget.hold(frame_bytes),
+        _request: conn.budget.hold(Held::Request, frame_bytes),
     };
     if code == RequestCode::Send {
         let job = SendJob {
