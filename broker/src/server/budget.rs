@@ -49,7 +49,10 @@ impl ByteBudget {
     /// for room before they read or start work, so one frame larger than the whole
     /// budget still goes through.
     pub(crate) fn hold(self: &Arc<Self>, kind: Held, n: usize) -> HeldBytes {
-        self.counter(kind).fetch_add(n, Ordering::AcqRel);
+        // A frame's length is a u32, so nothing held is larger; the guard stays small
+        // because every send in flight carries one.
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.counter(kind).fetch_add(n as usize, Ordering::AcqRel);
         HeldBytes {
             budget: Arc::clone(self),
             kind,
@@ -57,9 +60,9 @@ impl ByteBudget {
         }
     }
 
-    fn release(&self, kind: Held, n: usize) {
+    fn release(&self, kind: Held, n: u32) {
         let was_full = !self.may_read() || !self.may_work();
-        self.counter(kind).fetch_sub(n, Ordering::AcqRel);
+        self.counter(kind).fetch_sub(n as usize, Ordering::AcqRel);
         if was_full {
             self.drained.notify_waiters();
         }
@@ -107,7 +110,7 @@ impl ByteBudget {
 pub(crate) struct HeldBytes {
     budget: Arc<ByteBudget>,
     kind: Held,
-    n: usize,
+    n: u32,
 }
 
 impl Drop for HeldBytes {
