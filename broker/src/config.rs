@@ -194,6 +194,20 @@ pub struct Config {
     /// Most topics the broker holds (internal ones included); creating or auto-creating
     /// one more is refused with `TopicLimit`. Default 10000.
     pub max_topics: u32,
+    /// A connection that has not sent one complete frame (normally its Hello) this long
+    /// after it was accepted is closed, so silent connections cannot hold every slot.
+    /// Default 5000 ms.
+    pub hello_timeout_ms: u64,
+    /// A connection with no request in flight that sends nothing for this long is closed.
+    /// Default 0: never (clients keep connections open between bursts).
+    pub idle_timeout_ms: u64,
+    /// Bytes one connection may hold in requests not yet answered plus answers not yet
+    /// written; past it the connection reads nothing more until its writer drains.
+    /// Default 16M.
+    pub max_pending_bytes_per_connection: ByteSize,
+    /// How long a graceful shutdown may take before the broker stops waiting for
+    /// connections and requests and closes the store anyway. Default 10000 ms.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -221,6 +235,10 @@ impl Default for Config {
             disk_reserve: DiskReserve::default(),
             group_idle_expiry_ms: 0,
             max_topics: 10_000,
+            hello_timeout_ms: 5_000,
+            idle_timeout_ms: 0,
+            max_pending_bytes_per_connection: ByteSize(16 << 20),
+            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -318,6 +336,18 @@ impl Config {
         if self.max_topics == 0 {
             return bad("max_topics", "must be at least 1".into());
         }
+        if self.hello_timeout_ms == 0 {
+            return bad("hello_timeout_ms", "must be at least 1".into());
+        }
+        if self.max_pending_bytes_per_connection.get() < 64 * 1024 {
+            return bad(
+                "max_pending_bytes_per_connection",
+                format!("{} is below 64K", self.max_pending_bytes_per_connection),
+            );
+        }
+        if self.shutdown_timeout_ms < 100 {
+            return bad("shutdown_timeout_ms", "must be at least 100".into());
+        }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());
         }
@@ -327,6 +357,11 @@ impl Config {
     /// The largest frame as the protocol's `u32`; `validate` ensures it fits.
     pub(crate) fn max_frame_bytes(&self) -> u32 {
         u32::try_from(self.max_frame_size.get()).unwrap_or(u32::MAX)
+    }
+
+    /// The connection byte budget as a `usize` (saturating on 32-bit targets).
+    pub(crate) fn max_pending_bytes(&self) -> usize {
+        usize::try_from(self.max_pending_bytes_per_connection.get()).unwrap_or(usize::MAX)
     }
 
     /// The largest body as the protocol's `u32`; `validate` ensures it fits.

@@ -1,9 +1,11 @@
-//! The `broker` binary: reads the config (file, then flags), starts the broker, and runs
-//! it until SIGINT or SIGTERM, then shuts it down cleanly and exits 0.
+//! The `broker` binary: raises its open-file limit, reads the config (file, then flags),
+//! starts the broker, and runs it until SIGINT or SIGTERM, then shuts it down within
+//! `--shutdown-timeout-ms` and exits 0 (1 if the shutdown was not clean).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use broker::config::{ByteSize, Config, DiskReserve, FlushMode};
 use broker::{Broker, BrokerError};
@@ -94,6 +96,22 @@ struct Cli {
     /// [default: 10000].
     #[arg(long, value_name = "N")]
     max_topics: Option<u32>,
+    /// Close a connection that has not sent one complete frame (its Hello) this long after
+    /// it was accepted, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    hello_timeout_ms: Option<u64>,
+    /// Close a connection with nothing in flight that sends nothing for this long, in ms;
+    /// 0 never closes idle connections [default: 0].
+    #[arg(long, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Bytes of unanswered requests plus unwritten answers one connection may hold; past
+    /// it the connection is not read until its answers drain [default: 16M].
+    #[arg(long, value_name = "SIZE")]
+    max_pending_bytes_per_connection: Option<ByteSize>,
+    /// Longest a graceful shutdown waits for connections and requests before it closes
+    /// the store anyway, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    shutdown_timeout_ms: Option<u64>,
 }
 
 impl Cli {
@@ -123,7 +141,11 @@ impl Cli {
             partial_frame_timeout_ms,
             disk_reserve,
             group_idle_expiry_ms,
-            max_topics
+            max_topics,
+            hello_timeout_ms,
+            idle_timeout_ms,
+            max_pending_bytes_per_connection,
+            shutdown_timeout_ms
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;
@@ -155,11 +177,22 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(run(config)) {
+    // Before anything opens a file: the budget the broker logs and fits connections to is
+    // the raised one.
+    if let Err(e) = broker::server::resources::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot read the open-file limit");
+    }
+    let result = runtime.block_on(run(config));
+    // Blocking work still running past the shutdown deadline must not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_EXIT_WAIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
+
+/// How long the exiting process waits for blocking tasks left after shutdown.
+const RUNTIME_EXIT_WAIT: Duration = Duration::from_millis(500);
 
 async fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = config.data_dir.clone();

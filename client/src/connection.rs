@@ -172,6 +172,9 @@ struct Inner {
     connecting: tokio::sync::Mutex<u64>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Cancelled by `close`: a reconnect in progress (a connect attempt or the pause
+    /// between two) gives up at once instead of running out its timeout.
+    closing: CancellationToken,
     hello: Mutex<Option<HelloResponse>>,
 }
 
@@ -215,6 +218,7 @@ impl Connection {
                 connecting: tokio::sync::Mutex::new(0),
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                closing: CancellationToken::new(),
                 hello: Mutex::new(None),
             }),
         };
@@ -311,6 +315,7 @@ impl Connection {
     /// Closes the connection: requests in flight fail with `Closed`, later ones too.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.closing.cancel();
         let link = self.inner.link.lock().ok().and_then(|mut l| l.take());
         if let Some(link) = link {
             link.fail_all(&self.closed_error());
@@ -370,7 +375,11 @@ impl Connection {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(self.closed_error());
             }
-            match self.open_link().await {
+            let attempt = tokio::select! {
+                () = self.inner.closing.cancelled() => return Err(self.closed_error()),
+                attempt = self.open_link() => attempt,
+            };
+            match attempt {
                 Ok(link) => {
                     if let Ok(mut slot) = self.inner.link.lock() {
                         *slot = Some(Arc::clone(&link));
@@ -379,7 +388,10 @@ impl Connection {
                 }
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() + backoff < deadline => {
                     tracing::debug!(addr = %self.inner.addr, error = %e, "connect failed, retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = self.inner.closing.cancelled() => return Err(self.closed_error()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(self.inner.opts.max_backoff);
                 }
                 Err(e) => return Err(e),

@@ -18,8 +18,9 @@ use std::thread::JoinHandle;
 
 use protocol::Frame;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 
+use super::budget::InFlight;
 use super::connection::Connection;
 use super::handler::send::{self, PreparedSend, SendLimits};
 use super::response::{HandlerError, Response};
@@ -39,8 +40,9 @@ const MAX_BYTES_PER_APPEND: usize = 32 << 20;
 pub(crate) struct SendJob {
     pub(crate) conn: Arc<Connection>,
     pub(crate) frame: Frame,
-    /// The connection's in-flight slot, given back once the answer is queued.
-    pub(crate) permit: OwnedSemaphorePermit,
+    /// The connection's in-flight slot and request bytes, given back once the answer is
+    /// queued.
+    pub(crate) permit: InFlight,
 }
 
 /// A request and its answer; `stored` says whether the answer waits for durability.

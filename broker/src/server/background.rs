@@ -1,6 +1,6 @@
 //! Periodic work of a running broker: writing changed consumer offsets (with back-off on
-//! a full disk), expiring silent group members and removing idle groups. Every loop ends
-//! when shutdown starts.
+//! a full disk), expiring silent group members, removing idle groups and watching the
+//! descriptor and mapping budgets. Every loop ends when shutdown starts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +8,12 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 use super::handler::{group, now_ms};
-use super::Services;
+use super::{resources, Services};
 use crate::store::disk::WriteRetry;
+
+/// How often the descriptor and mapping counts are checked: reading two small `/proc`
+/// files is cheap, and a budget does not fill up in seconds under normal use.
+const BUDGET_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Writes consumer offsets whenever they changed since the last write. A failing write
 /// (a full disk) leaves the offsets in memory, where commits keep landing, and is retried
@@ -104,4 +108,61 @@ pub(crate) async fn expire_idle_groups(services: Arc<Services>) {
             tracing::error!(error = %e, "idle group sweep failed");
         }
     }
+}
+
+/// Warns once when open descriptors or memory mappings pass 80% of their limit, and once
+/// when they are back below 70%, so an operator hears before files start failing.
+pub(crate) async fn watch_budgets(services: Arc<Services>) {
+    let mut tick = tokio::time::interval(BUDGET_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let max_maps = resources::max_map_count();
+    let (mut fds_warned, mut maps_warned) = (false, false);
+    loop {
+        tokio::select! {
+            () = services.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let counts = tokio::task::spawn_blocking(|| {
+            (
+                resources::fd_limit().ok(),
+                resources::open_fds(),
+                resources::mappings(),
+            )
+        })
+        .await;
+        let Ok((limit, fds, maps)) = counts else {
+            continue;
+        };
+        if let (Some(limit), Some(used)) = (limit, fds) {
+            flip(&mut fds_warned, used, limit.soft, "open file descriptors");
+        }
+        if let (Some(max), Some(used)) = (max_maps, maps) {
+            flip(
+                &mut maps_warned,
+                used,
+                max,
+                "memory mappings (vm.max_map_count)",
+            );
+        }
+    }
+}
+
+fn flip(warned: &mut bool, used: u64, limit: u64, what: &str) {
+    let over = resources::over_threshold(used, limit, *warned);
+    if over && !*warned {
+        tracing::warn!(
+            used,
+            limit,
+            "{what} above {}% of the limit",
+            resources::WARN_PERCENT
+        );
+    } else if !over && *warned {
+        tracing::info!(
+            used,
+            limit,
+            "{what} back below {}% of the limit",
+            resources::CLEAR_PERCENT
+        );
+    }
+    *warned = over;
 }

@@ -4,15 +4,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::appender::Appender;
 use super::handler::send::SendLimits;
-use super::{background, listener, Services};
+use super::{background, listener, resources, Services};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
@@ -67,10 +70,11 @@ impl Broker {
     /// # Errors
     /// As for `start`.
     pub async fn start_on(
-        config: Config,
+        mut config: Config,
         storage: Arc<dyn commitlog::storage::Storage>,
     ) -> Result<RunningBroker, BrokerError> {
         config.validate()?;
+        fit_connections_to_fd_budget(&mut config);
         // Bound first: a taken port fails fast, before any recovery work.
         let listener =
             TcpListener::bind(config.listen)
@@ -141,9 +145,15 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
+        let stop_accepting = CancellationToken::new();
+        let accepting = services.tracker.spawn(listener::run(
+            Arc::clone(&services),
+            listener,
+            stop_accepting.clone(),
+        ));
         services
             .tracker
-            .spawn(listener::run(Arc::clone(&services), listener));
+            .spawn(background::watch_budgets(Arc::clone(&services)));
         services
             .tracker
             .spawn(background::persist_offsets(Arc::clone(&services)));
@@ -163,6 +173,8 @@ impl Broker {
         Ok(RunningBroker {
             local_addr,
             services: Some(services),
+            stop_accepting,
+            accepting: Some(accepting),
         })
     }
 }
@@ -172,6 +184,9 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     // Taken by `shutdown`; `None` only while shutting down.
     services: Option<Arc<Services>>,
+    /// Stops the accept loop, the first step of a shutdown.
+    stop_accepting: CancellationToken,
+    accepting: Option<JoinHandle<()>>,
 }
 
 impl RunningBroker {
@@ -187,34 +202,68 @@ impl RunningBroker {
         }
     }
 
-    /// Stops accepting, lets connections answer the requests in flight (held pulls answer
-    /// at once), writes consumer offsets, then closes the retry service and the store.
+    /// Stops accepting (the listening socket closes first), lets connections answer the
+    /// requests in flight (held pulls answer at once), writes consumer offsets, then closes
+    /// the retry service and the store. Connections that do not drain within half of
+    /// `shutdown_timeout_ms` are dropped with everything they started; whatever still runs
+    /// at the deadline is no longer waited for, and the store is flushed instead of closed.
     ///
     /// # Errors
-    /// `Shutdown` when offsets could not be written or the store did not close cleanly;
-    /// everything else is still stopped.
+    /// `Shutdown` when offsets could not be written, the deadline passed, or the store did
+    /// not close cleanly; everything else is still stopped.
     pub async fn shutdown(mut self) -> Result<(), BrokerError> {
         let Some(services) = self.services.take() else {
             return Ok(());
         };
         tracing::info!("shutting down");
+        let deadline = Instant::now() + Duration::from_millis(services.config.shutdown_timeout_ms);
+        self.stop_accepting.cancel();
+        if let Some(accepting) = self.accepting.take() {
+            // Never a long wait: the loop only selects on the token and accept.
+            let _ = tokio::time::timeout_at(deadline, accepting).await;
+        }
         services.shutdown.cancel();
         services.tracker.close();
-        services.tracker.wait().await;
+        let mut problems = Vec::new();
+        if tokio::time::timeout_at(deadline, services.tracker.wait())
+            .await
+            .is_err()
+        {
+            problems.push(format!(
+                "{} tasks still running at the shutdown deadline",
+                services.tracker.len()
+            ));
+        }
         // Every connection has ended; the appender answers what it still holds and stops,
         // releasing its hold on the store.
         let s = Arc::clone(&services);
         if let Err(e) = blocking(move || s.appender.stop()).await {
             tracing::warn!(error = %e, "appender did not stop cleanly");
         }
-        let mut problems = Vec::new();
         if let Err(e) = background::persist_now(&services).await {
             problems.push(format!("writing consumer offsets: {e}"));
         }
-        let Ok(Services { retry, store, .. }) = Arc::try_unwrap(services) else {
-            return Err(BrokerError::Shutdown(
-                "services still in use after every task ended".into(),
-            ));
+        // Blocking store work a request started may still hold the services for a moment
+        // after its task was dropped; it is short, but bounded by the deadline all the same.
+        let services = match sole_owner(services, deadline).await {
+            Ok(services) => services,
+            Err(services) => {
+                problems.push("requests still running at the shutdown deadline".into());
+                let store = Arc::clone(&services.store);
+                match blocking(move || store.flush()).await {
+                    Ok(Ok(())) => problems.push("store flushed, not closed".into()),
+                    Ok(Err(e)) => problems.push(format!("flushing the store: {e}")),
+                    Err(e) => problems.push(e),
+                }
+                return Err(shutdown_error(problems));
+            }
+        };
+        // The other fields (the appender's hold on the store among them) drop at the end
+        // of this block, before the store is closed.
+        let (retry, store) = {
+            let owned = services;
+            let Services { retry, store, .. } = owned;
+            (retry, store)
         };
         retry.close();
         if let Err(e) = close_store(store).await {
@@ -224,15 +273,70 @@ impl RunningBroker {
             tracing::info!("broker stopped cleanly");
             Ok(())
         } else {
-            Err(BrokerError::Shutdown(problems.join("; ")))
+            Err(shutdown_error(problems))
         }
     }
+}
+
+fn shutdown_error(problems: Vec<String>) -> BrokerError {
+    let e = BrokerError::Shutdown(problems.join("; "));
+    tracing::error!(error = %e, "broker did not stop cleanly");
+    e
+}
+
+/// Waits until `services` has no other owner, or the deadline passes.
+async fn sole_owner(
+    mut services: Arc<Services>,
+    deadline: Instant,
+) -> Result<Services, Arc<Services>> {
+    loop {
+        match Arc::try_unwrap(services) {
+            Ok(s) => return Ok(s),
+            Err(shared) if Instant::now() < deadline => {
+                services = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(shared) => return Err(shared),
+        }
+    }
+}
+
+/// Lowers `max_connections` so that connections leave descriptors for the store's files,
+/// and logs the descriptor and mapping budgets once.
+fn fit_connections_to_fd_budget(config: &mut Config) {
+    let fds = match resources::fd_limit() {
+        Ok(l) => l.soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; connections not fitted to it");
+            return;
+        }
+    };
+    let budget = resources::connection_budget(fds);
+    let wanted = u64::from(config.max_connections);
+    if wanted > budget {
+        tracing::warn!(
+            max_connections = wanted,
+            fd_limit = fds,
+            "max_connections lowered to {budget} so that connections leave {} descriptors for files",
+            fds - budget
+        );
+        config.max_connections = u32::try_from(budget).unwrap_or(u32::MAX);
+    }
+    let maps = match (resources::mappings(), resources::max_map_count()) {
+        (Some(used), Some(max)) => format!("mappings {used} of {max}"),
+        _ => "mappings: unknown budget".to_owned(),
+    };
+    tracing::info!(
+        max_connections = config.max_connections,
+        "fd budget {fds} (connections ≤ {budget}), {maps}"
+    );
 }
 
 impl Drop for RunningBroker {
     fn drop(&mut self) {
         // Dropped without `shutdown`: at least stop every task; the store closes when the
         // last reference goes.
+        self.stop_accepting.cancel();
         if let Some(s) = &self.services {
             s.shutdown.cancel();
         }

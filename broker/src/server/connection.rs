@@ -1,7 +1,11 @@
 //! One client connection: a cancel-safe read loop that cuts frames out of a buffer, stores
 //! sends in arrival order (a lone send on the spot, the rest through the appender thread),
-//! starts a task for every other request (bounded per connection together with the sends),
-//! and one writer task for the answers.
+//! starts a task for every other request (bounded per connection together with the sends,
+//! by count and by bytes), and one writer task for the answers.
+//!
+//! Everything a connection starts ends with it: once the peer is gone (a failed read or
+//! write) or the connection is dropped at shutdown, its request tasks are dropped, its
+//! held pulls released and its queued answers freed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,32 +18,44 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::appender::{SendJob, SendQueue};
+use super::budget::{ByteBudget, Held, InFlight};
 use super::handler;
 use super::response::Response;
 use super::writer::{self, Outgoing};
 use super::Services;
 
-/// How long a connection may take to finish its in-flight requests after shutdown
-/// starts; a peer that stops reading must not hold the broker open.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bytes the read buffer grows by when it has no room left.
 const READ_CHUNK: usize = 16 * 1024;
 /// The id of the next connection; never reused, unlike a socket address.
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+/// Requests of one connection doing work (reading the store, building an answer) at
+/// once; the rest wait as cheap futures. Without it a pipeline of heavy requests builds
+/// every answer at the same time, whatever the byte budget says. Held pulls do not count
+/// while they wait.
+const RUNNING_PER_CONNECTION: usize = 8;
 
 /// What a request task needs from its connection.
 pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     /// Unique for the life of the broker; group members are bound to it.
     pub(crate) id: u64,
-    /// Cancelled when the connection ends or the broker shuts down; held pulls watch it.
+    /// Cancelled when the connection stops taking requests or the broker shuts down;
+    /// held pulls and group membership watch it.
     pub(crate) closed: CancellationToken,
+    /// Cancelled once the connection has ended for good (the peer is gone or the
+    /// connection was dropped): request tasks still running are dropped.
+    gone: CancellationToken,
     tx: mpsc::Sender<Outgoing>,
     /// Sends of this connection queued for the appender thread and not yet stored.
     queued_sends: AtomicUsize,
+    /// Bytes of requests in flight and answers not yet written.
+    budget: Arc<ByteBudget>,
+    /// Requests doing work now; see [`RUNNING_PER_CONNECTION`].
+    running: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -55,13 +71,37 @@ impl Connection {
         self.queued_sends.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Waits until this connection may start building an answer: it is under its byte
+    /// budget and fewer than [`RUNNING_PER_CONNECTION`] of its requests are working.
+    ///
+    /// # Errors
+    /// `Gone` once the connection has ended; `Closing` once it takes no more work (the
+    /// broker is shutting down or the connection is closing): a request that has not
+    /// started by then is not started at all.
+    pub(crate) async fn start_work(&self) -> Result<OwnedSemaphorePermit, NotStarted> {
+        let wait = async {
+            // The slot first, then the room: checked the other way round, every request
+            // queued for a slot would have passed the check long before its turn.
+            let permit = Arc::clone(&self.running).acquire_owned().await;
+            self.budget.room_to_work().await;
+            permit
+        };
+        tokio::select! {
+            () = self.gone.cancelled() => Err(NotStarted::Gone),
+            () = self.closed.cancelled() => Err(NotStarted::Closing),
+            permit = wait => permit.map_err(|_| NotStarted::Gone),
+        }
+    }
+
     /// Queues a response for the writer; dropped if the connection is already gone.
     pub(crate) async fn respond(&self, request_id: u64, response: Response) {
+        let held = self.budget.hold(Held::Answer, response.wire_len());
         let _ = self
             .tx
             .send(Outgoing {
                 request_id,
                 response,
+                _held: held,
             })
             .await;
     }
@@ -74,84 +114,152 @@ impl Connection {
         runtime: &tokio::runtime::Handle,
         request_id: u64,
         response: Response,
-        permit: OwnedSemaphorePermit,
+        inflight: InFlight,
     ) {
+        let held = self.budget.hold(Held::Answer, response.wire_len());
         let out = Outgoing {
             request_id,
             response,
+            _held: held,
         };
         match self.tx.try_send(out) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(inflight),
             Err(mpsc::error::TrySendError::Full(out)) => {
                 let tx = self.tx.clone();
                 runtime.spawn(async move {
                     let _ = tx.send(out).await;
-                    drop(permit);
+                    drop(inflight);
                 });
             }
+        }
+    }
+
+    /// Ends everything this connection started.
+    fn end(&self) {
+        self.closed.cancel();
+        self.gone.cancel();
+    }
+}
+
+/// Why a request was not started; see [`Connection::start_work`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStarted {
+    Gone,
+    Closing,
+}
+
+impl NotStarted {
+    /// The answer owed to the request, if anyone can still read it.
+    pub(crate) fn response(self) -> Option<Response> {
+        match self {
+            Self::Gone => None,
+            Self::Closing => Some(Response::error(
+                Status::ShuttingDown,
+                "the connection is closing (or the broker shutting down); request not started",
+            )),
         }
     }
 }
 
 /// Serves one accepted socket until the peer leaves, the protocol breaks, or shutdown.
 pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: SocketAddr) {
+    let accepted_at = Instant::now();
     let _ = socket.set_nodelay(true);
     let (reader, write_half) = socket.into_split();
     let inflight = services.config.max_inflight_per_connection as usize;
     let (tx, rx) = mpsc::channel(inflight);
-    let closed = services.shutdown.child_token();
-    // The writer holds only the token: it must end once the reader and every request
+    // The writer holds only the tokens: it must end once the reader and every request
     // task have dropped their senders (held inside `Connection`).
     let conn = Arc::new(Connection {
         peer,
         id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
-        closed: closed.clone(),
+        closed: services.shutdown.child_token(),
+        gone: CancellationToken::new(),
         tx,
         queued_sends: AtomicUsize::new(0),
+        budget: ByteBudget::new(services.config.max_pending_bytes()),
+        running: Arc::new(Semaphore::new(RUNNING_PER_CONNECTION)),
     });
+    let (closed, gone) = (conn.closed.clone(), conn.gone.clone());
+    let ended = (closed.clone(), gone.clone());
     let writer = {
-        let closed = closed.clone();
         let services = Arc::clone(&services);
         async move {
             if let Err(e) = writer::run(write_half, rx, &services.stats).await {
+                // The peer cannot be told anything any more: stop working for it.
                 tracing::debug!(%peer, error = %e, "write failed; closing");
+                gone.cancel();
             }
             closed.cancel();
         }
     };
-    let reader = read_loop(Arc::clone(&services), conn, reader);
+    // Only the reader and the request tasks hold `conn` (and so a sender to the writer).
+    let reader = read_loop(Arc::clone(&services), conn, reader, accepted_at);
     let both = async {
         tokio::join!(reader, writer);
     };
+    // Half of the shutdown deadline for answering what is in flight; the rest is left for
+    // the store to close.
+    let grace = Duration::from_millis(services.config.shutdown_timeout_ms / 2);
     let grace = async {
         services.shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::select! {
         () = both => {}
         () = grace => tracing::warn!(%peer, "connection did not drain in time; dropped"),
     }
-    closed.cancel();
+    ended.0.cancel();
+    ended.1.cancel();
+}
+
+/// Why the read loop stops waiting for bytes.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// No complete first frame since the connection was accepted.
+    Hello,
+    /// A frame started but did not progress.
+    Partial,
+    /// Nothing in flight and nothing received.
+    Idle,
 }
 
 /// Reads and dispatches frames. Returning drops this loop's sender, so the writer ends
 /// once the requests still in flight have answered.
-async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: OwnedReadHalf) {
-    let decoder = FrameDecoder::new(services.config.max_frame_bytes());
-    let permits = Arc::new(Semaphore::new(
-        services.config.max_inflight_per_connection as usize,
-    ));
+async fn read_loop(
+    services: Arc<Services>,
+    conn: Arc<Connection>,
+    mut reader: OwnedReadHalf,
+    accepted_at: Instant,
+) {
+    let config = &services.config;
+    let decoder = FrameDecoder::new(config.max_frame_bytes());
+    let max_inflight = config.max_inflight_per_connection as usize;
+    let permits = Arc::new(Semaphore::new(max_inflight));
     let appender = services.appender.sender();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let stall = Duration::from_millis(services.config.partial_frame_timeout_ms);
+    let stall = Duration::from_millis(config.partial_frame_timeout_ms);
+    let hello_deadline = accepted_at + Duration::from_millis(config.hello_timeout_ms);
+    let idle = (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
+    let mut greeted = false;
+    let mut last_activity = Instant::now();
     // Created once: a fresh cancellation future per read registers with the token's lock.
     let closed = conn.closed.clone();
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
     loop {
         loop {
+            // Over budget: read nothing more (the peer's sends back up in TCP) until the
+            // answers already owed have been written.
+            if !conn.budget.may_read() {
+                tokio::select! {
+                    () = &mut cancelled => return,
+                    () = conn.budget.room_to_read() => {}
+                }
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    greeted = true;
                     let alone = buf.is_empty();
                     dispatch(&services, &conn, &permits, appender.as_ref(), frame, alone).await;
                 }
@@ -166,23 +274,46 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        // Only a half-received frame is timed: idle connections between requests are
-        // normal, but a peer that stops mid-frame would hold its buffer forever.
-        // The timer is armed only while a frame is incomplete.
-        let partial = !buf.is_empty();
-        let stalled = async move {
-            if partial {
-                tokio::time::sleep(stall).await;
-            } else {
-                std::future::pending::<()>().await;
+        // Only a half-received frame is timed by `stall`: idle connections between
+        // requests are normal, but a peer that stops mid-frame would hold its buffer.
+        // Before the first frame the hello deadline runs as well; the earlier one counts.
+        let partial = (!buf.is_empty()).then(|| (Timer::Partial, Instant::now() + stall));
+        let hello = (!greeted).then_some((Timer::Hello, hello_deadline));
+        let timer = match (partial, hello) {
+            (Some(p), Some(h)) => Some(if p.1 < h.1 { p } else { h }),
+            (p, h) => p
+                .or(h)
+                .or_else(|| idle.map(|d| (Timer::Idle, last_activity + d))),
+        };
+        let expired = async move {
+            match timer {
+                Some((which, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    which
+                }
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = &mut cancelled => return,
-            () = stalled => {
-                tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
-                return;
-            }
+            which = expired => match which {
+                Timer::Hello => {
+                    tracing::debug!(peer = %conn.peer, pending = buf.len(), "no complete first frame in time; closing");
+                    return;
+                }
+                Timer::Partial => {
+                    tracing::warn!(peer = %conn.peer, pending = buf.len(), "no progress on a partial frame; closing");
+                    return;
+                }
+                Timer::Idle if permits.available_permits() < max_inflight => {
+                    // Requests still in flight (a held pull, say): not idle.
+                    last_activity = Instant::now();
+                }
+                Timer::Idle => {
+                    tracing::debug!(peer = %conn.peer, "idle; closing");
+                    return;
+                }
+            },
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
@@ -190,9 +321,11 @@ async fn read_loop(services: Arc<Services>, conn: Arc<Connection>, mut reader: O
                     }
                     return;
                 }
-                Ok(_) => {}
+                Ok(_) => last_activity = Instant::now(),
                 Err(e) => {
+                    // A reset peer reads no answers: drop what it started.
                     tracing::debug!(peer = %conn.peer, error = %e, "read failed");
+                    conn.end();
                     return;
                 }
             },
@@ -259,7 +392,7 @@ fn peeked_request_id(buf: &BytesMut) -> u64 {
 }
 
 /// Starts one request while a permit is free (`Busy` otherwise): a send goes to the
-/// appender, anything else runs as a task of its own.
+/// appender, anything else runs as a task of its own, dropped if the connection goes.
 async fn dispatch(
     services: &Arc<Services>,
     conn: &Arc<Connection>,
@@ -281,7 +414,7 @@ async fn dispatch(
             .await;
         return;
     };
-    let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+    let Ok(slot) = Arc::clone(permits).try_acquire_owned() else {
         let msg = format!(
             "too many requests in flight on this connection (limit {})",
             services.config.max_inflight_per_connection
@@ -290,11 +423,16 @@ async fn dispatch(
             .await;
         return;
     };
+    let frame_bytes = protocol::frame::PREFIX_LEN + frame.header.len() + frame.body.len();
+    let inflight = InFlight {
+        _slot: slot,
+        _request: conn.budget.hold(Held::Request, frame_bytes),
+    };
     if code == RequestCode::Send {
         let job = SendJob {
             conn: Arc::clone(conn),
             frame,
-            permit,
+            permit: inflight,
         };
         let refused = match appender {
             Some(queue) => queue.submit(job, alone).await.err(),
@@ -312,8 +450,30 @@ async fn dispatch(
     let services = Arc::clone(services);
     let conn = Arc::clone(conn);
     services.tracker.clone().spawn(async move {
-        let response = handler::handle(&services, &conn, code, frame).await;
-        conn.respond(request_id, response).await;
-        drop(permit);
+        let work = async {
+            // A pull takes its work permit only around its reads, not while it is held.
+            let running = if code == RequestCode::Pull {
+                None
+            } else {
+                match conn.start_work().await {
+                    Ok(permit) => Some(permit),
+                    Err(why) => {
+                        if let Some(response) = why.response() {
+                            conn.respond(request_id, response).await;
+                        }
+                        return;
+                    }
+                }
+            };
+            let response = handler::handle(&services, &conn, code, frame).await;
+            // Waiting for room in the writer's queue is not work.
+            drop(running);
+            conn.respond(request_id, response).await;
+        };
+        tokio::select! {
+            () = conn.gone.cancelled() => {}
+            () = work => {}
+        }
+        drop(inflight);
     });
 }

@@ -8,42 +8,68 @@ use protocol::{Frame, FrameKind, Status};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::connection;
 use super::response::Response;
 use super::Services;
 
-/// Accepts until shutdown. Accept errors (such as running out of file descriptors) are
-/// logged and retried after a short pause rather than ending the broker.
-pub(crate) async fn run(services: Arc<Services>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(services.config.max_connections as usize));
-    let mut backoff = Duration::from_millis(10);
+/// First pause after a failed accept; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts until `stop` (cancelled first at shutdown, so no connection arrives while
+/// the others drain). Accept errors (such as running out of file descriptors) pause the
+/// loop with a growing backoff, never a spin, and are logged once per episode.
+pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: CancellationToken) {
+    let limit = services.config.max_connections;
+    let slots = Arc::new(Semaphore::new(limit as usize));
+    let mut backoff = MIN_BACKOFF;
+    let mut failures = 0u64;
+    // Refusals are logged once per run of them, not once per connection.
+    let mut refused = 0u64;
     loop {
         let accepted = tokio::select! {
-            () = services.shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (socket, peer) = match accepted {
             Ok(pair) => {
-                backoff = Duration::from_millis(10);
+                if failures > 0 {
+                    tracing::info!(failures, "accepting connections again");
+                }
+                failures = 0;
+                backoff = MIN_BACKOFF;
                 pair
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
+                if failures == 0 {
+                    tracing::warn!(error = %e, "accept failed; backing off until it succeeds again");
+                }
+                failures += 1;
                 tokio::select! {
-                    () = services.shutdown.cancelled() => break,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = services.config.max_connections, "connection refused: limit reached");
-            let limit = services.config.max_connections;
+            if refused == 0 {
+                tracing::warn!(%peer, limit, "connection refused: limit reached");
+            }
+            refused += 1;
             services.tracker.spawn(refuse(socket, limit));
             continue;
         };
+        if refused > 0 {
+            tracing::info!(
+                refused,
+                "connections admitted again after refusals at the limit"
+            );
+            refused = 0;
+        }
         let services2 = Arc::clone(&services);
         services.tracker.spawn(async move {
             services2.stats.connection_opened();
@@ -54,6 +80,8 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener) {
             drop(slot);
         });
     }
+    // The socket closes here, before any connection is told to stop.
+    drop(listener);
     tracing::info!("stopped accepting connections");
 }
 

@@ -8,9 +8,11 @@
 mod appender;
 mod background;
 mod broker;
+mod budget;
 mod connection;
 mod handler;
 mod listener;
+pub mod resources;
 mod response;
 mod writer;
 

@@ -30,6 +30,11 @@ pub(crate) struct Response {
 }
 
 impl Response {
+    /// Bytes this response takes on the wire, frame prefix included.
+    pub(crate) fn wire_len(&self) -> usize {
+        protocol::frame::PREFIX_LEN + self.header.len() + self.body.len()
+    }
+
     /// An `Ok` response with `header` and no body.
     pub(crate) fn ok<T: Serialize>(header: &T) -> Self {
         Self::ok_with_body(header, Body::Empty)

@@ -11,6 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+use super::budget::HeldBytes;
 use super::response::{Body, Response};
 use crate::stats::Stats;
 
@@ -18,6 +19,9 @@ use crate::stats::Stats;
 pub(crate) struct Outgoing {
     pub(crate) request_id: u64,
     pub(crate) response: Response,
+    /// The response's bytes in its connection's budget, released once written (or
+    /// dropped unwritten).
+    pub(crate) _held: HeldBytes,
 }
 
 /// Buffered bytes are written once they exceed this, even if more responses wait.
@@ -62,6 +66,7 @@ async fn write_one(
     let Outgoing {
         request_id,
         response,
+        _held,
     } = msg;
     let body_len = response.body.len();
     let head = Frame::encode_head(

@@ -33,6 +33,42 @@ impl BrokerProcess {
     /// Starts `broker --data-dir <data> --listen 127.0.0.1:<free port> <args>` (with
     /// `--disk-reserve 0` unless `args` set one) and waits until it accepts connections. Its output goes to `<log_dir>/broker-<n>.log`.
     pub fn start(data: &Path, log_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with(data, log_dir, args, |_| {})
+    }
+
+    /// As [`BrokerProcess::start`], with the open-file limit of the broker process set to
+    /// `soft` and `hard` before it runs (as `ulimit -Sn soft -Hn hard` would).
+    pub fn start_with_fd_limit(
+        data: &Path,
+        log_dir: &Path,
+        args: &[&str],
+        soft: u64,
+        hard: u64,
+    ) -> Self {
+        Self::start_with(data, log_dir, args, |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only `setrlimit`, async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn start_with(
+        data: &Path,
+        log_dir: &Path,
+        args: &[&str],
+        tweak: impl Fn(&mut Command),
+    ) -> Self {
         std::fs::create_dir_all(log_dir).unwrap();
         // A port taken between our probe and the broker's bind: try another one.
         for attempt in 0..5 {
@@ -41,8 +77,8 @@ impl BrokerProcess {
             let n = std::fs::read_dir(log_dir).map(Iterator::count).unwrap_or(0);
             let log_path = log_dir.join(format!("broker-{n}.log"));
             let log = File::create(&log_path).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_broker"))
-                .arg("--listen")
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+            cmd.arg("--listen")
                 .arg(&addr)
                 .arg("--data-dir")
                 .arg(data)
@@ -51,9 +87,9 @@ impl BrokerProcess {
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+                .stderr(log);
+            tweak(&mut cmd);
+            let child = cmd.spawn().unwrap();
             let mut b = BrokerProcess {
                 child,
                 addr,
@@ -115,6 +151,51 @@ impl BrokerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
+    }
+
+    /// SIGTERM, then waits up to `within` for the broker to exit by itself: its exit
+    /// status, or `None` if it was still running (it is then killed).
+    pub fn terminate_and_wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: as in `kill`.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// CPU time (user + system) the process has used so far, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after `)`.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Soft and hard "Max open files" of the process, from /proc.
+    pub fn fd_limits(&self) -> (u64, u64) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (nums[0], nums[1])
     }
 
     /// True while the process runs.

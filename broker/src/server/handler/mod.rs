@@ -11,11 +11,12 @@ pub(super) mod send;
 mod stats;
 mod topic;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{header, Frame, RequestCode, Status};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use super::connection::Connection;
 use super::response::{HandlerError, Response};
@@ -74,15 +75,36 @@ fn decode<T: DeserializeOwned>(frame: &Frame) -> Result<T, HandlerError> {
     })
 }
 
-/// Runs blocking store work on tokio's blocking pool.
+/// Runs blocking store work on tokio's blocking pool, at most [`blocking_slots`] pieces
+/// at once for the whole process. Without a cap, clients pipelining heavy requests start
+/// hundreds of CPU-bound threads that starve the runtime's workers, so every other client
+/// waits, and so does shutdown. The slot travels with the work: it is held until the work
+/// ends even if the request that started it was dropped.
 async fn blocking<T, F>(f: F) -> Result<T, HandlerError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, HandlerError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    let slot = blocking_slots()
+        .acquire()
         .await
-        .map_err(|e| HandlerError::internal(format!("request task failed: {e}")))?
+        .map_err(|e| HandlerError::internal(format!("request task failed: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+    .map_err(|e| HandlerError::internal(format!("request task failed: {e}")))?
+}
+
+/// Slots for blocking request work: four per CPU (at least eight), since most of it is
+/// short CPU work and some waits for disk reads. Process-wide because CPUs are.
+fn blocking_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Semaphore::new((cpus * 4).max(8))
+    })
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -69,11 +69,20 @@ pub(super) async fn pull(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // Reads count against the connection's running requests and byte budget; the
+        // wait below does not.
+        let running = conn.start_work().await.map_err(|_| {
+            HandlerError::new(
+                Status::ShuttingDown,
+                "the connection is closing (or the broker shutting down); pull not started",
+            )
+        })?;
         let got = if woken {
             read(services, &req, offset, &filter)?
         } else {
             get(services, &req, offset, &filter).await?
         };
+        drop(running);
         let (min, max) = (got.min_offset.get(), got.max_offset.get());
         let next = got.next_offset.get();
         // A pull past the head is held too: its messages may be stored and acknowledged

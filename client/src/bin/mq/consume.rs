@@ -41,9 +41,7 @@ pub(crate) struct ConsumeArgs {
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
-    // A topic that does not exist is a mistake to report, not a reason to wait silently
-    // (and auto-creation happens on the first send, never on a subscription).
-    Admin::connect(broker).await?.get_topic(&args.topic).await?;
+    let mut stop = StopSignals::new()?;
     let opts = ConsumerOptions {
         start_from: args.from,
         max_reconsume_times: args.max_reconsume,
@@ -51,9 +49,19 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
         long_poll_ms: 1000,
         ..ConsumerOptions::default()
     };
-    let mut stop = StopSignals::new()?;
-    let mut consumer =
-        PullConsumer::connect(broker, &args.group, &[(&args.topic, &args.tag)], opts).await?;
+    let connect = async {
+        // A topic that does not exist is a mistake to report, not a reason to wait silently
+        // (and auto-creation happens on the first send, never on a subscription).
+        Admin::connect(broker).await?.get_topic(&args.topic).await?;
+        PullConsumer::connect(broker, &args.group, &[(&args.topic, &args.tag)], opts).await
+    };
+    // A signal while the broker is still being reached stops at once: nothing to commit.
+    let mut consumer = tokio::select! {
+        name = stop.recv() => {
+            return Err(format!("interrupted by {name} while connecting to the broker at {broker}").into());
+        }
+        consumer = connect => consumer?,
+    };
     let result = consume_loop(&mut consumer, &args, &mut stop).await;
     let closed = consumer.close().await;
     result?;
@@ -84,14 +92,18 @@ impl StopSignals {
         Ok(Self {})
     }
 
-    async fn recv(&mut self) {
+    /// The name of the first signal that arrives.
+    async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
@@ -105,7 +117,7 @@ async fn consume_loop(
     let mut out = std::io::stdout();
     while !matches!(args.max, Some(max) if seen >= max) {
         let next = tokio::select! {
-            () = stop.recv() => break,
+            _ = stop.recv() => break,
             m = async {
                 match idle {
                     Some(d) => consumer.recv_timeout(d).await,

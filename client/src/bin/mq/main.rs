@@ -7,6 +7,7 @@ mod dlq;
 mod produce;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
@@ -197,11 +198,80 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run_until_interrupted(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mq: error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `mq consume` may take to stop after SIGINT or SIGTERM (it commits what was
+/// acked) before `mq` exits anyway: a broker that is down must not hold it.
+const STOP_GRACE: Duration = Duration::from_millis(750);
+
+/// Runs the command until it ends or SIGINT/SIGTERM arrives. Every command stops at once
+/// on a signal, whatever it is waiting for (a reconnect to a broker that is down, say),
+/// except `consume`, which handles the signal itself and gets [`STOP_GRACE`] to commit.
+async fn run_until_interrupted(cli: Cli) -> CliResult {
+    // Registered before the command starts, so no signal is ever left to its default
+    // action (dying without a word).
+    let mut signals = Signals::new()?;
+    let consuming = matches!(cli.cmd, Cmd::Consume(_));
+    let broker = cli.broker.clone();
+    let work = run(cli);
+    tokio::pin!(work);
+    let name = tokio::select! {
+        result = &mut work => return result,
+        name = signals.recv() => name,
+    };
+    if consuming {
+        if let Ok(result) = tokio::time::timeout(STOP_GRACE, &mut work).await {
+            return result;
+        }
+        return Err(format!(
+            "interrupted by {name}: the broker at {broker} did not answer in time, so \
+             messages acked since the last commit were not committed and will be delivered again"
+        )
+        .into());
+    }
+    Err(format!("interrupted by {name}").into())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> CliResult<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The name of the first signal that arrives.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
 }
