@@ -365,7 +365,9 @@ impl Connection {
     /// One reconnect round: tries with backoff until the connect timeout.
     async fn reconnect(&self) -> Result<Arc<Link>> {
         let deadline = tokio::time::Instant::now() + self.inner.opts.connect_timeout;
-        let mut backoff = self.inner.opts.initial_backoff;
+        let mut delays =
+            crate::backoff::delays(self.inner.opts.initial_backoff, self.inner.opts.max_backoff);
+        let mut backoff = delays.next().unwrap_or(self.inner.opts.max_backoff);
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(self.closed_error());
@@ -380,7 +382,7 @@ impl Connection {
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() + backoff < deadline => {
                     tracing::debug!(addr = %self.inner.addr, error = %e, "connect failed, retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.inner.opts.max_backoff);
+                    backoff = delays.next().unwrap_or(self.inner.opts.max_backoff);
                 }
                 Err(e) => return Err(e),
             }

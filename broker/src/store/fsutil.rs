@@ -1,51 +1,36 @@
 //! Small file-system helpers shared by the broker's metadata files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use super::{StoreError, StoreResult};
 
-/// Replaces `path` with `bytes` atomically: write a temp file next to it, fsync it, rename
-/// it over `path`, fsync the folder. A crash leaves either the old or the new content.
+/// Replaces `path` with `bytes` atomically: write a uniquely named temp file next to it,
+/// fsync it, rename it over `path`, fsync the folder. A crash leaves either the old or the
+/// new content; concurrent writers of one file each rename a complete file of their own.
 ///
 /// # Errors
 /// `StoreError::Io` naming the step that failed; the temp file is removed on failure.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
-    // The temp name is fixed per target, so two writers of the same file (the dispatcher's
-    // periodic checkpoint and `MessageStore::flush`) would truncate each other's temp file
-    // and one rename would fail with NotFound. Metadata writes are small and rare:
-    // serializing all of them in the process is cheap.
-    static WRITING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = path.parent().ok_or_else(|| {
         StoreError::InvalidConfig(format!("{} has no parent folder", path.display()))
     })?;
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating folder", dir, e))?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = write_synced(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| StoreError::io("renaming", path, e)))
-        .and_then(|()| sync_dir(dir));
-    if result.is_err() {
-        // Best effort: a leftover temp file is harmless, it is overwritten next time.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> StoreResult<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| StoreError::io("creating", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io("writing", path, e))?;
-    f.sync_all().map_err(|e| StoreError::io("syncing", path, e))
+    // Dropped unpersisted on any error, which deletes it.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(path.file_name().unwrap_or_default())
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io("creating a temp file in", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| StoreError::io("writing", tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| StoreError::io("syncing", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| StoreError::io("renaming", path, e.error))?;
+    sync_dir(dir)
 }
 
 /// Fsyncs a folder so that renames and new files in it survive a power loss.
@@ -70,6 +55,29 @@ mod tests {
         atomic_write(&path, b"one").unwrap();
         atomic_write(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert!(!dir.path().join("config").join("topics.tmp").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("config"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["topics"], "no temp file is left behind");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_never_fail_or_tear() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("offsets");
+        std::thread::scope(|s| {
+            for i in 0..4u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        atomic_write(path, &[i; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let content = std::fs::read(&path).unwrap();
+        assert_eq!(content.len(), 4096);
+        assert!(content.iter().all(|b| *b == content[0]));
     }
 }

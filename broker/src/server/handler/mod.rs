@@ -133,6 +133,7 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::TopicNotFound(_) => Status::TopicNotFound,
         StoreError::QueueNotFound { .. }
         | StoreError::BadProperties(_)
+        | StoreError::UnsupportedProperty { .. }
         | StoreError::BadTagExpression { .. }
         | StoreError::BadMessageId { .. } => Status::BadRequest,
         StoreError::PermissionDenied { .. } => Status::Forbidden,
