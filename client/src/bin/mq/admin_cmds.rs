@@ -20,39 +20,41 @@ pub(crate) async fn topic_create(broker: &str, name: &str, queues: Option<u32>) 
         Some(q) => q,
         None => admin.default_queue_count()?,
     };
-    match admin.create_topic(name, queues).await {
-        Ok(t) => {
-            println!(
-                "created topic {} with {}",
-                t.name,
-                plural(t.queue_count, "queue")
-            );
-            Ok(())
-        }
-        Err(e) if e.status() == Some(Status::TopicExists) => {
-            // Idempotent for scripts, but never claims to have created anything.
-            let t = admin.get_topic(name).await?;
-            let wanted = PERM_READ | PERM_WRITE;
-            if t.queue_count == queues && t.perm == wanted {
-                println!(
-                    "topic {} exists with {}",
-                    t.name,
-                    plural(t.queue_count, "queue")
-                );
-                return Ok(());
-            }
-            Err(format!(
-                "topic {} exists with {}, perm {} (asked for {}, perm {}); see mq topic update",
-                t.name,
-                plural(t.queue_count, "queue"),
-                perm_text(t.perm),
-                plural(queues, "queue"),
-                perm_text(wanted)
-            )
-            .into())
-        }
-        Err(e) => Err(e.into()),
+    // Looked up first: the broker answers a create of an identical topic with success,
+    // and a user must not read "created" for a topic that was already there.
+    let existing = match admin.get_topic(name).await {
+        Ok(t) => Some(t),
+        Err(e) if e.status() == Some(Status::TopicNotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(t) = existing else {
+        let t = admin.create_topic(name, queues).await?;
+        println!(
+            "created topic {} with {}",
+            t.name,
+            plural(t.queue_count, "queue")
+        );
+        return Ok(());
+    };
+    let wanted = PERM_READ | PERM_WRITE;
+    if t.queue_count == queues && t.perm == wanted {
+        // Idempotent for scripts: same settings, exit 0.
+        println!(
+            "topic {} exists with {}",
+            t.name,
+            plural(t.queue_count, "queue")
+        );
+        return Ok(());
     }
+    Err(format!(
+        "topic {} exists with {}, perm {} (asked for {}, perm {}); see mq topic update",
+        t.name,
+        plural(t.queue_count, "queue"),
+        perm_text(t.perm),
+        plural(queues, "queue"),
+        perm_text(wanted)
+    )
+    .into())
 }
 
 pub(crate) async fn topic_update(
