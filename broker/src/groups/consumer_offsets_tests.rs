@@ -118,13 +118,18 @@ fn a_failed_persist_keeps_the_old_file_and_stays_dirty() {
     o.persist().unwrap();
     let before = fs::read(o.path()).unwrap();
 
-    // A folder where the temp file should go makes the write fail.
-    let tmp = o.path().with_file_name("offsets.tmp");
-    fs::create_dir(&tmp).unwrap();
+    // A file where the config folder should be makes the write fail (temp files have
+    // unique names, so the folder itself is what the test takes away).
+    let config = o.path().parent().unwrap().to_path_buf();
+    let moved = dir.path().join("config-moved");
+    fs::rename(&config, &moved).unwrap();
+    fs::write(&config, b"not a folder").unwrap();
     o.commit("g", &[commit("t", 0, 2, &[])]).unwrap();
     let err = o.persist().unwrap_err();
     assert!(matches!(err, OffsetsError::Save { .. }), "{err}");
     assert!(o.is_dirty());
+    fs::remove_file(&config).unwrap();
+    fs::rename(&moved, &config).unwrap();
     assert_eq!(fs::read(o.path()).unwrap(), before);
     assert_eq!(
         ConsumerOffsets::open(dir.path())
@@ -135,7 +140,6 @@ fn a_failed_persist_keeps_the_old_file_and_stays_dirty() {
         1
     );
 
-    fs::remove_dir(&tmp).unwrap();
     o.persist().unwrap();
     assert!(!o.is_dirty());
     let back = ConsumerOffsets::open(dir.path()).unwrap();
@@ -149,7 +153,7 @@ fn a_leftover_temp_file_is_ignored_at_open() {
     o.commit("g", &[commit("t", 0, 3, &[])]).unwrap();
     o.persist().unwrap();
     fs::write(
-        o.path().with_file_name("offsets.tmp"),
+        o.path().with_file_name("offsets.x7Yz9Q.tmp"),
         b"{\"version\":1,\"queu",
     )
     .unwrap();

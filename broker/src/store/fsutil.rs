@@ -18,8 +18,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
     })?;
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating folder", dir, e))?;
     // Dropped unpersisted on any error, which deletes it.
+    // `<name>.XXXXXX.tmp`: unique, and recognisably a leftover of `<name>` after a crash.
+    let mut prefix = path.file_name().unwrap_or_default().to_os_string();
+    prefix.push(".");
     let mut tmp = tempfile::Builder::new()
-        .prefix(path.file_name().unwrap_or_default())
+        .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| StoreError::io("creating a temp file in", dir, e))?;

@@ -34,6 +34,7 @@ pub(crate) enum Workload {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
+    /// What to measure.
     workload: Workload,
     /// Topic to use (created with 8 queues if missing).
     #[arg(long, default_value = "bench")]

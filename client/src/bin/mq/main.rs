@@ -108,6 +108,7 @@ enum GroupCmd {
 struct ResetArgs {
     /// Consumer group.
     group: String,
+    /// Topic whose queues to move the group's offsets on.
     #[arg(long)]
     topic: String,
     /// earliest, latest, or a wall-clock timestamp in ms.
