@@ -430,3 +430,35 @@ async fn ctrl_c_during_an_exec_handler_releases_the_message_without_an_attempt()
     assert_eq!(again[0]["reconsume_times"], 0);
     assert_eq!(std::fs::read_to_string(&started).unwrap(), "0\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_keep_the_value_the_reason_and_the_suggestion_on_one_line() {
+    let b = TestBroker::start().await;
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["consume", "t", "--group", "g", "--max", "abc"],
+            "invalid value 'abc' for '--max <MAX>': invalid digit found in string",
+        ),
+        (
+            &["topc"],
+            "unrecognized subcommand 'topc'; did you mean 'topic'?",
+        ),
+        (
+            &["consume", "t", "--grup", "g"],
+            "unexpected argument '--grup'; did you mean '--group'?",
+        ),
+        (
+            &["topic", "update", "t", "--perm", "x"],
+            "invalid value 'x' for '--perm <PERM>': expected rw, r, w or -",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = mq(&b, args, "").await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("mq: error: {want}")) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}

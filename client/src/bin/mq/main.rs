@@ -8,7 +8,7 @@ mod produce;
 
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ErrorKind};
 use clap::{Args, Parser, Subcommand};
 use client::StartFrom;
 use protocol::messages::{ResetTarget, PERM_READ, PERM_WRITE};
@@ -196,27 +196,60 @@ fn parse_args() -> Result<Cli, ExitCode> {
             Err(ExitCode::from(2))
         }
         Err(e) => {
-            eprintln!("mq: error: {} (see --help)", one_line(&e.to_string()));
+            eprintln!("mq: error: {} (see --help)", one_line(&e));
             Err(ExitCode::from(2))
         }
     }
 }
 
-/// The message part of a rendered clap error on one line: no `error:` prefix, no usage,
-/// no tip, no "For more information".
-fn one_line(rendered: &str) -> String {
-    let mut parts = Vec::new();
-    for line in rendered.lines() {
-        let line = line.trim();
-        if line.starts_with("Usage:") || line.starts_with("For more information") {
-            break;
+/// A usage error on one line, built from the error's structured context (what kind, which
+/// argument, which value, the parser's reason, clap's suggestion) rather than from its
+/// multi-line rendering.
+fn one_line(e: &clap::Error) -> String {
+    let get = |kind| e.get(kind).map(ToString::to_string).unwrap_or_default();
+    let arg = get(ContextKind::InvalidArg);
+    let mut msg = match e.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let mut m = format!(
+                "invalid value '{}' for '{arg}'",
+                get(ContextKind::InvalidValue)
+            );
+            if let Some(reason) = std::error::Error::source(e) {
+                m.push_str(&format!(": {reason}"));
+            }
+            if e.get(ContextKind::ValidValue).is_some() {
+                m.push_str(&format!(
+                    " (possible values: {})",
+                    get(ContextKind::ValidValue)
+                ));
+            }
+            m
         }
-        if line.is_empty() || line.starts_with("tip:") {
-            continue;
+        ErrorKind::UnknownArgument => format!("unexpected argument '{arg}'"),
+        ErrorKind::InvalidSubcommand => {
+            format!(
+                "unrecognized subcommand '{}'",
+                get(ContextKind::InvalidSubcommand)
+            )
         }
-        parts.push(line.strip_prefix("error:").unwrap_or(line).trim());
+        ErrorKind::MissingRequiredArgument => {
+            format!("required arguments were not provided: {arg}")
+        }
+        ErrorKind::ArgumentConflict => match get(ContextKind::PriorArg) {
+            prior if prior == arg || prior.is_empty() => {
+                format!("'{arg}' cannot be used more than once")
+            }
+            prior => format!("'{arg}' cannot be used with '{prior}'"),
+        },
+        kind if arg.is_empty() => kind.to_string(),
+        kind => format!("{kind}: '{arg}'"),
+    };
+    for hint in [ContextKind::SuggestedSubcommand, ContextKind::SuggestedArg] {
+        if e.get(hint).is_some() {
+            msg.push_str(&format!("; did you mean '{}'?", get(hint)));
+        }
     }
-    parts.join(" ")
+    msg
 }
 
 fn main() -> ExitCode {
