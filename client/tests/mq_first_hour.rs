@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use broker::store::{MessageStore, StoreConfig};
 use broker::{Broker, Config};
-use client::{ConsumerEvent, Delivery, Error, Message, Producer, ProducerOptions, PullConsumer};
+use client::{
+    ConsumerEvent, Delivery, Error, Message, Producer, ProducerOptions, PullConsumer, PushConsumer,
+};
 use protocol::messages::PERM_WRITE;
 use protocol::properties::DELAY_LEVEL;
 use protocol::Status;
@@ -76,6 +78,20 @@ async fn a_consumer_hears_when_the_broker_refuses_its_pulls() {
         other => panic!("expected a refused pull, got {other:?}"),
     }
     c.close().await.unwrap();
+
+    // A push consumer passes the event on too.
+    let c = PullConsumer::connect(&b.addr, "g3", &[("sealed", "*")], fast_options())
+        .await
+        .unwrap();
+    let mut push = PushConsumer::start(c, 1, |_m| async { Ok::<(), String>(()) });
+    let e = tokio::time::timeout(PATIENCE, push.next_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(e, Some(ConsumerEvent::PullRefused { .. })),
+        "{e:?}"
+    );
+    push.close().await.unwrap();
 
     let out = mq(&b, &["consume", "sealed", "--group", "g2"], "").await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
