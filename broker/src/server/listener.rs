@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use bytes::BytesMut;
 use protocol::{Frame, FrameKind, Status};
 use tokio::io::AsyncWriteExt;
@@ -17,7 +18,15 @@ use super::Services;
 /// logged and retried after a short pause rather than ending the broker.
 pub(crate) async fn run(services: Arc<Services>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(services.config.max_connections as usize));
-    let mut backoff = Duration::from_millis(10);
+    // The same exponential schedule as the client's retries (backon's builder).
+    let pauses = || {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_secs(1))
+            .without_max_times()
+            .build()
+    };
+    let mut delays = pauses();
     loop {
         let accepted = tokio::select! {
             () = services.shutdown.cancelled() => break,
@@ -25,16 +34,16 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener) {
         };
         let (socket, peer) = match accepted {
             Ok(pair) => {
-                backoff = Duration::from_millis(10);
+                delays = pauses();
                 pair
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
+                let pause = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::select! {
                     () = services.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
