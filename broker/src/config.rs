@@ -15,10 +15,12 @@ use thiserror::Error;
 pub use crate::store::DiskReserve;
 
 /// The broker's retry schedule when none is configured: 1s 5s 10s 30s 1m 2m 3m ... 2h.
-pub const DEFAULT_RETRY_DELAYS_MS: [u64; 18] = [
-    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
-    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
-];
+pub use crate::retry::DEFAULT_DELAY_LEVELS_MS as DEFAULT_RETRY_DELAYS_MS;
+
+/// Commit-log segment size by default: small enough that a fresh data folder takes
+/// 128 MiB (the active segment and one preallocated spare), not gigabytes. Production
+/// brokers with steady traffic may prefer `1G` (fewer files, rarer rolls).
+pub const DEFAULT_SEGMENT_SIZE: ByteSize = ByteSize(64 << 20);
 
 /// The longest a pull may be held at the head of a queue, whatever the client asks.
 pub const MAX_LONG_POLL_MS: u64 = 30_000;
@@ -104,27 +106,14 @@ impl TryFrom<SizeRepr> for ByteSize {
 impl FromStr for ByteSize {
     type Err = String;
 
+    /// Plain bytes or a `K`/`M`/`G`/`T` suffix, with or without `B`/`iB`; every multiple is
+    /// a power of 1024 (the documented meaning, kept for `1G` as for `1GiB`).
     fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let lower = t.to_ascii_lowercase();
-        let digits = lower
-            .trim_end_matches("ib")
-            .trim_end_matches('b')
-            .trim_end();
-        let (num, shift) = match digits.chars().last() {
-            Some('k') => (&digits[..digits.len() - 1], 10),
-            Some('m') => (&digits[..digits.len() - 1], 20),
-            Some('g') => (&digits[..digits.len() - 1], 30),
-            Some('t') => (&digits[..digits.len() - 1], 40),
-            _ => (digits, 0),
-        };
-        let n: u64 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (use e.g. 4096, 64K, 256M, 1G)"))?;
-        n.checked_mul(1u64 << shift)
+        parse_size::Config::new()
+            .with_binary()
+            .parse_size(s.trim())
             .map(Self)
-            .ok_or_else(|| format!("{s:?} is too large"))
+            .map_err(|e| format!("{s:?} is not a size ({e}; use e.g. 4096, 64K, 256M, 1G)"))
     }
 }
 
@@ -152,7 +141,7 @@ pub struct Config {
     pub flush: FlushMode,
     /// With `flush = async`, the longest a message stays unflushed. Default 500 ms.
     pub flush_interval_ms: u64,
-    /// Size of one commit-log segment file. Default 1G; at least 4K.
+    /// Size of one commit-log segment file. Default 64M ([`DEFAULT_SEGMENT_SIZE`]); at least 4K.
     pub segment_size: ByteSize,
     /// Delete commit-log segments older than this many hours. Default 72; 0 keeps forever.
     pub retention_hours: u64,
@@ -217,7 +206,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             flush: FlushMode::Async,
             flush_interval_ms: 500,
-            segment_size: ByteSize(1 << 30),
+            segment_size: DEFAULT_SEGMENT_SIZE,
             retention_hours: 72,
             retention_bytes: None,
             max_message_size: ByteSize(4 << 20),
@@ -227,7 +216,7 @@ impl Default for Config {
             default_queues: 4,
             max_connections: 1024,
             max_inflight_per_connection: 1024,
-            session_timeout_ms: 30_000,
+            session_timeout_ms: crate::groups::DEFAULT_SESSION_TIMEOUT_MS,
             retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
             max_reconsume_times: 16,
             offsets_persist_interval_ms: 1_000,
@@ -244,15 +233,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1, 64 MiB
-    /// segments and no disk reserve: what tests start an in-process broker with. Segments
-    /// are preallocated, so the 1 GiB default would reserve gigabytes of disk per test
-    /// broker; and a test must not fail because the host's disk is 99% used.
+    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1 and no disk
+    /// reserve: what tests start an in-process broker with (a test must not fail because
+    /// the host's disk is 99% used).
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
-            segment_size: ByteSize(64 << 20),
             disk_reserve: DiskReserve::Bytes(0),
             ..Self::default()
         }

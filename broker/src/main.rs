@@ -36,7 +36,8 @@ struct Cli {
     /// With async flush, the longest data stays unflushed, in ms [default: 500].
     #[arg(long, value_name = "MS")]
     flush_interval_ms: Option<u64>,
-    /// Commit-log segment size, at least 4K [default: 1G].
+    /// Commit-log segment size, at least 4K; a fresh data directory takes two segments
+    /// (the active one and a preallocated spare) [default: 64M].
     #[arg(long, value_name = "SIZE")]
     segment_size: Option<ByteSize>,
     /// Delete commit-log segments older than this; 0 keeps them forever [default: 72].
@@ -161,6 +162,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match &cli.config {
         Some(path) => match Config::from_file(path) {

@@ -51,6 +51,20 @@ impl Admin {
         &self.conn
     }
 
+    /// Queues the broker gives a topic created on its first send (its `--default-queues`),
+    /// as announced in its Hello.
+    ///
+    /// # Errors
+    /// `Closed` when the connection has no Hello answer (it was closed).
+    pub fn default_queue_count(&self) -> Result<u32> {
+        self.conn
+            .hello()
+            .map(|h| h.default_queue_count)
+            .ok_or_else(|| Error::Closed {
+                addr: self.conn.addr().to_string(),
+            })
+    }
+
     /// Creates a readable and writable topic.
     ///
     /// # Errors

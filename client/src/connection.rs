@@ -370,7 +370,9 @@ impl Connection {
     /// One reconnect round: tries with backoff until the connect timeout.
     async fn reconnect(&self) -> Result<Arc<Link>> {
         let deadline = tokio::time::Instant::now() + self.inner.opts.connect_timeout;
-        let mut backoff = self.inner.opts.initial_backoff;
+        let mut delays =
+            crate::backoff::delays(self.inner.opts.initial_backoff, self.inner.opts.max_backoff);
+        let mut backoff = delays.next().unwrap_or(self.inner.opts.max_backoff);
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
                 return Err(self.closed_error());
@@ -392,7 +394,7 @@ impl Connection {
                         () = self.inner.closing.cancelled() => return Err(self.closed_error()),
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(self.inner.opts.max_backoff);
+                    backoff = delays.next().unwrap_or(self.inner.opts.max_backoff);
                 }
                 Err(e) => return Err(e),
             }

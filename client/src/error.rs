@@ -35,6 +35,19 @@ pub enum Error {
         #[source]
         source: NameError,
     },
+    /// A subscription's tag expression the broker would refuse (`a ||`, `a b`).
+    #[error("invalid tag expression {expr:?}: {source}")]
+    InvalidTagExpression {
+        expr: String,
+        #[source]
+        source: protocol::tags::TagExprError,
+    },
+    /// A message property this broker does not honour yet, refused rather than ignored.
+    #[error("the {property} property is not supported: {reason}")]
+    UnsupportedProperty {
+        property: &'static str,
+        reason: &'static str,
+    },
     /// An argument out of range (empty batch, body over the broker's limit, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -5,16 +5,18 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+mod backoff;
 mod connection;
 pub mod consumer;
 mod error;
-pub mod histogram;
 mod message;
 mod producer;
 mod route;
 
 pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
-pub use consumer::{ConsumerOptions, PullConsumer, PushConsumer, StartFrom};
+pub use consumer::{
+    ConsumerEvent, ConsumerOptions, Delivery, PullConsumer, PushConsumer, StartFrom,
+};
 pub use error::{Error, Result};
 pub use message::{Message, ReceivedMessage};
 pub use producer::{Producer, ProducerOptions, SendHandle, SendResult};

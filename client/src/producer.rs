@@ -8,6 +8,7 @@ use std::time::Duration;
 use protocol::batch::{BatchMessage, BatchWriter};
 use protocol::messages::SendRequest;
 use protocol::names::validate_any_name;
+use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
 use protocol::Status;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -196,8 +197,18 @@ fn no_receipt() -> Error {
 /// Encodes messages in the send layout, stamped with the current time.
 ///
 /// # Errors
-/// `InvalidArgument` for a body or property blob over 4 GiB.
+/// `InvalidArgument` for a body or property blob over 4 GiB; `UnsupportedProperty` for a
+/// message asking for delayed delivery (`DELAY`), which the broker does not offer yet.
 pub fn encode_batch(msgs: &[Message]) -> Result<BatchWriter> {
+    if msgs
+        .iter()
+        .any(|m| Properties::new(m.properties()).get(DELAY_LEVEL).is_some())
+    {
+        return Err(Error::UnsupportedProperty {
+            property: DELAY_LEVEL,
+            reason: DELAY_UNSUPPORTED,
+        });
+    }
     let now = now_ms();
     let bytes: usize = msgs
         .iter()

@@ -9,9 +9,6 @@ use protocol::Status;
 use crate::connection::Connection;
 use crate::error::Result;
 
-/// Queues of a topic the broker creates on first use.
-pub const AUTO_CREATED_QUEUES: u32 = 4;
-
 #[derive(Debug, Default)]
 pub(crate) struct RouteCache {
     queue_counts: Mutex<HashMap<String, u32>>,
@@ -19,7 +16,8 @@ pub(crate) struct RouteCache {
 
 impl RouteCache {
     /// The topic's queue count, asking the broker once. A topic the broker does not know
-    /// yet is assumed to be auto-created on the first send, with the default queue count.
+    /// yet is assumed to be auto-created on the first send, with the queue count the broker
+    /// announced in its Hello (its `--default-queues`).
     pub(crate) async fn queue_count(&self, conn: &Connection, topic: &str) -> Result<u32> {
         if let Some(n) = self.cached(topic) {
             return Ok(n);
@@ -31,7 +29,7 @@ impl RouteCache {
             Ok((resp, _)) => resp.topic.queue_count.max(1),
             Err(e) if e.status() == Some(Status::TopicNotFound) => {
                 // Not cached: the next call asks again and learns the real count.
-                return Ok(AUTO_CREATED_QUEUES);
+                return Ok(conn.hello().map_or(1, |h| h.default_queue_count.max(1)));
             }
             Err(e) => return Err(e),
         };

@@ -47,7 +47,8 @@ fn queue_row(text: &str, queue: u32) -> (String, u64, u64) {
     let row = text
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() == 5 && f[0] == TOPIC && f[1] == queue.to_string())
+        // At least 5: a SKIPPED column follows LAG.
+        .find(|f| f.len() >= 5 && f[0] == TOPIC && f[1] == queue.to_string())
         .unwrap_or_else(|| panic!("no row for {TOPIC} {queue} in\n{text}"));
     (
         row[2].to_string(),

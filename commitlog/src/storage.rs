@@ -112,20 +112,23 @@ impl Storage for RealFs {
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
-            // Best effort: a partial temp file would hold blocks of a full disk until the
-            // next write; the write's own error is what the caller needs.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        match path.parent() {
-            Some(dir) => self.sync_dir(dir),
-            None => Ok(()),
-        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        // `<name>.XXXXXX.tmp`: unique, so concurrent writers of one file each rename a
+        // complete file of their own, and recognisably a leftover of `<name>` after a crash.
+        // Dropped unpersisted on any error, which deletes it (and frees its blocks).
+        let mut prefix = path.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        self.sync_dir(dir)
     }
 }
 

@@ -48,6 +48,10 @@ pub struct HelloResponse {
     pub max_frame_bytes: u32,
     pub max_message_bytes: u32,
     pub max_batch_messages: u32,
+    /// Whether a send to an unknown topic creates it.
+    pub auto_create_topics: bool,
+    /// Queues of a topic created on its first send (the broker's `--default-queues`).
+    pub default_queue_count: u32,
 }
 request!(HelloRequest, Hello, HelloResponse);
 

@@ -13,8 +13,13 @@ use crate::ProtocolError;
 pub const TAGS: &str = "TAGS";
 /// Business keys, space-separated.
 pub const KEYS: &str = "KEYS";
-/// Delay level requested by the producer or chosen by the retry schedule.
+/// Delay level chosen by the retry schedule. Producers may not set it: delayed delivery
+/// of their own messages is not offered yet, and a send carrying it is refused
+/// (never silently delivered at once).
 pub const DELAY_LEVEL: &str = "DELAY";
+/// Why a producer's `DELAY` property is refused.
+pub const DELAY_UNSUPPORTED: &str =
+    "delayed delivery is not supported yet; send the message without it";
 /// On a retried or dead-lettered message: the topic it was first sent to.
 pub const ORIGIN_TOPIC: &str = "ORIGIN_TOPIC";
 /// On a retried or dead-lettered message: the id it had when first stored.

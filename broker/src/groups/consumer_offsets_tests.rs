@@ -151,7 +151,7 @@ fn a_leftover_temp_file_is_ignored_at_open() {
     o.commit("g", &[commit("t", 0, 3, &[])]).unwrap();
     o.persist().unwrap();
     fs::write(
-        o.path().with_file_name("offsets.tmp"),
+        o.path().with_file_name("offsets.x7Yz9Q.tmp"),
         b"{\"version\":1,\"queu",
     )
     .unwrap();

@@ -30,8 +30,9 @@ use protocol::names::retry_topic;
 
 use super::assignment::{AssignmentStrategy, ContiguousEvenSplit};
 
-/// Default time after which a silent member is dropped.
-pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 15_000;
+/// Default time after which a silent member is dropped; the broker's
+/// `--session-timeout-ms` default too (its only home).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 30_000;
 
 /// Membership and assignment of every consumer group. Send + Sync; share it in an `Arc`.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use bytes::BytesMut;
 use protocol::{Frame, FrameKind, Status};
 use tokio::io::AsyncWriteExt;
@@ -14,17 +15,21 @@ use super::connection;
 use super::response::Response;
 use super::Services;
 
-/// First pause after a failed accept; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
 /// Accepts until `stop` (cancelled first at shutdown, so no connection arrives while
 /// the others drain). Accept errors (such as running out of file descriptors) pause the
 /// loop with a growing backoff, never a spin, and are logged once per episode.
 pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: CancellationToken) {
     let limit = services.config.max_connections;
     let slots = Arc::new(Semaphore::new(limit as usize));
-    let mut backoff = MIN_BACKOFF;
+    // The same exponential schedule as the client's retries (backon's builder).
+    let pauses = || {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_secs(1))
+            .without_max_times()
+            .build()
+    };
+    let mut delays = pauses();
     let mut failures = 0u64;
     // Refusals are logged once per run of them, not once per connection.
     let mut refused = 0u64;
@@ -39,7 +44,7 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: Ca
                     tracing::info!(failures, "accepting connections again");
                 }
                 failures = 0;
-                backoff = MIN_BACKOFF;
+                delays = pauses();
                 pair
             }
             Err(e) => {
@@ -47,11 +52,11 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: Ca
                     tracing::warn!(error = %e, "accept failed; backing off until it succeeds again");
                 }
                 failures += 1;
+                let pause = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };

@@ -55,6 +55,12 @@ pub enum StoreError {
     BodyTooLarge { size: usize, max: usize },
     #[error("malformed message properties: {0}")]
     BadProperties(#[source] protocol::ProtocolError),
+    /// A client set a property the broker does not honour yet (`DELAY`).
+    #[error("the {property} property is not supported: {reason}")]
+    UnsupportedProperty {
+        property: &'static str,
+        reason: &'static str,
+    },
     #[error("invalid tag expression {expr:?}: {reason}")]
     BadTagExpression { expr: String, reason: &'static str },
     #[error("invalid message id {id:?}: {reason}")]

@@ -2,15 +2,15 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use commitlog::storage::{RealFs, Storage};
 
 use super::{StoreError, StoreResult};
 
-/// Replaces `path` with `bytes` atomically on the real file system: write a temp file
-/// next to it, fsync it, rename it over `path`, fsync the folder. A crash leaves either the
-/// old or the new content.
+/// Replaces `path` with `bytes` atomically on the real file system: write a uniquely named
+/// temp file next to it, fsync it, rename it over `path`, fsync the folder. A crash leaves
+/// either the old or the new content; concurrent writers of one file each rename a complete
+/// file of their own.
 ///
 /// # Errors
 /// `StoreError::Io`; the temp file is removed on failure.
@@ -24,12 +24,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> StoreResult<()> {
 /// # Errors
 /// `StoreError::Io`; the temp file is removed on failure.
 pub fn atomic_write_on(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> StoreResult<()> {
-    // The temp name is fixed per target, so two writers of the same file (the dispatcher's
-    // periodic checkpoint and `MessageStore::flush`) would truncate each other's temp file
-    // and one rename would fail with NotFound. Metadata writes are small and rare:
-    // serializing all of them in the process is cheap.
-    static WRITING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = path.parent().ok_or_else(|| {
         StoreError::InvalidConfig(format!("{} has no parent folder", path.display()))
     })?;
@@ -61,6 +55,29 @@ mod tests {
         atomic_write(&path, b"one").unwrap();
         atomic_write(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert!(!dir.path().join("config").join("topics.tmp").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("config"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["topics"], "no temp file is left behind");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_never_fail_or_tear() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("offsets");
+        std::thread::scope(|s| {
+            for i in 0..4u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        atomic_write(path, &[i; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let content = std::fs::read(&path).unwrap();
+        assert_eq!(content.len(), 4096);
+        assert!(content.iter().all(|b| *b == content[0]));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{MutexGuard, PoisonError, TryLockError};
 
 use commitlog::{PhysicalOffset, RecordIn};
 use consumequeue::QueueOffset;
-use protocol::properties::Properties;
+use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
 
 use super::tags::tag_hash_of;
 use super::topics::validate_topic_name;
@@ -125,9 +125,15 @@ impl Shared {
                     max: self.config.max_body_bytes,
                 });
             }
-            Properties::new(m.properties)
-                .validate()
-                .map_err(StoreError::BadProperties)?;
+            let props = Properties::new(m.properties);
+            props.validate().map_err(StoreError::BadProperties)?;
+            // Refused rather than delivered at once; the retry path sets it internally.
+            if scope == TopicScope::Client && props.get(DELAY_LEVEL).is_some() {
+                return Err(StoreError::UnsupportedProperty {
+                    property: DELAY_LEVEL,
+                    reason: DELAY_UNSUPPORTED,
+                });
+            }
             tag_hashes.push(tag_hash_of(m.properties));
         }
         // Looked at in place: cloning the topic's config for every send of a large

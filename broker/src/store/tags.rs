@@ -1,6 +1,7 @@
 //! Tags: the hash stored in consume-queue entries and the filter expressions consumers send.
 
 use protocol::properties::{Properties, TAGS};
+use protocol::tags::parse_tag_expression;
 
 use super::{StoreError, StoreResult};
 
@@ -46,30 +47,19 @@ impl TagFilter {
     /// # Errors
     /// `BadTagExpression` for an empty alternative (`a ||`) or a tag with whitespace inside.
     pub fn parse(expr: &str) -> StoreResult<Self> {
-        let expr_t = expr.trim();
-        if expr_t.is_empty() || expr_t == "*" {
-            return Ok(Self::All);
+        // The syntax lives in `protocol` so that the client checks it the same way.
+        match parse_tag_expression(expr) {
+            Ok(None) => Ok(Self::All),
+            Ok(Some(tags)) => Ok(Self::Tags(
+                tags.into_iter()
+                    .map(|t| (t.to_owned(), tag_hash(t)))
+                    .collect(),
+            )),
+            Err(e) => Err(StoreError::BadTagExpression {
+                expr: expr.chars().take(256).collect(),
+                reason: e.as_str(),
+            }),
         }
-        let bad = |reason| StoreError::BadTagExpression {
-            expr: expr.chars().take(256).collect(),
-            reason,
-        };
-        let mut tags: Vec<(String, u64)> = Vec::new();
-        for part in expr_t.split("||").map(str::trim) {
-            if part.is_empty() {
-                return Err(bad("empty tag between '||'"));
-            }
-            if part.chars().any(char::is_whitespace) {
-                return Err(bad("tags cannot contain whitespace"));
-            }
-            if part == "*" {
-                return Ok(Self::All);
-            }
-            if !tags.iter().any(|(t, _)| t == part) {
-                tags.push((part.to_owned(), tag_hash(part)));
-            }
-        }
-        Ok(Self::Tags(tags))
     }
 
     /// Builds a filter from tags and explicit hashes; lets tests force hash collisions.

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::messages::{SendBackRequest, Subscription};
-use protocol::names::{retry_topic, validate_user_name};
+use protocol::names::{dlq_topic, retry_topic, validate_any_name, validate_user_name, DLQ_PREFIX};
+use protocol::tags::parse_tag_expression;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,56 @@ use crate::message::ReceivedMessage;
 
 pub use push::PushConsumer;
 pub(crate) use queue::QueueShared;
+
+/// Something a consumer ran into besides messages, for the application to observe
+/// ([`PullConsumer::next_event`], [`PullConsumer::try_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// Retention removed offsets `from..to` of a queue before the group consumed them:
+    /// those messages are lost to this group, which continues at `to`.
+    Skipped {
+        topic: String,
+        queue_id: u32,
+        from: u64,
+        to: u64,
+    },
+    /// The broker refused to serve a pull of a queue for a reason retrying does not fix
+    /// (a bad request, a topic that is not readable, ...). A `BadRequest` stops pulling that
+    /// queue; other refusals are retried with backoff and reported again after a success.
+    PullRefused {
+        topic: String,
+        queue_id: u32,
+        status: protocol::Status,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ConsumerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Skipped {
+                topic,
+                queue_id,
+                from,
+                to,
+            } => write!(
+                f,
+                "{} messages of {topic} queue {queue_id} (offsets {from}..{to}) were removed by retention before this group consumed them; skipped",
+                to - from
+            ),
+            Self::PullRefused {
+                topic,
+                queue_id,
+                status,
+                message,
+            } => write!(
+                f,
+                "the broker refused to pull {topic} queue {queue_id} ({status:?}): {message}"
+            ),
+        }
+    }
+}
 
 /// Where a group starts on a queue it never committed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +165,9 @@ pub(crate) struct Shared {
     /// Final commits of dropped queues that did not reach the broker yet; those queues are
     /// still reported as held until they do.
     pub(crate) unreleased: Mutex<Vec<protocol::messages::QueueCommit>>,
+    /// Events for the application; unbounded because they are rare (one per skip or
+    /// refusal) and must not be dropped.
+    pub(crate) events: mpsc::UnboundedSender<ConsumerEvent>,
 }
 
 impl Shared {
@@ -123,6 +177,11 @@ impl Shared {
             .iter()
             .find(|s| s.topic == topic)
             .map_or_else(|| "*".to_string(), |s| s.tag_expr.clone())
+    }
+
+    /// Reports an event; one sent after the application dropped the consumer is moot.
+    pub(crate) fn report(&self, event: ConsumerEvent) {
+        let _ = self.events.send(event);
     }
 }
 
@@ -205,17 +264,14 @@ fn send_back_retriable(e: &crate::Error) -> bool {
 }
 
 async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessage) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
+    for backoff in crate::backoff::delays(Duration::from_millis(100), Duration::from_secs(5)) {
         tokio::select! {
             () = acker.shared.cancel.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
         match acker.shared.conn.call(&req, &[]).await {
             Ok(_) => return acker.nacked(&msg),
-            Err(e) if send_back_retriable(&e) => {
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            Err(e) if send_back_retriable(&e) => {}
             Err(e) => {
                 tracing::error!(error = %e, msg_id = %req.msg_id, "send-back refused; message left unacked");
                 return;
@@ -224,20 +280,45 @@ async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessag
     }
 }
 
+/// What [`PullConsumer::recv_delivery`] returns.
+#[derive(Debug)]
+pub enum Delivery {
+    Message(ReceivedMessage),
+    Event(ConsumerEvent),
+}
+
+/// The next message of a live queue from the current batch or the channel.
+async fn next_message(
+    current: &mut std::vec::IntoIter<ReceivedMessage>,
+    rx: &mut mpsc::Receiver<Vec<ReceivedMessage>>,
+) -> Option<ReceivedMessage> {
+    loop {
+        for m in current.by_ref() {
+            if m.queue.as_ref().is_some_and(|q| !q.is_revoked()) {
+                return Some(m);
+            }
+        }
+        *current = rx.recv().await?.into_iter();
+    }
+}
+
 /// A member of a consumer group that the application pulls messages from.
 pub struct PullConsumer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Vec<ReceivedMessage>>,
+    events: mpsc::UnboundedReceiver<ConsumerEvent>,
     current: std::vec::IntoIter<ReceivedMessage>,
     tasks: tokio::task::JoinSet<()>,
 }
 
 impl PullConsumer {
     /// Connects to `addr` and joins `group`, subscribed to `(topic, tag expression)` pairs
-    /// (the group's retry topic is consumed implicitly).
+    /// (the group's retry topic is consumed implicitly). A topic may be another group's
+    /// dead-letter queue (`%DLQ%OTHER`), e.g. for a repair job.
     ///
     /// # Errors
-    /// Invalid names, connection failures, or a refused first heartbeat.
+    /// Invalid names (a reserved one, the group's own dead-letter queue), an invalid tag
+    /// expression, connection failures, or a refused first heartbeat.
     pub async fn connect(
         addr: &str,
         group: &str,
@@ -258,13 +339,30 @@ impl PullConsumer {
         subscriptions: &[(&str, &str)],
         opts: ConsumerOptions,
     ) -> Result<Self> {
-        for name in std::iter::once(&group).chain(subscriptions.iter().map(|(t, _)| t)) {
-            validate_user_name(name).map_err(|source| Error::InvalidName {
-                name: name.to_string(),
+        let invalid = |name: &str, source| Error::InvalidName {
+            name: name.to_string(),
+            source,
+        };
+        validate_user_name(group).map_err(|e| invalid(group, e))?;
+        for (topic, _) in subscriptions {
+            // Another group's dead-letter queue may be consumed (a repair job); the group's
+            // own is left to `dlq` tools, which keep their progress under the group.
+            let other_dlq = topic.starts_with(DLQ_PREFIX) && *topic != dlq_topic(group);
+            if other_dlq {
+                validate_any_name(topic).map_err(|e| invalid(topic, e))?;
+            } else {
+                validate_user_name(topic).map_err(|e| invalid(topic, e))?;
+            }
+        }
+        // Checked here: the broker would refuse every pull of the subscription.
+        for (_, expr) in subscriptions {
+            parse_tag_expression(expr).map_err(|source| Error::InvalidTagExpression {
+                expr: (*expr).to_string(),
                 source,
             })?;
         }
         let (tx, rx) = mpsc::channel(1024);
+        let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             conn,
             group: group.to_string(),
@@ -288,6 +386,7 @@ impl PullConsumer {
             cancel: CancellationToken::new(),
             reset_epoch: AtomicU64::new(0),
             unreleased: Mutex::new(Vec::new()),
+            events: events_tx,
         });
         // The first heartbeat happens here so that errors (bad group, no broker) surface.
         let next = group::heartbeat_once(&shared).await?;
@@ -297,6 +396,7 @@ impl PullConsumer {
         Ok(Self {
             shared,
             rx,
+            events,
             current: Vec::new().into_iter(),
             tasks,
         })
@@ -336,13 +436,19 @@ impl PullConsumer {
 
     /// The next message; waits for one. `None` once the consumer is closed.
     pub async fn recv(&mut self) -> Option<ReceivedMessage> {
-        loop {
-            for m in self.current.by_ref() {
-                if m.queue.as_ref().is_some_and(|q| !q.is_revoked()) {
-                    return Some(m);
-                }
-            }
-            self.current = self.rx.recv().await?.into_iter();
+        next_message(&mut self.current, &mut self.rx).await
+    }
+
+    /// The next event or message, events first: what an application that wants to hear of
+    /// skipped messages and refused pulls as they happen waits on. `None` once closed.
+    pub async fn recv_delivery(&mut self) -> Option<Delivery> {
+        if let Ok(e) = self.events.try_recv() {
+            return Some(Delivery::Event(e));
+        }
+        tokio::select! {
+            biased;
+            Some(e) = self.events.recv() => Some(Delivery::Event(e)),
+            m = next_message(&mut self.current, &mut self.rx) => m.map(Delivery::Message),
         }
     }
 
@@ -369,6 +475,16 @@ impl PullConsumer {
                 },
             }
         }
+    }
+
+    /// The next event (skipped messages, refused pulls), waiting until one is reported.
+    pub async fn next_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.recv().await
+    }
+
+    /// An event already reported, if any, without waiting.
+    pub fn try_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.try_recv().ok()
     }
 
     /// See [`Acker::ack`].

@@ -4,10 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::PullConsumer;
+use super::{ConsumerEvent, Delivery, PullConsumer};
 use crate::error::Result;
 use crate::message::ReceivedMessage;
 
@@ -16,6 +16,7 @@ use crate::message::ReceivedMessage;
 pub struct PushConsumer {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
+    events: mpsc::UnboundedReceiver<ConsumerEvent>,
 }
 
 impl PushConsumer {
@@ -27,13 +28,26 @@ impl PushConsumer {
         E: std::fmt::Display + Send + 'static,
     {
         let stop = CancellationToken::new();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(
             consumer,
             workers.max(1),
             Arc::new(handler),
             stop.clone(),
+            events_tx,
         ));
-        Self { stop, task }
+        Self { stop, task, events }
+    }
+
+    /// The next event of the underlying consumer (skipped messages, refused pulls); `None`
+    /// once the consumer has stopped.
+    pub async fn next_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.recv().await
+    }
+
+    /// An event already reported, if any, without waiting.
+    pub fn try_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.try_recv().ok()
     }
 
     /// Stops taking messages, waits for running handlers, then commits and leaves.
@@ -56,6 +70,7 @@ async fn run<F, Fut, E>(
     workers: usize,
     handler: Arc<F>,
     stop: CancellationToken,
+    events: mpsc::UnboundedSender<ConsumerEvent>,
 ) -> Result<()>
 where
     F: Fn(ReceivedMessage) -> Fut + Send + Sync + 'static,
@@ -67,8 +82,13 @@ where
     loop {
         let msg = tokio::select! {
             () = stop.cancelled() => break,
-            m = consumer.recv() => match m {
-                Some(m) => m,
+            d = consumer.recv_delivery() => match d {
+                Some(Delivery::Message(m)) => m,
+                Some(Delivery::Event(e)) => {
+                    // Nobody listening is the application's choice.
+                    let _ = events.send(e);
+                    continue;
+                }
                 None => break,
             },
         };

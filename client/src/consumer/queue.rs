@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::messages::{PullRequest, PullResponse, PullStatus, QueueCommit};
+use protocol::Status;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::AckTracker;
-use super::Shared;
+use super::{ConsumerEvent, Shared};
 use crate::message::decode_records;
 
 pub(crate) struct QueueState {
@@ -111,7 +112,10 @@ impl QueueShared {
 /// Pulls the queue until it is cancelled: waits for prefetch space, long-polls the broker,
 /// decodes the records and hands them to the consumer.
 pub(crate) async fn run_puller(q: Arc<QueueShared>, ctx: Arc<Shared>, tag_expr: String) {
-    let mut backoff = Duration::from_millis(10);
+    let pause = || crate::backoff::delays(Duration::from_millis(10), Duration::from_secs(1));
+    let mut delays = pause();
+    // A refusal is reported once, not at every retry, until a pull succeeds again.
+    let mut refusal_reported = false;
     loop {
         let Some(room) = wait_for_space(&q, &ctx).await else {
             return;
@@ -133,23 +137,44 @@ pub(crate) async fn run_puller(q: Arc<QueueShared>, ctx: Arc<Shared>, tag_expr: 
         };
         match result {
             Ok((resp, body)) => {
-                backoff = Duration::from_millis(10);
+                delays = pause();
+                refusal_reported = false;
                 if !deliver(&q, &ctx, req.offset, &resp, &body).await {
                     return;
                 }
             }
             Err(e) => {
+                if q.cancel.is_cancelled() || ctx.cancel.is_cancelled() {
+                    // The consumer is closing: a pull cut short by it is no failure.
+                    return;
+                }
+                if let Some(status) = e.status().filter(|_| !e.is_retriable()) {
+                    if !refusal_reported {
+                        refusal_reported = true;
+                        ctx.report(ConsumerEvent::PullRefused {
+                            topic: q.topic.clone(),
+                            queue_id: q.queue_id,
+                            status,
+                            message: e.to_string(),
+                        });
+                    }
+                    if status == Status::BadRequest {
+                        // The same request would be refused forever.
+                        tracing::error!(topic = %q.topic, queue = q.queue_id, error = %e, "pull refused; queue no longer pulled");
+                        return;
+                    }
+                }
                 tracing::warn!(topic = %q.topic, queue = q.queue_id, error = %e, "pull failed");
                 if matches!(e, crate::Error::Closed { .. } | crate::Error::Io { .. }) {
                     // The broker drops a member whose connection closed: rejoin over the
                     // new connection now rather than at the next heartbeat.
                     ctx.heartbeat_now.notify_one();
                 }
+                let backoff = delays.next().unwrap_or(Duration::from_secs(1));
                 tokio::select! {
                     () = q.cancel.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     }
@@ -193,6 +218,12 @@ async fn deliver(
         PullStatus::OffsetBelowMin => {
             tracing::warn!(topic = %q.topic, queue = q.queue_id, from, to = resp.min_offset, "offset removed by retention, skipping ahead");
             reset(q, resp.min_offset);
+            ctx.report(ConsumerEvent::Skipped {
+                topic: q.topic.clone(),
+                queue_id: q.queue_id,
+                from,
+                to: resp.min_offset,
+            });
             return true;
         }
         PullStatus::OffsetPastMax => {

@@ -24,5 +24,7 @@ pub(super) fn hello(services: &Services, frame: &Frame) -> HandlerResult {
         max_frame_bytes: services.config.max_frame_bytes(),
         max_message_bytes: services.config.max_message_bytes(),
         max_batch_messages: services.config.max_batch_messages,
+        auto_create_topics: services.config.auto_create_topics,
+        default_queue_count: services.config.default_queues,
     }))
 }

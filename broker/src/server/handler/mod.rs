@@ -157,6 +157,7 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::TopicLimit { .. } => Status::TopicLimit,
         StoreError::QueueNotFound { .. }
         | StoreError::BadProperties(_)
+        | StoreError::UnsupportedProperty { .. }
         | StoreError::BadTagExpression { .. }
         | StoreError::BadMessageId { .. } => Status::BadRequest,
         StoreError::PermissionDenied { .. } => Status::Forbidden,

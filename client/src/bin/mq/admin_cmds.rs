@@ -1,7 +1,10 @@
 //! `mq topic ...`, `mq group ...`, `mq stats`.
 
+use std::collections::{BTreeSet, HashMap};
+
 use client::admin::Admin;
 use protocol::messages::{ResetTarget, PERM_READ, PERM_WRITE};
+use protocol::Status;
 
 use crate::CliResult;
 
@@ -11,13 +14,99 @@ fn perm_text(perm: u8) -> String {
     format!("{r}{w}")
 }
 
-pub(crate) async fn topic_create(broker: &str, name: &str, queues: u32) -> CliResult {
-    let t = Admin::connect(broker)
-        .await?
-        .create_topic(name, queues)
+pub(crate) async fn topic_create(broker: &str, name: &str, queues: Option<u32>) -> CliResult {
+    let admin = Admin::connect(broker).await?;
+    let queues = match queues {
+        Some(q) => q,
+        None => admin.default_queue_count()?,
+    };
+    // Looked up first: the broker answers a create of an identical topic with success,
+    // and a user must not read "created" for a topic that was already there.
+    let existing = match admin.get_topic(name).await {
+        Ok(t) => Some(t),
+        Err(e) if e.status() == Some(Status::TopicNotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(t) = existing else {
+        let t = admin.create_topic(name, queues).await?;
+        println!(
+            "created topic {} with {}",
+            t.name,
+            plural(t.queue_count, "queue")
+        );
+        return Ok(());
+    };
+    let wanted = PERM_READ | PERM_WRITE;
+    if t.queue_count == queues && t.perm == wanted {
+        // Idempotent for scripts: same settings, exit 0.
+        println!(
+            "topic {} exists with {}",
+            t.name,
+            plural(t.queue_count, "queue")
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "topic {} exists with {}, perm {} (asked for {}, perm {}); see mq topic update",
+        t.name,
+        plural(t.queue_count, "queue"),
+        perm_text(t.perm),
+        plural(queues, "queue"),
+        perm_text(wanted)
+    )
+    .into())
+}
+
+pub(crate) async fn topic_update(
+    broker: &str,
+    name: &str,
+    queues: Option<u32>,
+    perm: Option<u8>,
+) -> CliResult {
+    if queues.is_none() && perm.is_none() {
+        return Err("nothing to change: give --queues and/or --perm".into());
+    }
+    let admin = Admin::connect(broker).await?;
+    let now = admin.get_topic(name).await?;
+    let t = admin
+        .update_topic(
+            name,
+            queues.unwrap_or(now.queue_count),
+            perm.unwrap_or(now.perm),
+        )
         .await?;
-    println!("created topic {} with {} queues", t.name, t.queue_count);
+    println!(
+        "updated topic {}: {}, perm {}",
+        t.name,
+        plural(t.queue_count, "queue"),
+        perm_text(t.perm)
+    );
     Ok(())
+}
+
+pub(crate) async fn topic_delete(broker: &str, name: &str) -> CliResult {
+    Admin::connect(broker).await?.delete_topic(name).await?;
+    println!("deleted topic {name}");
+    Ok(())
+}
+
+pub(crate) async fn message_show(broker: &str, msg_id: &str) -> CliResult {
+    let m = Admin::connect(broker).await?.get_message(msg_id).await?;
+    let mut v = crate::consume::to_json(&m);
+    v["born_timestamp_ms"] = m.born_timestamp_ms().into();
+    v["store_timestamp_ms"] = m.store_timestamp_ms().into();
+    println!("{v}");
+    Ok(())
+}
+
+/// `1 queue`, `2 queues`.
+pub(crate) fn plural(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 pub(crate) async fn topic_list(broker: &str, all: bool) -> CliResult {
@@ -63,26 +152,55 @@ pub(crate) async fn topic_show(broker: &str, name: &str) -> CliResult {
 }
 
 pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
-    let mut info = Admin::connect(broker).await?.group_info(group).await?;
+    let admin = Admin::connect(broker).await?;
+    let mut info = admin.group_info(group).await?;
+    if info.queues.is_empty() && info.members.is_empty() {
+        return Err(format!(
+            "unknown group {group}: it has no committed offsets and no live members"
+        )
+        .into());
+    }
     info.queues
         .sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+    // Each queue's first stored offset, to count what retention removed unread.
+    let mut min_offsets: HashMap<(String, u32), u64> = HashMap::new();
+    let topics: BTreeSet<&str> = info.queues.iter().map(|q| q.topic.as_str()).collect();
+    for topic in topics {
+        // A since-deleted topic has no queues left to count.
+        if let Ok(t) = admin.get_topic(topic).await {
+            for q in t.queues {
+                min_offsets.insert((topic.to_string(), q.queue_id), q.min_offset);
+            }
+        }
+    }
     println!("group {}", info.group);
     println!(
-        "{:<40} {:>6} {:>14} {:>14} {:>10}",
-        "TOPIC", "QUEUE", "COMMITTED", "MAX_OFFSET", "LAG"
+        "{:<40} {:>6} {:>14} {:>14} {:>10} {:>10}",
+        "TOPIC", "QUEUE", "COMMITTED", "MAX_OFFSET", "LAG", "SKIPPED"
     );
-    let mut total_lag = 0;
+    let (mut total_lag, mut total_skipped) = (0, 0);
     for q in &info.queues {
         let committed = q
             .committed
             .map_or_else(|| "-".to_string(), |c| c.to_string());
+        let min = min_offsets.get(&(q.topic.clone(), q.queue_id)).copied();
+        let skipped = match (q.committed, min) {
+            (Some(c), Some(min)) => min.saturating_sub(c),
+            _ => 0,
+        };
         println!(
-            "{:<40} {:>6} {:>14} {:>14} {:>10}",
-            q.topic, q.queue_id, committed, q.max_offset, q.lag
+            "{:<40} {:>6} {:>14} {:>14} {:>10} {:>10}",
+            q.topic, q.queue_id, committed, q.max_offset, q.lag, skipped
         );
         total_lag += q.lag;
+        total_skipped += skipped;
     }
     println!("total lag {total_lag}");
+    if total_skipped > 0 {
+        println!(
+            "total skipped {total_skipped} (removed by retention before this group read them)"
+        );
+    }
     println!("members ({})", info.members.len());
     for m in &info.members {
         let queues: Vec<String> = m

@@ -1,5 +1,10 @@
 //! `mq consume TOPIC --group G ...`: one JSON line per message (acked after printing), or
 //! `--exec CMD` run per message (exit 0 acks, non-zero nacks). Commits before exiting.
+//!
+//! Ctrl-C or SIGTERM while a handler runs: the handler has its own process group (the
+//! terminal's Ctrl-C does not reach it); mq sends it SIGTERM (SIGKILL at a second
+//! signal), and its message is released, neither acked nor nacked: delivered again later
+//! with the same attempt count.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -8,7 +13,8 @@ use std::time::Duration;
 use base64::Engine;
 use clap::Args;
 use client::admin::Admin;
-use client::{ConsumerOptions, PullConsumer, ReceivedMessage, StartFrom};
+use client::{ConsumerEvent, ConsumerOptions, Delivery, PullConsumer, ReceivedMessage, StartFrom};
+use protocol::names::{dlq_topic, RETRY_PREFIX};
 use protocol::properties;
 use tokio::io::AsyncWriteExt;
 
@@ -16,6 +22,7 @@ use crate::CliResult;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
+    /// Topic to consume (or another group's dead-letter queue, %DLQ%OTHER).
     topic: String,
     /// Consumer group.
     #[arg(long)]
@@ -41,6 +48,7 @@ pub(crate) struct ConsumeArgs {
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
+    reserved_topic_hint(&args.topic, &args.group)?;
     let mut stop = StopSignals::new()?;
     let opts = ConsumerOptions {
         start_from: args.from,
@@ -66,6 +74,25 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
     let closed = consumer.close().await;
     result?;
     closed?;
+    Ok(())
+}
+
+/// A retry topic, or the group's own dead-letter queue, is not consumed directly: say what
+/// to use instead.
+fn reserved_topic_hint(topic: &str, group: &str) -> CliResult {
+    if topic == dlq_topic(group) {
+        return Err(format!(
+            "{topic} is the dead-letter queue of group {group}: list it with `mq dlq show {group}`, \
+             replay it with `mq dlq resend {group}`, or consume it with another group (a repair job)"
+        )
+        .into());
+    }
+    if topic.starts_with(RETRY_PREFIX) {
+        return Err(format!(
+            "{topic} is a retry topic: every consumer of its group consumes it on its own"
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -118,23 +145,34 @@ async fn consume_loop(
     while !matches!(args.max, Some(max) if seen >= max) {
         let next = tokio::select! {
             _ = stop.recv() => break,
-            m = async {
+            d = async {
                 match idle {
-                    Some(d) => consumer.recv_timeout(d).await,
-                    None => consumer.recv().await,
+                    Some(d) => tokio::time::timeout(d, consumer.recv_delivery()).await.ok().flatten(),
+                    None => consumer.recv_delivery().await,
                 }
-            } => m,
+            } => d,
         };
-        let Some(msg) = next else { break };
+        let msg = match next {
+            None => break,
+            Some(Delivery::Message(m)) => m,
+            Some(Delivery::Event(e)) => match e {
+                // Data loss from the user's point of view: say so, with the range, and go on.
+                ConsumerEvent::Skipped { .. } => {
+                    eprintln!("mq: warning: {e}");
+                    continue;
+                }
+                // A refused pull would leave the queue silent: stop with the reason.
+                _ => return Err(e.to_string().into()),
+            },
+        };
         seen += 1;
         match &args.exec {
-            Some(cmd) => {
-                if exec(cmd, &msg).await? {
-                    consumer.ack(&msg);
-                } else {
-                    consumer.nack(&msg).await?;
-                }
-            }
+            Some(cmd) => match exec(cmd, &msg, stop).await? {
+                Handled::Succeeded => consumer.ack(&msg),
+                Handled::Failed => consumer.nack(&msg).await?,
+                // Neither acked nor nacked: delivered again later, no attempt used.
+                Handled::Interrupted => break,
+            },
             None => {
                 let mut line = serde_json::to_vec(&to_json(&msg))?;
                 line.push(b'\n');
@@ -189,10 +227,23 @@ pub(crate) fn to_json(msg: &ReceivedMessage) -> serde_json::Value {
     v
 }
 
-/// Runs the command for one message; true when it exited 0.
-async fn exec(cmd: &str, msg: &ReceivedMessage) -> CliResult<bool> {
+/// How a handler run ended.
+enum Handled {
+    /// Exit status 0: ack.
+    Succeeded,
+    /// Any other exit: nack (an attempt is used).
+    Failed,
+    /// Stopped by mq's own shutdown (Ctrl-C, SIGTERM): not the handler's failure, so the
+    /// message is released without an attempt.
+    Interrupted,
+}
+
+/// Runs the command for one message in a process group of its own, so that a Ctrl-C at
+/// the terminal reaches only mq; mq then ends the handler itself and releases the message.
+async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut StopSignals) -> CliResult<Handled> {
     let (queue, offset) = position(msg);
-    let mut child = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(cmd)
         .env("MQ_TOPIC", msg.topic())
@@ -201,11 +252,57 @@ async fn exec(cmd: &str, msg: &ReceivedMessage) -> CliResult<bool> {
         .env("MQ_QUEUE", queue.to_string())
         .env("MQ_OFFSET", offset.to_string())
         .stdin(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its stdin closes the pipe early: not an error.
         let _ = stdin.write_all(msg.body()).await;
     }
-    Ok(child.wait().await?.success())
+    tokio::select! {
+        status = child.wait() => {
+            return Ok(if status?.success() { Handled::Succeeded } else { Handled::Failed });
+        }
+        _ = stop.recv() => {}
+    }
+    // Asked to stop: SIGTERM to the handler's group, SIGKILL at a second signal.
+    signal_group(&child, Signal::Term);
+    tokio::select! {
+        status = child.wait() => { status?; }
+        _ = stop.recv() => {
+            signal_group(&child, Signal::Kill);
+            child.wait().await?;
+        }
+    }
+    eprintln!(
+        "mq: stopped while handling {}; released without counting an attempt",
+        msg.msg_id()
+    );
+    Ok(Handled::Interrupted)
+}
+
+enum Signal {
+    Term,
+    Kill,
+}
+
+/// Signals the whole process group of a handler started with `process_group(0)`.
+fn signal_group(child: &tokio::process::Child, signal: Signal) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let sig = match signal {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the group
+        // id is that of a child not yet reaped, so it names no other process group.
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (child, signal);
 }

@@ -23,11 +23,21 @@ const INTERNAL_PROPERTIES: &[&str] = &[
 ];
 
 /// Every queue of the DLQ topic with where to start (committed offset, or min) and its end.
+/// An unknown group is an error, not an empty dead-letter queue.
 async fn dlq_queues(admin: &Admin, group: &str) -> CliResult<Vec<(u32, u64, u64)>> {
     let topic = dlq_topic(group);
     let info = match admin.get_topic(&topic).await {
         Ok(t) => t,
-        Err(e) if e.status() == Some(Status::TopicNotFound) => return Ok(Vec::new()),
+        Err(e) if e.status() == Some(Status::TopicNotFound) => {
+            let g = admin.group_info(group).await?;
+            if g.queues.is_empty() && g.members.is_empty() {
+                return Err(format!(
+                    "unknown group {group}: it has no committed offsets and no live members"
+                )
+                .into());
+            }
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
@@ -148,6 +158,10 @@ pub(crate) async fn resend(broker: &str, group: &str, max: Option<u64>) -> CliRe
             conn.call(&req, &[]).await?;
         }
     }
-    println!("resent {resent} messages from {}", dlq_topic(group));
+    println!(
+        "resent {} from {}",
+        crate::admin_cmds::plural(resent, "message"),
+        dlq_topic(group)
+    );
     Ok(())
 }

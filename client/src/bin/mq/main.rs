@@ -9,10 +9,10 @@ mod produce;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ErrorKind};
 use clap::{Args, Parser, Subcommand};
 use client::StartFrom;
-use protocol::messages::ResetTarget;
+use protocol::messages::{ResetTarget, PERM_READ, PERM_WRITE};
 
 /// FerroMQ command-line tool: manage topics and groups, produce, consume, benchmark.
 #[derive(Debug, Parser)]
@@ -45,6 +45,9 @@ enum Cmd {
     /// Inspect and replay a group's dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Look up single messages.
+    #[command(subcommand)]
+    Message(MessageCmd),
     /// Broker statistics as JSON.
     Stats,
     /// Measure throughput and latency: produce, consume, sync-latency, e2e.
@@ -53,12 +56,13 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum TopicCmd {
-    /// Create a topic.
+    /// Create a topic; an existing one with the same settings is left as it is.
     Create {
+        /// Topic name: letters, digits, '-', '_' and '.'.
         name: String,
-        /// Number of queues.
-        #[arg(long, default_value_t = 4)]
-        queues: u32,
+        /// Number of queues [default: the broker's --default-queues].
+        #[arg(long)]
+        queues: Option<u32>,
     },
     /// List topics.
     List {
@@ -67,13 +71,36 @@ enum TopicCmd {
         all: bool,
     },
     /// Show a topic's queues with their min and max offsets.
-    Show { name: String },
+    Show {
+        /// Topic name.
+        name: String,
+    },
+    /// Change a topic's queue count (it can only grow) or permissions.
+    Update {
+        /// Topic name.
+        name: String,
+        /// New number of queues, at least the current one.
+        #[arg(long)]
+        queues: Option<u32>,
+        /// Permissions: rw, r (no sends), w (no pulls) or - (neither).
+        #[arg(long, value_parser = parse_perm)]
+        perm: Option<u8>,
+    },
+    /// Delete a topic and its queues (its messages leave the commit log with retention).
+    Delete {
+        /// Topic name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum GroupCmd {
-    /// Per topic and queue: committed offset, max offset and lag; members and their queues.
-    Show { group: String },
+    /// Per topic and queue: committed offset, max offset, lag and messages skipped
+    /// (removed by retention before the group read them); members and their queues.
+    Show {
+        /// Consumer group.
+        group: String,
+    },
     /// Move a group's offsets on every queue of a topic.
     Reset(ResetArgs),
     /// Delete a group: its committed offsets and its %RETRY% and %DLQ% topics.
@@ -87,7 +114,9 @@ enum GroupCmd {
 
 #[derive(Debug, Args)]
 struct ResetArgs {
+    /// Consumer group.
     group: String,
+    /// Topic whose queues to move the group's offsets on.
     #[arg(long)]
     topic: String,
     /// earliest, latest, or a wall-clock timestamp in ms.
@@ -102,6 +131,7 @@ struct ResetArgs {
 enum DlqCmd {
     /// List the dead-lettered messages of a group (topic %DLQ%GROUP) as JSON lines.
     Show {
+        /// Consumer group whose dead-letter queue to show.
         group: String,
         /// Show at most this many.
         #[arg(long)]
@@ -109,11 +139,32 @@ enum DlqCmd {
     },
     /// Send dead-lettered messages back to their original topic, then commit past them.
     Resend {
+        /// Consumer group whose dead-letter queue to replay.
         group: String,
         /// Resend at most this many.
         #[arg(long)]
         max: Option<u64>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessageCmd {
+    /// Look a message up by the msg_id that produce and consume print; one JSON line.
+    Show {
+        /// Message id (24 hex digits).
+        msg_id: String,
+    },
+}
+
+/// `rw`, `r`, `w` or `-` as permission bits.
+fn parse_perm(s: &str) -> Result<u8, String> {
+    match s {
+        "rw" | "wr" => Ok(PERM_READ | PERM_WRITE),
+        "r" => Ok(PERM_READ),
+        "w" => Ok(PERM_WRITE),
+        "-" | "none" => Ok(0),
+        other => Err(format!("expected rw, r, w or -, got {other:?}")),
+    }
 }
 
 pub(crate) fn parse_start(s: &str) -> Result<StartFrom, String> {
@@ -153,27 +204,60 @@ fn parse_args() -> Result<Cli, ExitCode> {
             Err(ExitCode::from(2))
         }
         Err(e) => {
-            eprintln!("mq: error: {} (see --help)", one_line(&e.to_string()));
+            eprintln!("mq: error: {} (see --help)", one_line(&e));
             Err(ExitCode::from(2))
         }
     }
 }
 
-/// The message part of a rendered clap error on one line: no `error:` prefix, no usage,
-/// no tip, no "For more information".
-fn one_line(rendered: &str) -> String {
-    let mut parts = Vec::new();
-    for line in rendered.lines() {
-        let line = line.trim();
-        if line.starts_with("Usage:") || line.starts_with("For more information") {
-            break;
+/// A usage error on one line, built from the error's structured context (what kind, which
+/// argument, which value, the parser's reason, clap's suggestion) rather than from its
+/// multi-line rendering.
+fn one_line(e: &clap::Error) -> String {
+    let get = |kind| e.get(kind).map(ToString::to_string).unwrap_or_default();
+    let arg = get(ContextKind::InvalidArg);
+    let mut msg = match e.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let mut m = format!(
+                "invalid value '{}' for '{arg}'",
+                get(ContextKind::InvalidValue)
+            );
+            if let Some(reason) = std::error::Error::source(e) {
+                m.push_str(&format!(": {reason}"));
+            }
+            if e.get(ContextKind::ValidValue).is_some() {
+                m.push_str(&format!(
+                    " (possible values: {})",
+                    get(ContextKind::ValidValue)
+                ));
+            }
+            m
         }
-        if line.is_empty() || line.starts_with("tip:") {
-            continue;
+        ErrorKind::UnknownArgument => format!("unexpected argument '{arg}'"),
+        ErrorKind::InvalidSubcommand => {
+            format!(
+                "unrecognized subcommand '{}'",
+                get(ContextKind::InvalidSubcommand)
+            )
         }
-        parts.push(line.strip_prefix("error:").unwrap_or(line).trim());
+        ErrorKind::MissingRequiredArgument => {
+            format!("required arguments were not provided: {arg}")
+        }
+        ErrorKind::ArgumentConflict => match get(ContextKind::PriorArg) {
+            prior if prior == arg || prior.is_empty() => {
+                format!("'{arg}' cannot be used more than once")
+            }
+            prior => format!("'{arg}' cannot be used with '{prior}'"),
+        },
+        kind if arg.is_empty() => kind.to_string(),
+        kind => format!("{kind}: '{arg}'"),
+    };
+    for hint in [ContextKind::SuggestedSubcommand, ContextKind::SuggestedArg] {
+        if e.get(hint).is_some() {
+            msg.push_str(&format!("; did you mean '{}'?", get(hint)));
+        }
     }
-    parts.join(" ")
+    msg
 }
 
 fn main() -> ExitCode {
@@ -187,6 +271,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never in a captured log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -284,6 +370,13 @@ async fn run(cli: Cli) -> CliResult {
         }
         Cmd::Topic(TopicCmd::List { all }) => admin_cmds::topic_list(broker, all).await,
         Cmd::Topic(TopicCmd::Show { name }) => admin_cmds::topic_show(broker, &name).await,
+        Cmd::Topic(TopicCmd::Update { name, queues, perm }) => {
+            admin_cmds::topic_update(broker, &name, queues, perm).await
+        }
+        Cmd::Topic(TopicCmd::Delete { name }) => admin_cmds::topic_delete(broker, &name).await,
+        Cmd::Message(MessageCmd::Show { msg_id }) => {
+            admin_cmds::message_show(broker, &msg_id).await
+        }
         Cmd::Produce(args) => produce::run(broker, args).await,
         Cmd::Consume(args) => consume::run(broker, args).await,
         Cmd::Group(GroupCmd::Show { group }) => admin_cmds::group_show(broker, &group).await,

@@ -14,6 +14,7 @@ use crate::CliResult;
 
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
+    /// Topic to send to (created on the first send when the broker auto-creates topics).
     topic: String,
     /// Tag of every message.
     #[arg(long)]
@@ -88,7 +89,10 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
                         });
                         acks.push_back((n, ack));
                     }
-                    Err(e) => failed.push((n, e.to_string())),
+                    Err(e) => {
+                        eprintln!("mq: line {n}: send failed: {e}");
+                        failed.push(n);
+                    }
                 }
             }
         }
@@ -98,14 +102,15 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
     if failed.is_empty() {
         return Ok(());
     }
-    failed.sort();
-    let lines: Vec<String> = failed.iter().take(10).map(|(n, _)| n.to_string()).collect();
+    // Each failure was printed with its reason as it happened: this only sums them up.
+    failed.sort_unstable();
+    let lines: Vec<String> = failed.iter().take(10).map(u64::to_string).collect();
     Err(format!(
-        "{} of {line_no} messages failed (lines {}{}): {}",
+        "{} of {line_no} messages failed (line{} {}{})",
         failed.len(),
+        if failed.len() == 1 { "" } else { "s" },
         lines.join(", "),
         if failed.len() > 10 { ", ..." } else { "" },
-        failed[0].1
     )
     .into())
 }
@@ -114,7 +119,7 @@ fn report(
     out: &mut impl Write,
     n: u64,
     done: Result<Outcome, tokio::task::JoinError>,
-    failed: &mut Vec<(u64, String)>,
+    failed: &mut Vec<u64>,
 ) -> CliResult {
     match done? {
         Ok(r) => {
@@ -124,7 +129,7 @@ fn report(
         }
         Err(e) => {
             eprintln!("mq: line {n}: send failed: {e}");
-            failed.push((n, e.to_string()));
+            failed.push(n);
         }
     }
     Ok(())

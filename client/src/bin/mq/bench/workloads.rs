@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{new_histogram, Histogram};
 use client::admin::Admin;
-use client::histogram::Histogram;
 use client::protocol::batch::{BatchMessage, BatchWriter};
 use client::protocol::Status;
 use client::{ConsumerOptions, Producer, ProducerOptions, PullConsumer, SendHandle, StartFrom};
@@ -120,12 +120,12 @@ pub(crate) async fn produce(
             async move { produce_one(&broker, route, n, size, batch, inflight, progress).await },
         );
     }
-    let mut latency = Histogram::new();
+    let mut latency = new_histogram();
     let mut messages = 0;
     while let Some(done) = set.join_next().await {
         let (n, h) = done??;
         messages += n;
-        latency.merge(&h);
+        latency.add(&h).map_err(|e| e.to_string())?;
     }
     let elapsed = start.elapsed();
     Ok(Figures {
@@ -183,11 +183,11 @@ async fn produce_one(
     let (tx, mut rx) = mpsc::channel::<(Instant, SendHandle, u32)>(inflight);
     // Acks are awaited in send order: they come back in about that order on one connection.
     let collector = tokio::spawn(async move {
-        let mut h = Histogram::new();
+        let mut h = new_histogram();
         let mut acked = 0u64;
         while let Some((sent_at, handle, count)) = rx.recv().await {
             handle.wait().await?;
-            h.record(micros(sent_at.elapsed()));
+            h.saturating_record(micros(sent_at.elapsed()));
             acked += u64::from(count);
             progress.add(u64::from(count));
         }
@@ -286,7 +286,7 @@ pub(crate) async fn sync_latency(
         );
         set.spawn(async move {
             let producer = Producer::connect(&broker, ProducerOptions::default()).await?;
-            let mut h = Histogram::new();
+            let mut h = new_histogram();
             while Instant::now() < deadline {
                 let queue = producer.select_queue(&topic, None).await?;
                 let t = Instant::now();
@@ -295,19 +295,19 @@ pub(crate) async fn sync_latency(
                     .await?
                     .wait()
                     .await?;
-                h.record(micros(t.elapsed()));
+                h.saturating_record(micros(t.elapsed()));
                 progress.add(1);
             }
             Ok::<_, client::Error>(h)
         });
     }
-    let mut latency = Histogram::new();
+    let mut latency = new_histogram();
     while let Some(done) = set.join_next().await {
-        latency.merge(&done??);
+        latency.add(&done??).map_err(|e| e.to_string())?;
     }
     Ok(Figures {
-        messages: latency.count(),
-        bytes: latency.count() * args.size as u64,
+        messages: latency.len(),
+        bytes: latency.len() * args.size as u64,
         elapsed: start.elapsed(),
         latency: Some(latency),
     })
@@ -332,17 +332,15 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
         args.size.max(8),
         base,
     ));
-    let mut latency = Histogram::new();
+    let mut latency = new_histogram();
     let mut bytes = 0u64;
-    while latency.count() < total {
+    while latency.len() < total {
         let Some(m) = consumer.recv_timeout(Duration::from_secs(10)).await else {
-            return Err(
-                format!("e2e stalled after {} of {total} messages", latency.count()).into(),
-            );
+            return Err(format!("e2e stalled after {} of {total} messages", latency.len()).into());
         };
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&m.body()[..8]);
-        latency.record(micros(base.elapsed()).saturating_sub(u64::from_le_bytes(ts)));
+        latency.saturating_record(micros(base.elapsed()).saturating_sub(u64::from_le_bytes(ts)));
         bytes += m.body().len() as u64;
         consumer.ack(&m);
         progress.add(1);
@@ -351,7 +349,7 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
     producer.await??;
     consumer.close().await?;
     Ok(Figures {
-        messages: latency.count(),
+        messages: latency.len(),
         bytes,
         elapsed,
         latency: Some(latency),
