@@ -478,3 +478,37 @@ async fn usage_errors_keep_the_value_the_reason_and_the_suggestion_on_one_line()
         );
     }
 }
+
+/// Bytes allocated on disk under `dir` (what `du` counts).
+#[cfg(unix)]
+fn allocated_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            allocated_bytes(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_data_directory_takes_two_default_segments_not_gigabytes() {
+    let b = TestBroker::start().await;
+    let seg = broker::config::DEFAULT_SEGMENT_SIZE.get();
+    assert_eq!(
+        seg,
+        64 << 20,
+        "README states the footprint for 64 MiB segments"
+    );
+    b.topic_with("first", 4, 10).await;
+    // The active segment and at most one preallocated spare, plus small metadata.
+    let used = allocated_bytes(b.dir.path());
+    assert!(used <= 2 * seg + (4 << 20), "{used} bytes allocated");
+    b.shutdown().await;
+}
