@@ -267,13 +267,15 @@ impl QueueStore {
         for d in [&dir, &arena_dir, &journal_dir] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("creating folder", d, e))?;
         }
-        let space = Arc::new(Space::new(arena_dir, Arc::clone(&storage), geo));
+        let mut space = Arc::new(Space::new(arena_dir.clone(), Arc::clone(&storage), geo));
         let loaded = load(&dir, &journal_dir, &space, geo);
         let (state, generation, pos, snapshot_bytes) = match loaded {
             Ok(l) => l,
             Err(reason) => {
                 tracing::warn!(dir = %dir.display(), %reason, "consume-queue store unusable; rebuilding it from the commit log");
                 wipe(&dir, &journal_dir, &space)?;
+                // Forget the arenas mapped before the state was found unusable.
+                space = Arc::new(Space::new(arena_dir, Arc::clone(&storage), geo));
                 (State::default(), 0, 0, 0)
             }
         };

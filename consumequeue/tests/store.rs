@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use commitlog::storage::RealFs;
-use consumequeue::{Config, Entry, QueueOffset, QueueStore};
+use consumequeue::{format, Config, Entry, QueueOffset, QueueStore};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -196,4 +196,27 @@ fn a_corrupted_journal_batch_before_a_valid_commit_rebuilds_the_store() {
         "corruption must make the caller rebuild from the log"
     );
     assert!(store.is_empty());
+}
+
+#[test]
+fn a_cut_arena_rebuilds_the_store_and_it_serves_again() {
+    let dir = TempDir::new().unwrap();
+    two_batches(dir.path());
+    let arena = dir.path().join("arena").join(format::arena_file_name(0));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&arena)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let (store, dispatched) = open(dir.path());
+    assert_eq!(
+        dispatched, None,
+        "a cut arena must make the caller rebuild from the log"
+    );
+    assert!(store.is_empty());
+    let q = store.get_or_create("t", 0).unwrap();
+    q.append(QueueOffset::new(0), entry(0, 0)).unwrap();
+    assert_eq!(q.get(QueueOffset::new(0)), Some(entry(0, 0)));
+    assert!(store.checkpoint(1).unwrap());
 }
