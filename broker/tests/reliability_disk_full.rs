@@ -425,14 +425,10 @@ async fn another_process_filling_the_disk_stops_sends_not_reads_and_sends_resume
     assert_all_present(&broker.addr, &acked).await;
     let in_t05 = acked.keys().filter(|(t, _, _)| t == "t05").count();
     join_and_consume(&broker.addr, "joined-while-full", "t05", in_t05).await;
-    // Periodic writers (this group's offsets, the dispatch checkpoint) fail soft: each
-    // logs its first failure; the rounds after it, retried with back-off, are not logged.
+    // Periodic writers fail soft: each logs its first failure; the rounds after it,
+    // retried with back-off, are not logged. (The consume-queue checkpoint writes into
+    // journal space allocated ahead, so it may not fail at all.)
     wait_for_log(&broker, "writing consumer offsets failed").await;
-    wait_for_log(
-        &broker,
-        "consume queue flush and dispatch checkpoint failed",
-    )
-    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_all_present(&broker.addr, &acked).await;
 
@@ -457,11 +453,7 @@ async fn another_process_filling_the_disk_stops_sends_not_reads_and_sends_resume
     assert_eq!(count(&log, DISK_BACK_LINE), 1, "{log}");
     // Periodic writers log a failure streak once, not every second, and its end.
     assert_eq!(count(&log, "writing consumer offsets failed"), 1, "{log}");
-    assert_eq!(
-        count(&log, "consume queue flush and dispatch checkpoint failed"),
-        1,
-        "{log}"
-    );
+    assert!(count(&log, "consume-queue checkpoint failed") <= 1, "{log}");
     wait_for_log(&broker, "writing consumer offsets succeeded again").await;
     broker.kill();
 }

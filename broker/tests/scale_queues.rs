@@ -24,8 +24,10 @@ use tempfile::TempDir;
 
 const QUEUES_PER_TOPIC: u32 = 10;
 
+/// Ten queues per topic, and a topic cap above the run's topic count (the default cap,
+/// 10,000 topics, is what 100,000 queues would reach).
 fn args() -> Vec<&'static str> {
-    vec!["--default-queues", "10"]
+    vec!["--default-queues", "10", "--max-topics", "1000000"]
 }
 
 fn topic(t: u64) -> String {

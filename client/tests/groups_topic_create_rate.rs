@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::admin::Admin;
-use hdrhistogram::Histogram;
 use client::{Message, Producer, ProducerOptions};
+use hdrhistogram::Histogram;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement against a running broker (MQ_BROKER)"]

@@ -106,7 +106,7 @@ impl StoreError {
         match self {
             Self::Io { source, .. } => full(source),
             Self::ConsumeQueue { source, .. } | Self::Queues(source) => source.is_disk_full(),
-            Self::CommitLog(commitlog::Error::DiskFull { .. }) => true,
+            Self::DiskFull { .. } | Self::CommitLog(commitlog::Error::DiskFull { .. }) => true,
             Self::CommitLog(commitlog::Error::Io { source, .. }) => full(source),
             _ => false,
         }
