@@ -32,7 +32,9 @@ async fn topic_creation_rate_and_a_concurrent_senders_latency() {
         .unwrap();
 
     let creating = Arc::new(AtomicBool::new(true));
-    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+    let latencies = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+    ));
     let sender = {
         let (creating, latencies) = (Arc::clone(&creating), Arc::clone(&latencies));
         let p = Producer::connect(&addr, ProducerOptions::default())

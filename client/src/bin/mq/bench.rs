@@ -11,13 +11,18 @@ use clap::{Args, ValueEnum};
 
 use crate::CliResult;
 
-/// Latency in microseconds, 3 significant digits, growing to whatever it records.
+/// Latency in microseconds, 3 significant digits, from 1 µs to an hour.
 pub(crate) type Histogram = hdrhistogram::Histogram<u64>;
 
+/// Longest latency recorded as itself (an hour, in µs); longer ones count as this.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
 pub(crate) fn new_histogram() -> Histogram {
-    // Only a sigfig outside 0..=5 is refused; 3 is a constant inside it.
+    // Fixed bounds: `saturating_record` clamps to the current range and does not grow an
+    // auto-resizing histogram, which would clamp every latency to a few µs.
+    // The bounds and sigfig are constants that hdrhistogram accepts.
     #[allow(clippy::expect_used)]
-    Histogram::new(3).expect("3 significant digits are valid")
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,5 +185,27 @@ fn report(args: &BenchArgs, f: &Figures) {
             h.value_at_quantile(0.999),
             h.max()
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_are_recorded_as_measured_not_clamped() {
+        let mut h = new_histogram();
+        for us in [3, 5_000, 250_000, 2_000_000] {
+            h.saturating_record(us);
+        }
+        let within = |got: u64, want: u64| got.abs_diff(want) <= want / 100;
+        assert!(within(h.max(), 2_000_000), "{}", h.max());
+        assert!(
+            within(h.value_at_quantile(0.5), 5_000),
+            "{}",
+            h.value_at_quantile(0.5)
+        );
+        assert_eq!(h.min(), 3);
     }
 }
