@@ -46,6 +46,7 @@ fn owned(resp: &HeartbeatResponse, topic: &str) -> Vec<u32> {
 async fn topic_names(c: &mut RawClient) -> Vec<String> {
     let list = ListTopicsRequest {
         include_internal: true,
+        ..ListTopicsRequest::default()
     };
     let (resp, _) = c.call(&list, &[]).await;
     resp.topics.into_iter().map(|t| t.name).collect()

@@ -293,3 +293,56 @@ async fn topic_permissions_are_enforced() {
     assert_eq!(c.call_raw(&internal, &[]).await.status, Status::Forbidden);
     broker.shutdown().await.unwrap();
 }
+
+/// A topic listing comes in pages in name order, so that a broker with many topics (or
+/// topics with many queues) answers in pieces that fit the protocol's header limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_listed_in_pages_in_name_order() {
+    let dir = TempDir::new().unwrap();
+    let broker = start(dir.path(), |_| {}).await;
+    let mut c = RawClient::connect(broker.local_addr()).await;
+    // Seven small topics, then twenty of 1,024 queues: more queues than one page carries.
+    let mut want: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
+    want.extend((0..20).map(|i| format!("w{i:02}")));
+    for name in &want {
+        let queues = if name.starts_with('w') { 1024 } else { 1 };
+        c.call(&create(name, queues), &[]).await;
+    }
+
+    let (seen, pages) = walk(&mut c, 3).await;
+    assert_eq!(seen, want, "every topic once, in name order");
+    assert!(pages.iter().all(|&(n, _)| n <= 3), "{pages:?}");
+    assert_eq!(pages.len(), 9);
+
+    // The broker's own page size: pages end before 16,384 queues.
+    let (seen, pages) = walk(&mut c, 0).await;
+    assert_eq!(seen, want);
+    assert!(pages.iter().all(|&(_, q)| q <= 16_384), "{pages:?}");
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    broker.shutdown().await.unwrap();
+}
+
+/// Lists every topic page by page with `limit`: the names in order, and per page its topic
+/// and queue counts.
+async fn walk(c: &mut RawClient, limit: u32) -> (Vec<String>, Vec<(usize, u32)>) {
+    let (mut seen, mut pages, mut after) = (Vec::new(), Vec::new(), None);
+    loop {
+        let req = ListTopicsRequest {
+            include_internal: false,
+            after: after.take(),
+            limit,
+        };
+        let (page, _) = c.call(&req, &[]).await;
+        assert!(!page.topics.is_empty());
+        let queues: u32 = page.topics.iter().map(|t| t.queue_count).sum();
+        pages.push((page.topics.len(), queues));
+        seen.extend(page.topics.into_iter().map(|t| t.name));
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(&next), seen.last());
+                after = Some(next);
+            }
+            None => return (seen, pages),
+        }
+    }
+}

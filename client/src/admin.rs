@@ -3,8 +3,9 @@
 use protocol::messages::{
     CreateTopicRequest, DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest,
     GetMessageRequest, GetTopicRequest, GroupInfoRequest, GroupInfoResponse, ListTopicsRequest,
-    QueryOffsetRequest, QueueCommit, ResetOffsetRequest, ResetTarget, SearchOffsetRequest,
-    StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest, PERM_READ, PERM_WRITE,
+    ListTopicsResponse, QueryOffsetRequest, QueueCommit, ResetOffsetRequest, ResetTarget,
+    SearchOffsetRequest, StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest, PERM_READ,
+    PERM_WRITE,
 };
 use protocol::names::{validate_any_name, validate_user_name};
 
@@ -118,8 +119,35 @@ impl Admin {
     /// # Errors
     /// Connection failures.
     pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<TopicInfo>> {
-        let req = ListTopicsRequest { include_internal };
-        Ok(self.conn.call(&req, &[]).await?.0.topics)
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_topics_page(include_internal, after, 0).await?;
+            all.extend(page.topics);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of topics in name order, starting after `after`; at most `limit` topics
+    /// (0: the broker's page size). `next` in the answer is the `after` of the next page.
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub async fn list_topics_page(
+        &self,
+        include_internal: bool,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<ListTopicsResponse> {
+        let req = ListTopicsRequest {
+            include_internal,
+            after,
+            limit,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
     }
 
     /// Members, their queues, and per queue the committed offset and lag.

@@ -116,11 +116,19 @@ request!(GetTopicRequest, GetTopic, TopicResponse);
 pub struct ListTopicsRequest {
     /// Also list `%RETRY%` and `%DLQ%` topics.
     pub include_internal: bool,
+    /// Start after this topic name (`None`: from the first); topics come in name order.
+    pub after: Option<String>,
+    /// Most topics in the answer; 0 or more than the broker's page size means its page
+    /// size (1,000 topics, fewer when they have many queues).
+    pub limit: u32,
 }
 
+/// One page of topics in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListTopicsResponse {
     pub topics: Vec<TopicInfo>,
+    /// Set when more topics follow: the `after` of the next page.
+    pub next: Option<String>,
 }
 request!(ListTopicsRequest, ListTopics, ListTopicsResponse);
 

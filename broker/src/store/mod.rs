@@ -397,6 +397,17 @@ impl MessageStore {
         self.shared.topics.all()
     }
 
+    /// Up to `max` topics that `keep` accepts, named after `after` (from the first when
+    /// `None`), in name order: a page of a topic listing.
+    pub fn topics_page(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        keep: impl Fn(&TopicConfig) -> bool,
+    ) -> Vec<TopicConfig> {
+        self.shared.topics.page(after, max, keep)
+    }
+
     /// Registers a hook called from the dispatcher thread with `(topic, queue id, new max
     /// offset)` whenever a queue grows. It must be quick and must not block (wake a task).
     pub fn on_dispatch(&self, listener: DispatchListener) {

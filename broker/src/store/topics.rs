@@ -141,6 +141,25 @@ impl TopicTable {
         self.read().values().cloned().collect()
     }
 
+    /// Up to `max` topics that `keep` accepts, named after `after` (from the first when
+    /// `None`), in name order.
+    pub(crate) fn page(
+        &self,
+        after: Option<&str>,
+        max: usize,
+        keep: impl Fn(&TopicConfig) -> bool,
+    ) -> Vec<TopicConfig> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        self.read()
+            .range::<String, _>((start, Bound::Unbounded))
+            .map(|(_, t)| t)
+            .filter(|t| keep(t))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     /// Creates or updates a topic; an update keeps `created_at_physical`. Returns the stored
     /// config. `created_at_physical` is used only for a new topic.
     pub(crate) fn upsert(

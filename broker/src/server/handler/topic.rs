@@ -110,18 +110,39 @@ pub(super) async fn get(services: &Arc<Services>, frame: &Frame) -> HandlerResul
     .await
 }
 
+/// Most topics in one page of a topic listing.
+const PAGE_TOPICS: usize = 1_000;
+/// A page stops before this many queues (it always holds at least one topic), so that an
+/// answer stays far below the protocol's header limit whatever the topics' queue counts.
+const PAGE_QUEUES: u64 = 16_384;
+
 pub(super) async fn list(services: &Arc<Services>, frame: &Frame) -> HandlerResult {
     let req: ListTopicsRequest = decode(frame)?;
     let s = Arc::clone(services);
     blocking(move || {
-        let topics = s
-            .store
-            .topics()
-            .iter()
-            .filter(|t| req.include_internal || !t.name.starts_with(RESERVED_PREFIX))
-            .map(|t| topic_info(&s, t))
-            .collect();
-        Ok(Response::ok(&ListTopicsResponse { topics }))
+        let max = match usize::try_from(req.limit) {
+            Ok(0) | Err(_) => PAGE_TOPICS,
+            Ok(n) => n.min(PAGE_TOPICS),
+        };
+        // One more than fits tells whether another page follows.
+        let page = s.store.topics_page(req.after.as_deref(), max + 1, |t| {
+            req.include_internal || !t.name.starts_with(RESERVED_PREFIX)
+        });
+        let mut topics = Vec::new();
+        let mut queues = 0u64;
+        for t in page.iter().take(max) {
+            if !topics.is_empty() && queues + u64::from(t.queue_count) > PAGE_QUEUES {
+                break;
+            }
+            queues += u64::from(t.queue_count);
+            topics.push(topic_info(&s, t));
+        }
+        let next = if topics.len() < page.len() {
+            topics.last().map(|t: &TopicInfo| t.name.clone())
+        } else {
+            None
+        };
+        Ok(Response::ok(&ListTopicsResponse { topics, next }))
     })
     .await
 }
