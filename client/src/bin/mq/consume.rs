@@ -18,7 +18,7 @@ use protocol::names::{dlq_topic, RETRY_PREFIX};
 use protocol::properties;
 use tokio::io::AsyncWriteExt;
 
-use crate::CliResult;
+use crate::{CliResult, Signals};
 
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
@@ -49,7 +49,7 @@ pub(crate) struct ConsumeArgs {
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
     reserved_topic_hint(&args.topic, &args.group)?;
-    let mut stop = StopSignals::new()?;
+    let mut stop = Signals::new()?;
     let opts = ConsumerOptions {
         start_from: args.from,
         max_reconsume_times: args.max_reconsume,
@@ -96,48 +96,10 @@ fn reserved_topic_hint(topic: &str, group: &str) -> CliResult {
     Ok(())
 }
 
-/// SIGINT and SIGTERM, watched from the start so that one arriving between two messages is
-/// not lost: either ends the loop, and what was acked is committed before exiting.
-struct StopSignals {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn new() -> CliResult<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Self {
-                int: signal(SignalKind::interrupt())?,
-                term: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// The name of the first signal that arrives.
-    async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
-    }
-}
-
 async fn consume_loop(
     consumer: &mut PullConsumer,
     args: &ConsumeArgs,
-    stop: &mut StopSignals,
+    stop: &mut Signals,
 ) -> CliResult {
     let mut seen = 0u64;
     let idle = args.idle_exit_ms.map(Duration::from_millis);
@@ -240,7 +202,7 @@ enum Handled {
 
 /// Runs the command for one message in a process group of its own, so that a Ctrl-C at
 /// the terminal reaches only mq; mq then ends the handler itself and releases the message.
-async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut StopSignals) -> CliResult<Handled> {
+async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut Signals) -> CliResult<Handled> {
     let (queue, offset) = position(msg);
     let mut command = tokio::process::Command::new("sh");
     command

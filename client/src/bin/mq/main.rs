@@ -325,8 +325,9 @@ async fn run_until_interrupted(cli: Cli) -> CliResult {
     Err(format!("interrupted by {name}").into())
 }
 
-/// SIGINT and SIGTERM.
-struct Signals {
+/// SIGINT and SIGTERM, watched from the start so that one arriving while a command is busy
+/// is not lost (`mq consume` ends its loop and commits what was acked before exiting).
+pub(crate) struct Signals {
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -334,7 +335,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> CliResult<Self> {
+    pub(crate) fn new() -> CliResult<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -348,7 +349,7 @@ impl Signals {
     }
 
     /// The name of the first signal that arrives.
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
