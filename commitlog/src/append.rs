@@ -32,21 +32,36 @@ impl Inner {
         Ok(len)
     }
 
-    /// Appends all of `recs` or nothing. In `Sync` mode returns once they are durable.
-    pub(crate) fn append_batch(&self, recs: &[RecordIn<'_>]) -> Result<Vec<Appended>, Error> {
+    /// Appends all of `recs` or nothing and returns at once, durable or not.
+    pub(crate) fn write_batch(&self, recs: &[RecordIn<'_>]) -> Result<(Vec<Appended>, u64), Error> {
         let mut out = Vec::with_capacity(recs.len());
         let end = self.append_with(recs, |a| out.push(a))?;
-        self.after_append(end, recs.len())?;
+        self.after_append(end, recs.len());
+        Ok((out, end))
+    }
+
+    /// [`Inner::write_batch`], then under `Sync` the one durability wait.
+    pub(crate) fn append_batch(&self, recs: &[RecordIn<'_>]) -> Result<Vec<Appended>, Error> {
+        let (out, end) = self.write_batch(recs)?;
+        self.wait_if_sync(end)?;
         Ok(out)
     }
 
     pub(crate) fn append_one(&self, rec: &RecordIn<'_>) -> Result<Appended, Error> {
         let mut out = None;
         let end = self.append_with(std::slice::from_ref(rec), |a| out = Some(a))?;
-        self.after_append(end, 1)?;
+        self.after_append(end, 1);
+        self.wait_if_sync(end)?;
         out.ok_or(Error::InvalidConfig {
             reason: "append produced no record".to_owned(),
         })
+    }
+
+    fn wait_if_sync(&self, end: u64) -> Result<(), Error> {
+        match self.cfg.flush {
+            FlushPolicy::Async { .. } => Ok(()),
+            FlushPolicy::Sync => self.flush_to(end),
+        }
     }
 
     /// Writes the batch under the writer lock and publishes it at once; returns the new end.
@@ -98,21 +113,19 @@ impl Inner {
         Ok(end)
     }
 
-    fn after_append(&self, end: u64, count: usize) -> Result<(), Error> {
+    /// Counts the append, wakes readers (under `Async` the record is visible now; under
+    /// `Sync` the flush wakes them) and the flusher once enough bytes are dirty.
+    fn after_append(&self, end: u64, count: usize) {
         self.counters
             .appends
             .fetch_add(count as u64, Ordering::Relaxed);
         self.counters.append_calls.fetch_add(1, Ordering::Relaxed);
-        match self.cfg.flush {
-            FlushPolicy::Async { .. } => {
-                self.notify_visible();
-                let dirty = end.saturating_sub(self.flushed_offset.load(Ordering::Relaxed));
-                if dirty >= self.cfg.flush_dirty_bytes {
-                    self.kick_flusher();
-                }
-                Ok(())
-            }
-            FlushPolicy::Sync => self.flush_to(end),
+        if let FlushPolicy::Async { .. } = self.cfg.flush {
+            self.notify_visible();
+        }
+        let dirty = end.saturating_sub(self.flushed_offset.load(Ordering::Relaxed));
+        if dirty >= self.cfg.flush_dirty_bytes {
+            self.kick_flusher();
         }
     }
 

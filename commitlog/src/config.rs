@@ -12,8 +12,11 @@ pub enum FlushPolicy {
     /// A background thread flushes every `interval_ms` (and when `flush_dirty_bytes`
     /// accumulate). Appends return once the record is in the page cache.
     Async { interval_ms: u64 },
-    /// Appends return only once their record is durable; concurrent appenders share one
-    /// flush (group commit). Readers see only durable records.
+    /// Readers see only durable records, and segments keep small page-cache folios so
+    /// that frequent small flushes write back only the pages they changed. Appends do not
+    /// wait themselves: [`crate::CommitLog::wait_durable`] makes their end durable,
+    /// concurrent waiters sharing one flush (group commit). A background flush every
+    /// second is the backstop for appends nobody waits for.
     Sync,
 }
 
@@ -58,12 +61,6 @@ pub struct Config {
     /// page faults. The pages start dirty, so the kernel also writes the zeros back once:
     /// more disk writes for faster appends. Default true.
     pub prefault: bool,
-    /// The log will be flushed often in small steps (group commit), whatever `flush` says:
-    /// a caller running `Async` and calling `wait_durable` itself sets this. Segments are
-    /// then written through single-page folios, so each flush writes back only the pages
-    /// it changed. Implied by `FlushPolicy::Sync`. Default false (async flushes cover
-    /// large ranges, where large folios are cheaper).
-    pub frequent_flushes: bool,
     /// File-system seam; the real file system by default. See [`crate::storage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -83,14 +80,15 @@ impl Config {
             max_record_bytes: (8 << 20) + (64 << 10),
             preallocate: true,
             prefault: true,
-            frequent_flushes: false,
             storage: Arc::new(RealFs),
         }
     }
 
-    /// Whether written segments should keep small page-cache folios.
+    /// Whether written segments should keep small page-cache folios: under `Sync` the log
+    /// is flushed often in small steps, where each flush should write back only the pages
+    /// it changed (async flushes cover large ranges, where large folios are cheaper).
     pub(crate) fn small_folios(&self) -> bool {
-        self.frequent_flushes || self.flush == FlushPolicy::Sync
+        self.flush == FlushPolicy::Sync
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {

@@ -47,6 +47,7 @@ mod sys;
 pub use config::{Config, FlushPolicy, Retention, MIN_SEGMENT_SIZE_BYTES};
 pub use error::Error;
 pub use format::RecordIn;
+pub use lock::DirLock;
 pub use log::{Appended, CommitLog, Stats};
 pub use offset::PhysicalOffset;
 pub use read::{Iter, Reader, RecordRef};

@@ -12,7 +12,7 @@ use crate::read::{Iter, Reader, RecordRef};
 use crate::recovery::{recover, RecoveryReport};
 use crate::retention::RetentionReport;
 use crate::shared::{lock, Inner};
-use crate::{Config, Error, PhysicalOffset};
+use crate::{Config, Error, FlushPolicy, PhysicalOffset};
 
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl CommitLog {
         config.validate()?;
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| Error::io(&config.dir, "create folder", e))?;
-        let dir_lock = DirLock::acquire(&config.dir)?;
+        let dir_lock = DirLock::acquire(&config.dir, "lock")?;
         let mut rec = recover(&config)?;
         if config.small_folios() {
             // After the recovery scan, which reads with readahead: pages of the active
@@ -89,7 +89,8 @@ impl CommitLog {
         ))
     }
 
-    /// Appends one record. Under `FlushPolicy::Sync` returns once it is durable.
+    /// Appends one record: [`CommitLog::write_batch`] of one, then under
+    /// `FlushPolicy::Sync` [`CommitLog::wait_durable`] on its end.
     ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::DiskFull`] (nothing written; retry once space
@@ -98,13 +99,30 @@ impl CommitLog {
         self.inner.append_one(rec)
     }
 
-    /// Appends a batch under one lock acquisition. Records never straddle segments. On
-    /// error nothing of the batch is written or visible. Under `Sync`, returns once durable.
+    /// [`CommitLog::write_batch`], then under `FlushPolicy::Sync` [`CommitLog::wait_durable`]
+    /// on the batch's end: for callers that append from one thread and want the policy's
+    /// guarantee on return.
     ///
     /// # Errors
     /// As [`CommitLog::append`].
     pub fn append_batch(&self, recs: &[RecordIn<'_>]) -> Result<Vec<Appended>, Error> {
         self.inner.append_batch(recs)
+    }
+
+    /// Appends a batch under one lock acquisition and returns at once, whatever the flush
+    /// policy: callers that hold a lock of their own across the append wait afterwards,
+    /// outside it, with [`CommitLog::wait_durable`] on the returned end, so concurrent
+    /// writers share one flush. Records never straddle segments. On error nothing of the
+    /// batch is written or visible.
+    ///
+    /// # Errors
+    /// As [`CommitLog::append`] ([`Error::Poisoned`] only from an earlier failed flush).
+    pub fn write_batch(
+        &self,
+        recs: &[RecordIn<'_>],
+    ) -> Result<(Vec<Appended>, PhysicalOffset), Error> {
+        let (out, end) = self.inner.write_batch(recs)?;
+        Ok((out, PhysicalOffset::new(end)))
     }
 
     /// Reads the record at `offset`, checking its CRC. Zero copy.
@@ -138,6 +156,7 @@ impl CommitLog {
         PhysicalOffset::new(self.inner.flushed_offset.load(Ordering::SeqCst))
     }
     /// What readers may see: the write offset (`Async`) or the flushed offset (`Sync`).
+    /// The one visibility rule: the broker indexes and serves records up to here.
     pub fn visible_offset(&self) -> PhysicalOffset {
         PhysicalOffset::new(self.inner.visible_offset())
     }
@@ -182,6 +201,11 @@ impl CommitLog {
             segments_precreated: c.segments_precreated.load(Ordering::Relaxed),
             segments_removed: c.segments_removed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The flush policy the log was opened with.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.inner.cfg.flush
     }
 
     /// The folder this log lives in.

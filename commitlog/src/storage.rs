@@ -132,8 +132,9 @@ impl Storage for RealFs {
     }
 }
 
-/// True when `e` means the disk (or quota) is full.
-pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+/// True when `e` means the disk (or quota) is full: `ENOSPC`, `EDQUOT` or
+/// `io::ErrorKind::StorageFull`. The one definition the storage crates and the broker use.
+pub fn is_disk_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC)
         || e.raw_os_error() == Some(libc::EDQUOT)
         || e.kind() == io::ErrorKind::StorageFull

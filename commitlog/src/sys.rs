@@ -1,4 +1,4 @@
-//! All `unsafe` of the crate: the segment mappings and three libc calls.
+//! All `unsafe` of the crate: the segment mappings and two libc calls.
 //!
 //! Rules the mapping code relies on (documented here, enforced by the rest of the crate):
 //! 1. **No SIGBUS.** A file region is written through a mapping only after
@@ -35,17 +35,6 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     } else {
         // posix_fallocate returns the error number instead of setting errno.
         Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
-/// Takes an exclusive, non-blocking `flock` on `file`; released when the file is closed.
-pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid, open descriptor owned by `file`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

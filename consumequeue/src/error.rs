@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use commitlog::storage::is_disk_full;
+
 /// Everything that can go wrong in the consume-queue store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,11 +59,4 @@ impl Error {
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Self::Io { source, .. } if is_disk_full(source))
     }
-}
-
-/// True when `e` means the disk (or quota) is full.
-pub fn is_disk_full(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC)
-        || e.raw_os_error() == Some(libc::EDQUOT)
-        || e.kind() == std::io::ErrorKind::StorageFull
 }

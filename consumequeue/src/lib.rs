@@ -22,7 +22,7 @@ mod queue;
 mod space;
 mod store;
 
-pub use error::{is_disk_full, Error};
+pub use error::Error;
 pub use format::Entry;
 pub use offset::{QueueId, QueueOffset};
 pub use queue::ConsumeQueue;

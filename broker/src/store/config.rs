@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use super::{DiskReserve, StoreError, StoreResult};
 
+/// The data-directory lock file, `<data>/lock`.
+pub(crate) const LOCK_FILE: &str = "lock";
+
 /// Message-store configuration. [`StoreConfig::new`] gives the defaults documented per field.
 /// Not serde itself because the commit-log config carries the storage seam; the broker's
 /// serde config builds it.
@@ -89,10 +92,6 @@ impl StoreConfig {
     /// `<data>/checkpoint`: the JSON dispatch checkpoint of format version 1.
     pub(crate) fn legacy_checkpoint_path(&self) -> PathBuf {
         self.data_dir.join("checkpoint")
-    }
-
-    pub(crate) fn lock_path(&self) -> PathBuf {
-        self.data_dir.join("lock")
     }
 
     /// The config folder, for other broker metadata (consumer offsets).

@@ -95,7 +95,7 @@ impl Shared {
             if self.stopping.load(Ordering::Acquire) {
                 break;
             }
-            if self.readable_end() > self.dispatched.load(Ordering::Acquire) {
+            if self.log.visible_offset().get() > self.dispatched.load(Ordering::Acquire) {
                 match self.dispatch_until(last_flush + interval) {
                     Ok(more) => {
                         behind = more;
@@ -175,7 +175,9 @@ impl Shared {
     /// back-off, not on every write.
     pub(crate) fn dispatch_now(&self) {
         let backlog = self
-            .readable_end()
+            .log
+            .visible_offset()
+            .get()
             .saturating_sub(self.dispatched.load(Ordering::Acquire));
         if backlog == 0 {
             return;
@@ -238,7 +240,7 @@ impl Shared {
     /// dispatcher thread tries again later.
     fn caught_up(&self, before: u64, round: &Round) -> bool {
         let after = self.dispatched.load(Ordering::Acquire);
-        !round.more && (after == before || self.readable_end() <= after)
+        !round.more && (after == before || self.log.visible_offset().get() <= after)
     }
 
     /// Indexes records from the dispatched offset towards the visible end.
@@ -253,7 +255,7 @@ impl Shared {
     /// One round; `_held` proves the caller holds the round lock.
     fn dispatch_round_locked(&self, _held: &MutexGuard<'_, ()>, mode: Mode) -> StoreResult<Round> {
         let from = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
-        let limit = self.readable_end();
+        let limit = self.log.visible_offset().get();
         let mut iter = self.log.iter_from(from);
         let mut pending: HashMap<String, TopicPending> = HashMap::new();
         let mut round = Round::default();
@@ -463,16 +465,6 @@ impl Shared {
     fn damaged_queues(&self) -> Vec<(String, u32)> {
         let d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
         d.iter().cloned().collect()
-    }
-
-    /// End of what may be indexed and served: the flushed offset under `Sync`, else the
-    /// log's visible end.
-    pub(crate) fn readable_end(&self) -> u64 {
-        if self.sync {
-            self.log.flushed_offset().get()
-        } else {
-            self.log.visible_offset().get()
-        }
     }
 
     fn wake_waiters(&self) {

@@ -100,9 +100,10 @@ impl StoreError {
         }
     }
 
-    /// Whether the disk (or quota) is full: sends are refused until space is freed.
+    /// Whether the disk (or quota) is full: sends are refused until space is freed. The
+    /// one way to ask; callers never match on the commit log's or queues' I/O errors.
     pub fn is_disk_full(&self) -> bool {
-        let full = |e: &std::io::Error| consumequeue::is_disk_full(e);
+        let full = commitlog::storage::is_disk_full;
         match self {
             Self::Io { source, .. } => full(source),
             Self::ConsumeQueue { source, .. } | Self::Queues(source) => source.is_disk_full(),

@@ -1,16 +1,16 @@
-//! Small file-system helpers shared by the broker's metadata files.
+//! The broker's metadata files reach the storage seam here: whole-file replacement is
+//! `Storage::write_atomic` (one implementation, [`RealFs`]'s), folder syncs `Storage::sync_dir`.
 
-use std::fs::File;
 use std::path::Path;
 
 use commitlog::storage::{RealFs, Storage};
 
 use super::{StoreError, StoreResult};
 
-/// Replaces `path` with `bytes` atomically on the real file system: write a uniquely named
-/// temp file next to it, fsync it, rename it over `path`, fsync the folder. A crash leaves
-/// either the old or the new content; concurrent writers of one file each rename a complete
-/// file of their own.
+/// Replaces `path` with `bytes` atomically on the real file system ([`RealFs`]'s
+/// `write_atomic`: temp file, fsync, rename, fsync the folder). A crash leaves either the
+/// old or the new content; concurrent writers of one file each rename a complete file of
+/// their own.
 ///
 /// # Errors
 /// `StoreError::Io`; the temp file is removed on failure.
@@ -38,8 +38,8 @@ pub fn atomic_write_on(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Stor
 /// # Errors
 /// `StoreError::Io`.
 pub fn sync_dir(dir: &Path) -> StoreResult<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
+    RealFs
+        .sync_dir(dir)
         .map_err(|e| StoreError::io("syncing folder", dir, e))
 }
 

@@ -32,13 +32,12 @@ mod topics_format;
 mod topics_journal;
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
+use commitlog::{CommitLog, RecoveryReport};
 
 pub use commitlog::{PhysicalOffset, RecordRef};
 pub use config::StoreConfig;
@@ -46,7 +45,6 @@ pub use consumequeue::{QueueId, QueueOffset};
 pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
-pub use fsutil::atomic_write;
 pub use get::{GetResult, GetStatus};
 pub use message_id::MessageId;
 pub use put::{GroupsAppended, PutGroup, PutMessage, PutResult};
@@ -78,8 +76,6 @@ pub(crate) struct Shared {
     dispatch_failing: AtomicBool,
     /// The dispatcher thread, woken for large backlogs.
     dispatcher_thread: OnceLock<Thread>,
-    /// `FlushPolicy::Sync` requested: only durable records are dispatched and served.
-    sync: bool,
     /// Commit-log minimum the consume queues were last trimmed to.
     trimmed_below: AtomicU64,
     /// Queues whose indexing failed or whose blocks were found damaged; rebuilt from the log.
@@ -98,8 +94,8 @@ pub struct MessageStore {
     shared: Arc<Shared>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     log_report: RecoveryReport,
-    /// Holds the flock on `<data>/lock` for the store's lifetime.
-    lock: Option<File>,
+    /// Holds `<data>/lock` for the store's lifetime.
+    lock: Option<commitlog::DirLock>,
     /// Reads the free space every second; stopped when the store is dropped.
     _disk_watcher: disk::DiskWatcher,
 }
@@ -122,19 +118,10 @@ impl MessageStore {
     pub fn open(config: StoreConfig) -> StoreResult<Self> {
         config.validate()?;
         let lock = recovery::lock_data_dir(&config)?;
-        // The store implements `Sync` itself: the log's own `Sync` mode waits for the flush
-        // inside `append_batch`, i.e. under the store's writer lock, which would serialize
-        // producers on one fsync each. Instead the log runs `Async` (its flusher as a
-        // backstop), producers wait with `wait_durable` after releasing the writer lock
-        // (sharing flushes), and the dispatcher indexes only up to the flushed offset.
-        let sync = config.commitlog.flush == FlushPolicy::Sync;
-        let mut log_config = config.commitlog.clone();
-        if sync {
-            log_config.flush = FlushPolicy::Async {
-                interval_ms: config.flush_interval_ms,
-            };
-            log_config.frequent_flushes = true;
-        }
+        // Under `FlushPolicy::Sync` the log shows readers only durable records and its
+        // appends never wait: writers wait with `wait_durable` after releasing the store's
+        // writer lock, so concurrent producers share flushes.
+        let log_config = config.commitlog.clone();
         let storage = Arc::clone(&log_config.storage);
         let disk = Arc::new(DiskMonitor::new(
             &config.data_dir,
@@ -160,7 +147,6 @@ impl MessageStore {
             stopping: AtomicBool::new(false),
             dispatch_failing: AtomicBool::new(false),
             dispatcher_thread: OnceLock::new(),
-            sync,
             trimmed_below: AtomicU64::new(0),
             damaged: Mutex::new(HashSet::new()),
             checkpointing: AtomicBool::new(false),
@@ -289,7 +275,7 @@ impl MessageStore {
     /// Whether acknowledgements must wait for [`MessageStore::wait_durable`]
     /// (`FlushPolicy::Sync`).
     pub fn is_sync(&self) -> bool {
-        self.shared.sync
+        self.shared.is_sync()
     }
 
     /// Blocks until the commit log is durable up to `end`, sharing the flush with every
@@ -299,11 +285,7 @@ impl MessageStore {
     /// # Errors
     /// The failed flush (the log is then poisoned).
     pub fn wait_durable(&self, end: PhysicalOffset) -> StoreResult<()> {
-        if self.shared.sync && end.get() > 0 {
-            self.shared.log.wait_durable(end)?;
-            self.shared.dispatch_now();
-        }
-        Ok(())
+        self.shared.wait_durable(end)
     }
 
     /// Reads up to `max_count` dispatched messages (and about `max_bytes`; at least one

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError, TryLockError};
 
-use commitlog::{PhysicalOffset, RecordIn};
+use commitlog::{FlushPolicy, PhysicalOffset, RecordIn};
 use consumequeue::QueueOffset;
 use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
 
@@ -106,12 +106,24 @@ impl Shared {
         };
         let mut done = self.append_groups(scope, std::slice::from_ref(&group))?;
         let result = done.results.pop().ok_or(StoreError::Closed)??;
-        if self.sync && !result.is_empty() {
-            // Outside the writer lock: concurrent producers share one flush.
-            self.log.wait_durable(done.end)?;
+        // Outside the writer lock: concurrent producers share one flush.
+        self.wait_durable(done.end)?;
+        Ok(result)
+    }
+
+    /// Whether acknowledgements wait for durability (`FlushPolicy::Sync`).
+    pub(crate) fn is_sync(&self) -> bool {
+        self.log.flush_policy() == FlushPolicy::Sync
+    }
+
+    /// The one durability wait: under `Sync`, blocks until the log is durable up to `end`
+    /// (sharing the flush with every other waiter), then indexes the now visible records.
+    pub(crate) fn wait_durable(&self, end: PhysicalOffset) -> StoreResult<()> {
+        if self.is_sync() && end.get() > 0 {
+            self.log.wait_durable(end)?;
             self.dispatch_now();
         }
-        Ok(result)
+        Ok(())
     }
 
     /// Checks one group and returns the tag hash of each message.
@@ -269,8 +281,8 @@ impl Shared {
         let appended = if records.is_empty() {
             Vec::new()
         } else {
-            match self.log.append_batch(&records) {
-                Ok(a) => a,
+            match self.log.write_batch(&records) {
+                Ok((a, _)) => a,
                 Err(e) => {
                     cqs.unreserve(reserved);
                     let segment = self.config.commitlog.segment_size_bytes;
@@ -286,7 +298,7 @@ impl Shared {
         };
         writer.last_store_ts_ms = store_ts;
         drop(writer);
-        if !self.sync && !appended.is_empty() {
+        if !appended.is_empty() && !self.is_sync() {
             // Under `Sync` the records are indexed once durable, by `wait_durable`.
             self.dispatch_now();
         }

@@ -1,37 +1,25 @@
 //! Start-up: the data-directory lock, and bringing the consume queues (as their journal
 //! left them) in line with the recovered commit log; repair of one damaged queue.
 
-use std::fs::{File, OpenOptions};
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
-use commitlog::PhysicalOffset;
+use commitlog::{DirLock, PhysicalOffset};
 use consumequeue::{Entry, QueueOffset};
 
+use super::config::LOCK_FILE;
 use super::dispatch::Mode;
 use super::{Shared, StoreConfig, StoreError, StoreResult};
 
-/// Takes an exclusive, non-blocking lock on `<data>/lock` (released when the file closes,
-/// including when the process dies).
-pub(crate) fn lock_data_dir(config: &StoreConfig) -> StoreResult<File> {
+/// Takes `<data>/lock` ([`commitlog::DirLock`]: exclusive, non-blocking, released when
+/// the process dies).
+pub(crate) fn lock_data_dir(config: &StoreConfig) -> StoreResult<DirLock> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io("creating folder", dir, e))?;
-    let path = config.lock_path();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::io("opening", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: dir.clone(),
-            source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io("locking", &path, e)),
-    }
+    DirLock::acquire(dir, LOCK_FILE).map_err(|e| match e {
+        commitlog::Error::Locked { dir, source } => StoreError::Locked { dir, source },
+        other => other.into(),
+    })
 }
 
 impl Shared {

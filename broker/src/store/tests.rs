@@ -1,6 +1,7 @@
 //! Unit tests that need the store's internals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use commitlog::FlushPolicy;
 use protocol::properties::{PropertiesBuilder, TAGS};
 
 use super::*;

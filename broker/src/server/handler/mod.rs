@@ -164,29 +164,18 @@ fn store_status(e: &StoreError) -> Status {
         StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
         StoreError::MessageNotFound(_) => Status::NotFound,
         StoreError::Closed => Status::ShuttingDown,
-        StoreError::DiskFull { .. } => Status::DiskFull,
+        _ if e.is_disk_full() => Status::DiskFull,
         StoreError::CommitLog(c) => commitlog_status(c),
-        StoreError::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
-        StoreError::ConsumeQueue {
-            source: consumequeue::Error::Io { source, .. },
-            ..
-        } if is_disk_full(source) => Status::DiskFull,
         _ => Status::StorageError,
     }
 }
 
 fn commitlog_status(e: &commitlog::Error) -> Status {
     match e {
-        commitlog::Error::DiskFull { .. } => Status::DiskFull,
-        commitlog::Error::Io { source, .. } if is_disk_full(source) => Status::DiskFull,
         commitlog::Error::RecordTooLarge { .. } => Status::MessageTooLarge,
         commitlog::Error::OffsetUnavailable { .. } => Status::NotFound,
         _ => Status::StorageError,
     }
-}
-
-fn is_disk_full(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT)
 }
 
 /// Checks a consumer group name (user naming rules: groups are never broker-internal).

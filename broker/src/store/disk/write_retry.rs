@@ -15,10 +15,7 @@ pub fn is_disk_full(err: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::ENOSPC)
-                || io.raw_os_error() == Some(libc::EDQUOT)
-                || io.kind() == std::io::ErrorKind::StorageFull
-            {
+            if commitlog::storage::is_disk_full(io) {
                 return true;
             }
         }
