@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use broker::store::{MessageStore, PutMessage, QueueOffset, StoreConfig, TagFilter};
+use broker::store::{GetRequest, MessageStore, PutMessage, QueueOffset, StoreConfig, TagFilter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tempfile::TempDir;
 
@@ -87,14 +87,14 @@ fn get_throughput(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             b.iter(|| {
                 let r = store
-                    .get_messages(
-                        "read",
-                        0,
-                        QueueOffset::new(from),
-                        batch,
-                        usize::MAX,
-                        &TagFilter::All,
-                    )
+                    .get_messages(GetRequest {
+                        topic: "read",
+                        queue_id: 0,
+                        from: QueueOffset::new(from),
+                        max_count: batch,
+                        max_bytes: usize::MAX,
+                        filter: &TagFilter::All,
+                    })
                     .unwrap();
                 assert_eq!(r.messages.len(), batch);
                 from = (from + batch as u64) % (TOTAL - batch as u64);

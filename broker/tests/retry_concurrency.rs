@@ -8,7 +8,7 @@ mod retry_support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use broker::store::{QueueOffset, TagFilter};
+use broker::store::{GetRequest, QueueOffset, TagFilter};
 use protocol::properties::ORIGIN_MSG_ID;
 use retry_support::*;
 
@@ -51,14 +51,14 @@ fn concurrent_nacks_all_arrive_once() {
         let n = want.len() as u64;
         wait_message(&store, &topic, n - 1);
         let got = store
-            .get_messages(
-                &topic,
-                0,
-                QueueOffset::new(0),
-                1_000,
-                16 << 20,
-                &TagFilter::All,
-            )
+            .get_messages(GetRequest {
+                topic: &topic,
+                queue_id: 0,
+                from: QueueOffset::new(0),
+                max_count: 1_000,
+                max_bytes: 16 << 20,
+                filter: &TagFilter::All,
+            })
             .unwrap();
         let origins: Vec<String> = got
             .messages

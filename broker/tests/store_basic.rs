@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::store::{
-    GetStatus, MessageId, MessageStore, PutMessage, QueueOffset, StoreError, TagFilter,
+    GetRequest, GetStatus, MessageId, MessageStore, PutMessage, QueueOffset, StoreError, TagFilter,
     TopicConfig, TopicScope,
 };
 use commitlog::FlushPolicy;
@@ -38,43 +38,50 @@ fn put_then_get_in_order_with_consecutive_offsets() {
 
     // Statuses at and past the end, and byte limits (always at least one message).
     let at_end = store
-        .get_messages(
-            "orders",
-            1,
-            QueueOffset::new(50),
-            10,
-            1 << 20,
-            &TagFilter::All,
-        )
+        .get_messages(GetRequest {
+            topic: "orders",
+            queue_id: 1,
+            from: QueueOffset::new(50),
+            max_count: 10,
+            max_bytes: 1 << 20,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!(at_end.status, GetStatus::NoNewMessage);
     let past = store
-        .get_messages(
-            "orders",
-            1,
-            QueueOffset::new(99),
-            10,
-            1 << 20,
-            &TagFilter::All,
-        )
+        .get_messages(GetRequest {
+            topic: "orders",
+            queue_id: 1,
+            from: QueueOffset::new(99),
+            max_count: 10,
+            max_bytes: 1 << 20,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!(
         (past.status, past.next_offset.get()),
         (GetStatus::OffsetPastMax, 50)
     );
     let tiny = store
-        .get_messages("orders", 1, QueueOffset::new(3), 10, 1, &TagFilter::All)
+        .get_messages(GetRequest {
+            topic: "orders",
+            queue_id: 1,
+            from: QueueOffset::new(3),
+            max_count: 10,
+            max_bytes: 1,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!((tiny.messages.len(), tiny.next_offset.get()), (1, 4));
     let empty_queue = store
-        .get_messages(
-            "orders",
-            2,
-            QueueOffset::new(0),
-            10,
-            1 << 20,
-            &TagFilter::All,
-        )
+        .get_messages(GetRequest {
+            topic: "orders",
+            queue_id: 2,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: 1 << 20,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!(empty_queue.status, GetStatus::NoNewMessage);
     store.close().unwrap();
@@ -124,7 +131,14 @@ fn validation_errors_are_typed() {
         StoreError::PermissionDenied { .. }
     ));
     assert!(matches!(
-        store.get_messages("nope", 0, QueueOffset::new(0), 1, 1, &TagFilter::All),
+        store.get_messages(GetRequest {
+            topic: "nope",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 1,
+            max_bytes: 1,
+            filter: &TagFilter::All
+        }),
         Err(StoreError::TopicNotFound(_))
     ));
     store.close().unwrap();
@@ -155,31 +169,38 @@ fn tag_filter_scans_and_confirms() {
     read_all(&store, "colors", 0, 6);
     let filter = TagFilter::parse("red").unwrap();
     let r = store
-        .get_messages("colors", 0, QueueOffset::new(0), 2, usize::MAX, &filter)
+        .get_messages(GetRequest {
+            topic: "colors",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 2,
+            max_bytes: usize::MAX,
+            filter: &filter,
+        })
         .unwrap();
     let offsets: Vec<u64> = r.messages.iter().map(|m| m.view().queue_offset()).collect();
     assert_eq!((offsets, r.next_offset.get()), (vec![0, 3], 4));
     let r = store
-        .get_messages(
-            "colors",
-            0,
-            QueueOffset::new(4),
-            10,
-            usize::MAX,
-            &TagFilter::parse("red || blue").unwrap(),
-        )
+        .get_messages(GetRequest {
+            topic: "colors",
+            queue_id: 0,
+            from: QueueOffset::new(4),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::parse("red || blue").unwrap(),
+        })
         .unwrap();
     let offsets: Vec<u64> = r.messages.iter().map(|m| m.view().queue_offset()).collect();
     assert_eq!(offsets, vec![4, 5]);
     let r = store
-        .get_messages(
-            "colors",
-            0,
-            QueueOffset::new(0),
-            10,
-            usize::MAX,
-            &TagFilter::parse("green").unwrap(),
-        )
+        .get_messages(GetRequest {
+            topic: "colors",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::parse("green").unwrap(),
+        })
         .unwrap();
     assert_eq!(
         (r.status, r.next_offset.get()),

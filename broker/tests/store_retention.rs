@@ -4,7 +4,7 @@
 
 mod store_support;
 
-use broker::store::{GetStatus, MessageStore, PutMessage, QueueOffset, TagFilter};
+use broker::store::{GetRequest, GetStatus, MessageStore, PutMessage, QueueOffset, TagFilter};
 use commitlog::Retention;
 use store_support::{msg, small_config};
 use tempfile::TempDir;
@@ -38,21 +38,28 @@ fn consumer_below_min_is_told_the_new_minimum() {
     assert!(log_min > 0, "retention removed nothing");
 
     let r = store
-        .get_messages(
-            "old",
-            0,
-            QueueOffset::new(0),
-            32,
-            usize::MAX,
-            &TagFilter::All,
-        )
+        .get_messages(GetRequest {
+            topic: "old",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 32,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     let GetStatus::OffsetBelowMin { min } = r.status else {
         panic!("expected OffsetBelowMin, got {:?}", r.status)
     };
     assert!(min.get() > 0 && r.next_offset == min);
     let from_min = store
-        .get_messages("old", 0, min, 1, usize::MAX, &TagFilter::All)
+        .get_messages(GetRequest {
+            topic: "old",
+            queue_id: 0,
+            from: min,
+            max_count: 1,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!(from_min.status, GetStatus::Found);
     let first = &from_min.messages[0];

@@ -19,7 +19,7 @@ use super::progress::ScheduleProgress;
 use super::service::{now_ms, schedule_topic, Shared};
 use super::RetryError;
 use crate::store::disk::{is_out_of_space, WriteRetry};
-use crate::store::{GetStatus, PutMessage, StoreError, TagFilter};
+use crate::store::{GetRequest, GetStatus, PutMessage, StoreError, TagFilter};
 
 /// Messages read from a level per step.
 const READ_BATCH: usize = 64;
@@ -97,14 +97,14 @@ fn serve_level(
     shared.store.topic(topic)?;
     loop {
         let from = progress.next(topic);
-        let got = match shared.store.get_messages(
+        let got = match shared.store.get_messages(GetRequest {
             topic,
-            0,
-            QueueOffset::new(from),
-            READ_BATCH,
-            READ_MAX_BYTES,
-            &TagFilter::All,
-        ) {
+            queue_id: 0,
+            from: QueueOffset::new(from),
+            max_count: READ_BATCH,
+            max_bytes: READ_MAX_BYTES,
+            filter: &TagFilter::All,
+        }) {
             Ok(got) => got,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "reading a schedule topic failed");

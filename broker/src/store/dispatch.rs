@@ -65,6 +65,69 @@ impl Pending {
     fn next(&self) -> u64 {
         self.start + self.entries.len() as u64
     }
+
+    /// Drops the batch (already written or superseded) and starts a new one at `at`.
+    fn restart(&mut self, at: u64, first: Entry) {
+        self.start = at;
+        self.entries.clear();
+        self.entries.push(first);
+    }
+}
+
+/// What the dispatcher knows when it meets a record: the input of [`decide`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen {
+    /// The record's queue offset.
+    pub(crate) queue_offset: u64,
+    /// The queue offset the queue expects next (its end, pending entries included).
+    pub(crate) next: u64,
+    /// Where the record sits in the commit log.
+    pub(crate) physical_offset: u64,
+    /// Commit-log offset of the entry already indexed at `queue_offset`, if any (looked up
+    /// only when the record is behind the queue).
+    pub(crate) indexed_physical: Option<u64>,
+    /// The queue's minimum offset.
+    pub(crate) queue_min: u64,
+    /// The queue holds no entry and none is pending.
+    pub(crate) queue_empty: bool,
+    pub(crate) mode: Mode,
+}
+
+/// What to do with a record, decided by [`decide`] and applied by `Shared::index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The expected offset: a new entry.
+    Append,
+    /// Behind the queue and indexed already (replay), or the index holds a newer record
+    /// there: nothing to do.
+    AlreadyIndexed,
+    /// Behind the queue, where the index points at an older record: the log wins, the
+    /// queue is cut at the record's offset and continues with it.
+    ReplaceFrom,
+    /// Ahead of an empty queue: the earlier records are gone from the log; the queue
+    /// restarts at the record's offset.
+    RestartEmpty,
+    /// Ahead of the queue in a full replay: the queue restarts at the record's offset.
+    RestartAfterGap,
+    /// Ahead of the queue otherwise: a gap, reported (and the record skipped).
+    Gap,
+}
+
+/// The dispatcher's rule for one record, without I/O (see the module docs).
+pub(crate) fn decide(s: &Seen) -> Action {
+    use std::cmp::Ordering as Cmp;
+    match s.queue_offset.cmp(&s.next) {
+        Cmp::Equal => Action::Append,
+        Cmp::Less => match s.indexed_physical {
+            Some(at) if at < s.physical_offset && s.queue_offset >= s.queue_min => {
+                Action::ReplaceFrom
+            }
+            _ => Action::AlreadyIndexed,
+        },
+        Cmp::Greater if s.queue_empty && s.mode != Mode::Replay => Action::RestartEmpty,
+        Cmp::Greater if s.mode == Mode::FullReplay => Action::RestartAfterGap,
+        Cmp::Greater => Action::Gap,
+    }
 }
 
 /// Per topic: whether records are dispatched at all (`None` = unknown topic) and from which
@@ -352,62 +415,63 @@ impl Shared {
             tag_hash: view.tag_hash(),
         };
         let qo = view.queue_offset();
-        let cq_err = |e| StoreError::cq(topic, queue_id, e);
-        if qo == p.next() {
-            p.entries.push(entry);
-        } else if qo < p.next() {
-            let existing = if qo >= p.start {
-                p.entries.get((qo - p.start) as usize).copied()
-            } else {
-                p.cq.get(QueueOffset::new(qo))
-            };
-            match existing {
-                Some(e)
-                    if e.physical_offset < entry.physical_offset
-                        && qo >= p.cq.min_offset().get() =>
-                {
-                    // The index points at an older record for this offset: the log wins.
-                    p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
-                        .map_err(cq_err)?;
-                    p.cq.truncate_to(QueueOffset::new(qo)).map_err(cq_err)?;
-                    p.start = qo;
-                    p.entries.clear();
-                    p.entries.push(entry);
-                }
-                _ => {}
-            }
-        } else if p.entries.is_empty()
-            && p.cq.min_offset() == p.cq.max_offset()
-            && mode != Mode::Replay
-        {
-            // An empty queue meeting a later record: the earlier ones are gone from the log.
-            p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
-            p.start = qo;
-            p.entries.push(entry);
-        } else if mode == Mode::FullReplay {
-            tracing::warn!(
-                topic,
-                queue_id,
-                expected = p.next(),
-                found = qo,
-                "consume queue gap; restarting the queue"
-            );
-            p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
-                .map_err(cq_err)?;
-            p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
-            p.start = qo;
-            p.entries.clear();
-            p.entries.push(entry);
+        let next = p.next();
+        // The entry already indexed at `qo`, looked up only for a record behind the queue.
+        let indexed = if qo >= next {
+            None
+        } else if qo >= p.start {
+            p.entries.get((qo - p.start) as usize).copied()
         } else {
-            round.gap = true;
-            if mode == Mode::Live {
-                tracing::error!(
+            p.cq.get(QueueOffset::new(qo))
+        };
+        let seen = Seen {
+            queue_offset: qo,
+            next,
+            physical_offset: entry.physical_offset,
+            indexed_physical: indexed.map(|e| e.physical_offset),
+            queue_min: p.cq.min_offset().get(),
+            queue_empty: p.entries.is_empty() && p.cq.min_offset() == p.cq.max_offset(),
+            mode,
+        };
+        let cq_err = |e| StoreError::cq(topic, queue_id, e);
+        match decide(&seen) {
+            Action::Append => p.entries.push(entry),
+            Action::AlreadyIndexed => {}
+            Action::ReplaceFrom => {
+                // The index points at an older record for this offset: the log wins.
+                p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
+                    .map_err(cq_err)?;
+                p.cq.truncate_to(QueueOffset::new(qo)).map_err(cq_err)?;
+                p.restart(qo, entry);
+            }
+            Action::RestartEmpty => {
+                p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
+                p.restart(qo, entry);
+            }
+            Action::RestartAfterGap => {
+                tracing::warn!(
                     topic,
                     queue_id,
-                    expected = p.next(),
+                    expected = next,
                     found = qo,
-                    "consume queue gap; record skipped"
+                    "consume queue gap; restarting the queue"
                 );
+                p.cq.append_batch(QueueOffset::new(p.start), &p.entries)
+                    .map_err(cq_err)?;
+                p.cq.reset(QueueOffset::new(qo)).map_err(cq_err)?;
+                p.restart(qo, entry);
+            }
+            Action::Gap => {
+                round.gap = true;
+                if mode == Mode::Live {
+                    tracing::error!(
+                        topic,
+                        queue_id,
+                        expected = next,
+                        found = qo,
+                        "consume queue gap; record skipped"
+                    );
+                }
             }
         }
         Ok(())
@@ -440,31 +504,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// Records that a queue needs rebuilding from the log; logged once per queue.
-    pub(crate) fn mark_damaged(&self, topic: &str, queue_id: u32, e: &StoreError) {
-        let mut d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
-        if d.insert((topic.to_owned(), queue_id)) {
-            tracing::error!(topic, queue_id, error = %e, "consume queue failed; it is rebuilt from the commit log, the other queues go on");
-        }
-    }
-
-    pub(crate) fn is_damaged(&self, topic: &str, queue_id: u32) -> bool {
-        let d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
-        !d.is_empty() && d.contains(&(topic.to_owned(), queue_id))
-    }
-
-    pub(crate) fn forget_damage(&self, topic: &str, queue_id: u32) {
-        let mut d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
-        if !d.is_empty() {
-            d.remove(&(topic.to_owned(), queue_id));
-        }
-    }
-
-    fn damaged_queues(&self) -> Vec<(String, u32)> {
-        let d = self.damaged.lock().unwrap_or_else(PoisonError::into_inner);
-        d.iter().cloned().collect()
     }
 
     fn wake_waiters(&self) {
@@ -544,5 +583,95 @@ impl Shared {
         }
         self.trimmed_below.fetch_max(min, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decide, Action, Mode, Seen};
+
+    /// A record at queue offset `at` of a queue expecting 10 next, minimum 0, not empty.
+    fn seen(at: u64) -> Seen {
+        Seen {
+            queue_offset: at,
+            next: 10,
+            physical_offset: 5_000,
+            indexed_physical: None,
+            queue_min: 0,
+            queue_empty: false,
+            mode: Mode::Live,
+        }
+    }
+
+    #[test]
+    fn the_expected_offset_is_appended_in_every_mode() {
+        for mode in [Mode::Live, Mode::Replay, Mode::FullReplay] {
+            assert_eq!(decide(&Seen { mode, ..seen(10) }), Action::Append);
+        }
+    }
+
+    #[test]
+    fn a_replayed_record_already_indexed_is_left_alone() {
+        let same = Seen {
+            indexed_physical: Some(5_000),
+            ..seen(7)
+        };
+        assert_eq!(decide(&same), Action::AlreadyIndexed);
+        // The index points at a newer record (the queue was rewritten later): it wins.
+        let newer = Seen {
+            indexed_physical: Some(9_000),
+            ..seen(7)
+        };
+        assert_eq!(decide(&newer), Action::AlreadyIndexed);
+        // Below the queue's minimum: nothing to replace.
+        let trimmed = Seen {
+            indexed_physical: Some(1_000),
+            queue_min: 8,
+            ..seen(7)
+        };
+        assert_eq!(decide(&trimmed), Action::AlreadyIndexed);
+    }
+
+    #[test]
+    fn an_index_pointing_at_an_older_record_is_replaced_from_that_offset() {
+        let older = Seen {
+            indexed_physical: Some(1_000),
+            ..seen(7)
+        };
+        assert_eq!(decide(&older), Action::ReplaceFrom);
+    }
+
+    #[test]
+    fn a_record_ahead_of_an_empty_queue_restarts_it_except_in_checkpoint_replay() {
+        let empty = Seen {
+            queue_empty: true,
+            ..seen(15)
+        };
+        assert_eq!(decide(&empty), Action::RestartEmpty);
+        let full = Seen {
+            mode: Mode::FullReplay,
+            ..empty
+        };
+        assert_eq!(decide(&full), Action::RestartEmpty);
+        let replay = Seen {
+            mode: Mode::Replay,
+            ..empty
+        };
+        assert_eq!(decide(&replay), Action::Gap);
+    }
+
+    #[test]
+    fn a_gap_is_repaired_only_in_a_full_replay() {
+        assert_eq!(decide(&seen(15)), Action::Gap);
+        let replay = Seen {
+            mode: Mode::Replay,
+            ..seen(15)
+        };
+        assert_eq!(decide(&replay), Action::Gap);
+        let full = Seen {
+            mode: Mode::FullReplay,
+            ..seen(15)
+        };
+        assert_eq!(decide(&full), Action::RestartAfterGap);
     }
 }

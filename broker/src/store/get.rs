@@ -10,6 +10,24 @@ const READ_CHUNK: usize = 256;
 /// Most entries a filtered read skips over before returning, so one pull stays bounded.
 const MAX_SCAN_ENTRIES: usize = 16_384;
 
+/// What to read: up to `max_count` messages of one queue from `from` (and about
+/// `max_bytes`; at least one message when any matches), skipping those `filter` rejects.
+#[derive(Clone, Copy, Debug)]
+pub struct GetRequest<'a> {
+    /// The topic to read.
+    pub topic: &'a str,
+    /// The queue of that topic.
+    pub queue_id: u32,
+    /// First queue offset to read.
+    pub from: QueueOffset,
+    /// Most messages returned.
+    pub max_count: usize,
+    /// Byte budget of the returned records; the first match is returned even if larger.
+    pub max_bytes: usize,
+    /// Which messages to return; the others are skipped over.
+    pub filter: &'a TagFilter,
+}
+
 /// Outcome of a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -68,15 +86,8 @@ impl Shared {
             }))
     }
 
-    pub(crate) fn get_messages(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        from: QueueOffset,
-        max_count: usize,
-        max_bytes: usize,
-        filter: &TagFilter,
-    ) -> StoreResult<GetResult> {
+    pub(crate) fn get_messages(&self, req: GetRequest<'_>) -> StoreResult<GetResult> {
+        let (topic, queue_id) = (req.topic, req.queue_id);
         let t = self.readable_topic(topic, queue_id)?;
         if !t.perm.read {
             return Err(StoreError::PermissionDenied {
@@ -87,46 +98,37 @@ impl Shared {
         if self.is_damaged(topic, queue_id) {
             self.repair_queue(topic, queue_id)?;
         }
-        match self.get_messages_once(topic, queue_id, from, max_count, max_bytes, filter) {
+        match self.get_messages_once(&req) {
             // A lost or damaged block, or an entry that does not match its record: the
             // queue is rebuilt from the log (the truth) and the read tried once more.
             Err(e) if needs_repair(&e) => {
                 self.mark_damaged(topic, queue_id, &e);
                 self.repair_queue(topic, queue_id)?;
-                self.get_messages_once(topic, queue_id, from, max_count, max_bytes, filter)
+                self.get_messages_once(&req)
             }
             other => other,
         }
     }
 
-    fn get_messages_once(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        from: QueueOffset,
-        max_count: usize,
-        max_bytes: usize,
-        filter: &TagFilter,
-    ) -> StoreResult<GetResult> {
-        let Some(cq) = self.queues.get(topic, queue_id) else {
+    fn get_messages_once(&self, req: &GetRequest<'_>) -> StoreResult<GetResult> {
+        let Some(cq) = self.queues.get(req.topic, req.queue_id) else {
             let zero = QueueOffset::new(0);
-            let status = if from == zero {
+            let status = if req.from == zero {
                 GetStatus::NoNewMessage
             } else {
                 GetStatus::OffsetPastMax
             };
             return Ok(empty(status, zero, zero, zero));
         };
-        let mut result =
-            self.read_queue(&cq, topic, queue_id, from, max_count, max_bytes, filter)?;
+        let mut result = self.read_queue(&cq, req)?;
         if let GetStatus::OffsetBelowMin { .. } = result.status {
             // The entry pointed below the log's minimum: retention ran since the queue was
             // last trimmed. Trim now and report the real minimum.
             let min = cq
                 .delete_below_physical(self.log.min_offset().get())
-                .map_err(|e| StoreError::cq(topic, queue_id, e))?;
-            if from >= min {
-                return self.read_queue(&cq, topic, queue_id, from, max_count, max_bytes, filter);
+                .map_err(|e| StoreError::cq(req.topic, req.queue_id, e))?;
+            if req.from >= min {
+                return self.read_queue(&cq, req);
             }
             result.status = GetStatus::OffsetBelowMin { min };
             result.next_offset = min;
@@ -135,17 +137,15 @@ impl Shared {
         Ok(result)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn read_queue(
-        &self,
-        cq: &ConsumeQueue,
-        topic: &str,
-        queue_id: u32,
-        from: QueueOffset,
-        max_count: usize,
-        max_bytes: usize,
-        filter: &TagFilter,
-    ) -> StoreResult<GetResult> {
+    fn read_queue(&self, cq: &ConsumeQueue, req: &GetRequest<'_>) -> StoreResult<GetResult> {
+        let GetRequest {
+            topic,
+            queue_id,
+            from,
+            max_count,
+            max_bytes,
+            filter,
+        } = *req;
         let (min, max) = (cq.min_offset(), cq.max_offset());
         if from < min {
             return Ok(empty(GetStatus::OffsetBelowMin { min }, min, min, max));

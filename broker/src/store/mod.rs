@@ -26,12 +26,12 @@ mod message_id;
 mod put;
 mod queues;
 mod recovery;
+mod repair;
 mod tags;
 mod topics;
 mod topics_format;
 mod topics_journal;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{JoinHandle, Thread};
@@ -45,7 +45,7 @@ pub use consumequeue::{QueueId, QueueOffset};
 pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
-pub use get::{GetResult, GetStatus};
+pub use get::{GetRequest, GetResult, GetStatus};
 pub use message_id::MessageId;
 pub use put::{GroupsAppended, PutGroup, PutMessage, PutResult};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
@@ -79,7 +79,7 @@ pub(crate) struct Shared {
     /// Commit-log minimum the consume queues were last trimmed to.
     trimmed_below: AtomicU64,
     /// Queues whose indexing failed or whose blocks were found damaged; rebuilt from the log.
-    damaged: Mutex<HashSet<(String, u32)>>,
+    damaged: repair::Damaged,
     /// A checkpoint holds `dispatch_round` (writers wait for it instead of leaving their
     /// records to it).
     checkpointing: AtomicBool,
@@ -148,7 +148,7 @@ impl MessageStore {
             dispatch_failing: AtomicBool::new(false),
             dispatcher_thread: OnceLock::new(),
             trimmed_below: AtomicU64::new(0),
-            damaged: Mutex::new(HashSet::new()),
+            damaged: repair::Damaged::default(),
             checkpointing: AtomicBool::new(false),
             spare_failing: AtomicBool::new(false),
             disk,
@@ -288,23 +288,14 @@ impl MessageStore {
         self.shared.wait_durable(end)
     }
 
-    /// Reads up to `max_count` dispatched messages (and about `max_bytes`; at least one
-    /// message when any matches) from `from`, skipping messages `filter` rejects.
+    /// Reads up to `req.max_count` dispatched messages (and about `req.max_bytes`; at least
+    /// one message when any matches) from `req.from`, skipping messages `req.filter` rejects.
     ///
     /// # Errors
     /// Unknown topic or queue, missing read permission, commit-log read errors, an index
     /// entry that does not match its record.
-    pub fn get_messages(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        from: QueueOffset,
-        max_count: usize,
-        max_bytes: usize,
-        filter: &TagFilter,
-    ) -> StoreResult<GetResult> {
-        self.shared
-            .get_messages(topic, queue_id, from, max_count, max_bytes, filter)
+    pub fn get_messages(&self, req: GetRequest<'_>) -> StoreResult<GetResult> {
+        self.shared.get_messages(req)
     }
 
     /// The record a message id points at.

@@ -1,11 +1,9 @@
 //! Start-up: the data-directory lock, and bringing the consume queues (as their journal
-//! left them) in line with the recovered commit log; repair of one damaged queue.
+//! left them) in line with the recovered commit log.
 
 use std::sync::atomic::Ordering;
-use std::sync::PoisonError;
 
-use commitlog::{DirLock, PhysicalOffset};
-use consumequeue::{Entry, QueueOffset};
+use commitlog::DirLock;
 
 use super::config::LOCK_FILE;
 use super::dispatch::Mode;
@@ -73,75 +71,5 @@ impl Shared {
                 return Ok(true);
             }
         }
-    }
-
-    /// Rebuilds one queue from the commit log (its blocks were lost or damaged, or
-    /// indexing failed for it), without stopping the others for longer than the scan.
-    pub(crate) fn repair_queue(&self, topic: &str, queue_id: u32) -> StoreResult<()> {
-        let _round = self
-            .dispatch_round
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(created) = self
-            .topics
-            .with(topic, |t| t.map(|t| t.created_at_physical))
-        else {
-            self.forget_damage(topic, queue_id);
-            return Ok(());
-        };
-        let cq = self.queues.get_or_open(topic, queue_id)?;
-        let to = self.dispatched.load(Ordering::Acquire);
-        let from = self.log.min_offset().get().max(created);
-        let mut found: Vec<(u64, Entry)> = Vec::new();
-        // Nothing indexed lies below `from` (or the log holds nothing): nothing to scan.
-        let scan = if from < to {
-            Some(self.log.iter_from(PhysicalOffset::new(from)))
-        } else {
-            None
-        };
-        for rec in scan.into_iter().flatten() {
-            let rec = rec?;
-            if rec.next_offset().get() > to {
-                break;
-            }
-            let v = rec.view();
-            if v.topic() == topic && v.queue_id() == queue_id {
-                found.push((
-                    v.queue_offset(),
-                    Entry {
-                        physical_offset: rec.offset().get(),
-                        size: rec.size(),
-                        tag_hash: v.tag_hash(),
-                    },
-                ));
-            }
-        }
-        let cq_err = |e| StoreError::cq(topic, queue_id, e);
-        let mut next = found.first().map_or(cq.max_offset().get(), |(o, _)| *o);
-        cq.reset(QueueOffset::new(next)).map_err(cq_err)?;
-        let mut run: Vec<Entry> = Vec::new();
-        let mut run_start = next;
-        for (o, e) in found {
-            if o != next {
-                cq.append_batch(QueueOffset::new(run_start), &run)
-                    .map_err(cq_err)?;
-                run.clear();
-                cq.reset(QueueOffset::new(o)).map_err(cq_err)?;
-                run_start = o;
-                next = o;
-            }
-            run.push(e);
-            next += 1;
-        }
-        cq.append_batch(QueueOffset::new(run_start), &run)
-            .map_err(cq_err)?;
-        self.forget_damage(topic, queue_id);
-        tracing::warn!(
-            topic,
-            queue_id,
-            max = next,
-            "consume queue rebuilt from the commit log"
-        );
-        Ok(())
     }
 }

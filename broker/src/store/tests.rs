@@ -33,7 +33,14 @@ fn forced_hash_collision_never_delivers_a_wrong_tag() {
     // check and must be rejected on the record's properties.
     let colliding = TagFilter::with_hashes(vec![("blue".into(), tag_hash("red"))]);
     let r = store
-        .get_messages("c", 0, QueueOffset::new(0), 10, usize::MAX, &colliding)
+        .get_messages(GetRequest {
+            topic: "c",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &colliding,
+        })
         .unwrap();
     assert!(r.messages.is_empty());
     assert_eq!(
@@ -45,7 +52,14 @@ fn forced_hash_collision_never_delivers_a_wrong_tag() {
         ("blue".into(), tag_hash("blue")),
     ]);
     let r = store
-        .get_messages("c", 0, QueueOffset::new(0), 10, usize::MAX, &both)
+        .get_messages(GetRequest {
+            topic: "c",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &both,
+        })
         .unwrap();
     let bodies: Vec<&[u8]> = r.messages.iter().map(|m| m.view().body()).collect();
     assert_eq!(bodies, vec![&b"b1"[..]]);
@@ -103,14 +117,14 @@ fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() 
     assert_eq!(done.end, store.commit_log().write_offset());
     assert!(store.wait_for_message("t", 0, QueueOffset::new(2), Duration::from_secs(10)));
     let r = store
-        .get_messages(
-            "t",
-            0,
-            QueueOffset::new(0),
-            10,
-            usize::MAX,
-            &TagFilter::parse("*").unwrap(),
-        )
+        .get_messages(GetRequest {
+            topic: "t",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::parse("*").unwrap(),
+        })
         .unwrap();
     let bodies: Vec<&[u8]> = r.messages.iter().map(|m| m.view().body()).collect();
     assert_eq!(bodies, vec![&b"a"[..], b"b", b"a"]);
@@ -146,7 +160,14 @@ fn a_message_is_readable_as_soon_as_it_is_acknowledged() {
                 store.wait_durable(done.end).unwrap();
             }
             let r = store
-                .get_messages("t", 0, QueueOffset::new(i), 1, usize::MAX, &TagFilter::All)
+                .get_messages(GetRequest {
+                    topic: "t",
+                    queue_id: 0,
+                    from: QueueOffset::new(i),
+                    max_count: 1,
+                    max_bytes: usize::MAX,
+                    filter: &TagFilter::All,
+                })
                 .unwrap();
             assert_eq!(r.status, GetStatus::Found, "{flush:?}: message {i}");
             assert_eq!(r.messages[0].view().body(), &body[..]);
@@ -181,14 +202,14 @@ fn a_full_disk_refuses_puts_before_auto_creating_a_topic_and_still_serves_reads(
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
     assert_eq!(store.disk().status().sends_refused, 2);
     let r = store
-        .get_messages(
-            "kept",
-            0,
-            QueueOffset::new(0),
-            10,
-            usize::MAX,
-            &TagFilter::All,
-        )
+        .get_messages(GetRequest {
+            topic: "kept",
+            queue_id: 0,
+            from: QueueOffset::new(0),
+            max_count: 10,
+            max_bytes: usize::MAX,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].view().body(), b"stored before");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use broker::retry::{RetryConfig, RetryService};
 use broker::store::{
-    MessageId, MessageStore, PutMessage, QueueOffset, RecordRef, StoreConfig, TagFilter,
+    GetRequest, MessageId, MessageStore, PutMessage, QueueOffset, RecordRef, StoreConfig, TagFilter,
 };
 use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::properties::{Properties, PropertiesBuilder, KEYS, TAGS};
@@ -78,14 +78,14 @@ pub fn wait_message(store: &MessageStore, topic: &str, offset: u64) -> RecordRef
         "no message {offset} in {topic} within {WAIT:?}"
     );
     let got = store
-        .get_messages(
+        .get_messages(GetRequest {
             topic,
-            0,
-            QueueOffset::new(offset),
-            1,
-            1 << 20,
-            &TagFilter::All,
-        )
+            queue_id: 0,
+            from: QueueOffset::new(offset),
+            max_count: 1,
+            max_bytes: 1 << 20,
+            filter: &TagFilter::All,
+        })
         .unwrap();
     got.messages.into_iter().next().unwrap()
 }

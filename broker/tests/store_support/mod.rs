@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use broker::store::{GetStatus, MessageStore, PutMessage, QueueOffset, StoreConfig, TagFilter};
+use broker::store::{
+    GetRequest, GetStatus, MessageStore, PutMessage, QueueOffset, StoreConfig, TagFilter,
+};
 use protocol::properties::{PropertiesBuilder, TAGS};
 
 /// Small segments, blocks and arenas so tests cross commit-log and consume-queue boundaries.
@@ -51,7 +53,14 @@ pub fn read_all(store: &MessageStore, topic: &str, queue: u32, expect: u64) -> V
     let mut next = QueueOffset::new(0);
     loop {
         let r = store
-            .get_messages(topic, queue, next, 13, usize::MAX, &TagFilter::All)
+            .get_messages(GetRequest {
+                topic,
+                queue_id: queue,
+                from: next,
+                max_count: 13,
+                max_bytes: usize::MAX,
+                filter: &TagFilter::All,
+            })
             .unwrap();
         match r.status {
             GetStatus::Found => {

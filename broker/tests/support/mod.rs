@@ -6,7 +6,7 @@ pub mod process;
 
 use std::path::{Path, PathBuf};
 
-use broker::store::{GetStatus, MessageStore, QueueOffset, StoreConfig, TagFilter};
+use broker::store::{GetRequest, GetStatus, MessageStore, QueueOffset, StoreConfig, TagFilter};
 
 /// xorshift64*: deterministic per seed, so a failing case can be replayed by its seed.
 #[derive(Clone, Debug)]
@@ -57,7 +57,14 @@ pub fn read_queue(store: &MessageStore, topic: &str, queue: u32) -> Vec<(u64, Ve
     let mut next = QueueOffset::new(0);
     loop {
         let r = store
-            .get_messages(topic, queue, next, 17, usize::MAX, &TagFilter::All)
+            .get_messages(GetRequest {
+                topic,
+                queue_id: queue,
+                from: next,
+                max_count: 17,
+                max_bytes: usize::MAX,
+                filter: &TagFilter::All,
+            })
             .unwrap_or_else(|e| panic!("{topic}/{queue} at {next}: {e}"));
         match r.status {
             GetStatus::Found => {

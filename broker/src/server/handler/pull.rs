@@ -14,7 +14,7 @@ use super::{blocking, decode, HandlerResult, Services};
 use crate::config::MAX_LONG_POLL_MS;
 use crate::server::connection::Connection;
 use crate::server::response::{Body, HandlerError, Response};
-use crate::store::{GetResult, QueueOffset, TagFilter};
+use crate::store::{GetRequest, GetResult, QueueOffset, TagFilter};
 
 /// Body bytes a pull returns when the client does not say.
 const DEFAULT_PULL_BYTES: u32 = 4 << 20;
@@ -142,14 +142,14 @@ fn read(
     .min(frame_room) as usize;
     services
         .store
-        .get_messages(
-            &req.topic,
-            req.queue_id,
-            QueueOffset::new(offset),
+        .get_messages(GetRequest {
+            topic: &req.topic,
+            queue_id: req.queue_id,
+            from: QueueOffset::new(offset),
             max_count,
             max_bytes,
             filter,
-        )
+        })
         .map_err(HandlerError::from)
 }
 
