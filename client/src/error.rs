@@ -18,7 +18,7 @@ pub enum Error {
     Protocol(#[from] ProtocolError),
     /// A record in a pull or get-message response does not decode.
     #[error("bad record in a response: {0}")]
-    Record(#[from] commitlog::format::FormatError),
+    Record(#[from] protocol::record::FormatError),
     /// The broker answered with a status other than `Ok`.
     #[error("broker refused the request ({status:?}): {message}")]
     Broker { status: Status, message: String },

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use commitlog::format::{RecordView, HEADER_LEN};
 use protocol::names::RETRY_PREFIX;
 use protocol::properties::{self, Properties, PropertiesBuilder};
+use protocol::record::{RecordView, HEADER_LEN};
 
 use crate::consumer::QueueShared;
 use crate::error::Result;
@@ -254,7 +254,7 @@ pub(crate) fn decode_records(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use commitlog::format::{encode_into, encoded_len, RecordIn};
+    use protocol::record::{encode_into, encoded_len, RecordIn};
 
     /// Encodes a record as the broker would store it.
     pub(crate) fn record(topic: &str, queue_offset: u64, props: &[u8], body: &[u8]) -> Vec<u8> {

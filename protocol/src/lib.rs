@@ -3,7 +3,9 @@
 //! A connection carries length-prefixed [`frame`]s. Each frame names a request code (or a
 //! response status), a request id so that many requests can be in flight on one connection
 //! and answered out of order, a header encoded with bincode, and a raw body that is never
-//! re-encoded: message batches on send, commit-log records on pull.
+//! re-encoded: message batches on send, commit-log records on pull. Those records are
+//! laid out by [`record`], the codec the broker writes them with and the client reads them
+//! with.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -15,6 +17,7 @@ pub mod header;
 pub mod messages;
 pub mod names;
 pub mod properties;
+pub mod record;
 pub mod tags;
 
 pub use code::{RequestCode, Status};

@@ -1,6 +1,6 @@
 //! Checkpoint and clean-shutdown files: one offset, self-checking.
 
-use super::{u32_at, u64_at, FormatError};
+use super::FormatError;
 
 pub const META_MAGIC: u32 = 0xF3E0_C4EC;
 pub const META_VERSION: u8 = 1;
@@ -87,4 +87,16 @@ impl Meta {
             offset: u64_at(b, OFFSET_AT),
         })
     }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&buf[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[at..at + 8]);
+    u64::from_le_bytes(a)
 }

@@ -207,13 +207,19 @@ impl<'a> RecordView<'a> {
         Ok(view)
     }
 
-    /// A view of no bytes; only for unreachable fallbacks (accessors on it return zeros).
-    pub(crate) fn empty() -> RecordView<'static> {
+    /// A view of a zeroed header; only for unreachable fallbacks (accessors on it return
+    /// zeros and empty slices).
+    #[doc(hidden)]
+    pub fn empty() -> RecordView<'static> {
         RecordView { buf: &EMPTY }
     }
 
-    /// Structural checks only; used for bytes that already passed [`RecordView::decode`].
-    pub(crate) fn decode_unchecked_crc(buf: &'a [u8]) -> Result<RecordView<'a>, FormatError> {
+    /// Structural checks only; for bytes that already passed [`RecordView::decode`] (the
+    /// commit log's record handles, whose bytes cannot change).
+    ///
+    /// # Errors
+    /// A [`FormatError`] for a truncated or malformed header.
+    pub fn decode_unchecked_crc(buf: &'a [u8]) -> Result<RecordView<'a>, FormatError> {
         if buf.len() < END_OF_SEGMENT_LEN {
             return Err(FormatError::Truncated {
                 needed: END_OF_SEGMENT_LEN,
