@@ -123,9 +123,9 @@ impl Inner {
         if let FlushPolicy::Async { .. } = self.cfg.flush {
             self.notify_visible();
         }
-        let dirty = end.saturating_sub(self.flushed_offset.load(Ordering::Relaxed));
+        let dirty = end.saturating_sub(self.flush.flushed_offset.load(Ordering::Relaxed));
         if dirty >= self.cfg.flush_dirty_bytes {
-            self.kick_flusher();
+            self.flush.signal.wake();
         }
     }
 
@@ -151,7 +151,7 @@ impl Inner {
         w.map = map;
         w.pos = 0;
         if self.cfg.preallocate {
-            self.kick_preallocator();
+            self.prealloc.signal.wake();
         }
         Ok(())
     }
@@ -175,7 +175,7 @@ impl Inner {
         if let Some(ready) = self.take_ready(start) {
             return Ok(ready);
         }
-        let mut next = lock(&self.create_lock);
+        let mut next = lock(&self.prealloc.next_start);
         // The background thread may have finished while we waited for the lock.
         if let Some(ready) = self.take_ready(start) {
             return Ok(ready);
@@ -197,7 +197,7 @@ impl Inner {
     }
 
     fn take_ready(&self, start: u64) -> Option<(Arc<Segment>, MapWriter)> {
-        let mut ready = lock(&self.ready);
+        let mut ready = lock(&self.prealloc.ready);
         if ready.as_ref().is_some_and(|(s, _)| s.start.get() == start) {
             return ready.take();
         }

@@ -1,17 +1,44 @@
 //! Making data durable: group commit, the background flusher and the checkpoint.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::format::{Meta, MetaKind};
 use crate::segment::now_ms;
 use crate::shared::{lock, Inner};
-use crate::{Error, FlushPolicy};
+use crate::{Error, FlushPolicy, Signal};
 
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean_shutdown";
+
+/// Group commit and the flusher thread's state.
+#[derive(Debug)]
+pub(crate) struct FlushState {
+    /// End of the durable data.
+    pub(crate) flushed_offset: AtomicU64,
+    /// True while one thread (the group-commit leader) runs a flush.
+    flushing: Mutex<bool>,
+    done: Condvar,
+    /// Flushed offset last written to the checkpoint file.
+    checkpointed: Mutex<u64>,
+    /// Wakes the flusher (dirty-bytes trigger) and stops it.
+    pub(crate) signal: Signal,
+}
+
+impl FlushState {
+    pub(crate) fn new(flushed: u64, checkpointed: u64) -> Self {
+        FlushState {
+            flushed_offset: AtomicU64::new(flushed),
+            flushing: Mutex::new(false),
+            done: Condvar::new(),
+            checkpointed: Mutex::new(checkpointed),
+            signal: Signal::new(),
+        }
+    }
+}
 
 impl Inner {
     /// Blocks until everything below `end` is durable. Concurrent callers share one flush:
@@ -22,16 +49,17 @@ impl Inner {
         let end = end.min(self.write_offset.load(Ordering::SeqCst));
         loop {
             self.check_poison()?;
-            if self.flushed_offset.load(Ordering::SeqCst) >= end {
+            if self.flush.flushed_offset.load(Ordering::SeqCst) >= end {
                 return Ok(());
             }
-            let mut flushing = lock(&self.flushing);
-            if self.flushed_offset.load(Ordering::SeqCst) >= end {
+            let mut flushing = lock(&self.flush.flushing);
+            if self.flush.flushed_offset.load(Ordering::SeqCst) >= end {
                 return Ok(());
             }
             if *flushing {
                 drop(
-                    self.flush_cv
+                    self.flush
+                        .done
                         .wait(flushing)
                         .unwrap_or_else(PoisonError::into_inner),
                 );
@@ -39,21 +67,21 @@ impl Inner {
             }
             *flushing = true;
             drop(flushing);
-            let from = self.flushed_offset.load(Ordering::SeqCst);
+            let from = self.flush.flushed_offset.load(Ordering::SeqCst);
             let target = self.write_offset.load(Ordering::SeqCst);
             let result = self.sync_range(from, target);
-            let mut flushing = lock(&self.flushing);
+            let mut flushing = lock(&self.flush.flushing);
             *flushing = false;
             if let Err(e) = &result {
                 // A failed sync may have dropped dirty pages: nothing after `from` can be
                 // trusted to reach the disk, so refuse further writes until reopen.
                 let _ = self.poison.set(e.to_string());
             } else {
-                self.flushed_offset.store(target, Ordering::SeqCst);
+                self.flush.flushed_offset.store(target, Ordering::SeqCst);
                 self.counters.flushes.fetch_add(1, Ordering::Relaxed);
             }
             drop(flushing);
-            self.flush_cv.notify_all();
+            self.flush.done.notify_all();
             if self.cfg.flush == FlushPolicy::Sync {
                 self.notify_visible();
             }
@@ -89,8 +117,8 @@ impl Inner {
 
     /// Records the flushed offset in the checkpoint file if it moved.
     pub(crate) fn write_checkpoint(&self) -> Result<(), Error> {
-        let flushed = self.flushed_offset.load(Ordering::SeqCst);
-        let mut last = lock(&self.checkpointed);
+        let flushed = self.flush.flushed_offset.load(Ordering::SeqCst);
+        let mut last = lock(&self.flush.checkpointed);
         if *last == flushed {
             return Ok(());
         }
@@ -115,21 +143,7 @@ impl Inner {
         };
         let retention_every = Duration::from_millis(self.cfg.retention_check_interval_ms.max(1));
         let mut last_retention = Instant::now();
-        loop {
-            {
-                let mut bg = lock(&self.bg);
-                if !bg.stop && !bg.kick_flusher {
-                    bg = self
-                        .bg_cv
-                        .wait_timeout(bg, interval)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                if bg.stop {
-                    return;
-                }
-                bg.kick_flusher = false;
-            }
+        while self.flush.signal.wait_timeout(interval) {
             if self.poison.get().is_some() {
                 continue;
             }

@@ -10,6 +10,8 @@
 //!   `read`: [`RecordRef`] and [`Iter`]. `flush`: group commit, flusher, checkpoint.
 //!   `recovery`: start-up scan. `retention`: deleting old segments. `prealloc`: next
 //!   segment created ahead of need. `segment`: one mapped file. `sys`: all `unsafe`.
+//! - [`Signal`]: the stop/wake signal of every background loop (here and in the broker).
+//! - [`DirLock`]: one process per folder (here and for the broker's data directory).
 //!
 //! # Using the storage seam in tests
 //! ```no_run
@@ -41,6 +43,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod shared;
+mod signal;
 pub mod storage;
 mod sys;
 
@@ -53,6 +56,7 @@ pub use offset::PhysicalOffset;
 pub use read::{Iter, Reader, RecordRef};
 pub use recovery::{DropReason, Dropped, RecoveryReport};
 pub use retention::RetentionReport;
+pub use signal::Signal;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use crate::lock::DirLock;
 use crate::read::{Iter, Reader, RecordRef};
 use crate::recovery::{recover, RecoveryReport};
 use crate::retention::RetentionReport;
-use crate::shared::{lock, Inner};
+use crate::shared::Inner;
 use crate::{Config, Error, FlushPolicy, PhysicalOffset};
 
 /// Where an appended record landed.
@@ -77,7 +77,7 @@ impl CommitLog {
         if inner.cfg.preallocate {
             let pre = Arc::clone(&inner);
             threads.push(spawn("ferromq-prealloc", move || pre.run_preallocator())?);
-            inner.kick_preallocator();
+            inner.prealloc.signal.wake();
         }
         Ok((
             CommitLog {
@@ -153,7 +153,7 @@ impl CommitLog {
     }
     /// End of the durable data.
     pub fn flushed_offset(&self) -> PhysicalOffset {
-        PhysicalOffset::new(self.inner.flushed_offset.load(Ordering::SeqCst))
+        PhysicalOffset::new(self.inner.flush.flushed_offset.load(Ordering::SeqCst))
     }
     /// What readers may see: the write offset (`Async`) or the flushed offset (`Sync`).
     /// The one visibility rule: the broker indexes and serves records up to here.
@@ -237,8 +237,8 @@ impl CommitLog {
     }
 
     fn stop_threads(&mut self) {
-        lock(&self.inner.bg).stop = true;
-        self.inner.bg_cv.notify_all();
+        self.inner.flush.signal.stop();
+        self.inner.prealloc.signal.stop();
         for t in self.threads.drain(..) {
             // A panicked background thread has nothing left to clean up.
             let _ = t.join();

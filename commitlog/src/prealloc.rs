@@ -2,35 +2,44 @@
 //! ready and the first appends into it take no page faults.
 
 use std::sync::atomic::Ordering;
-use std::sync::PoisonError;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::segment::Segment;
 use crate::shared::{lock, Inner};
-use crate::PhysicalOffset;
+use crate::sys::MapWriter;
+use crate::{PhysicalOffset, Signal};
 
 /// Retry pause after a failed creation (e.g. disk full), so the thread does not spin.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Sleep between wake-ups when nothing is asked for.
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// The preallocator's state.
+#[derive(Debug)]
+pub(crate) struct Prealloc {
+    /// Serialises segment creation; holds the start of the next segment not yet created.
+    pub(crate) next_start: Mutex<u64>,
+    /// A segment created (and pre-faulted) ahead of need by the background thread.
+    pub(crate) ready: Mutex<Option<(Arc<Segment>, MapWriter)>>,
+    /// Wakes the preallocator (a spare segment was used) and stops it.
+    pub(crate) signal: Signal,
+}
+
+impl Prealloc {
+    pub(crate) fn new(next_start: u64) -> Self {
+        Prealloc {
+            next_start: Mutex::new(next_start),
+            ready: Mutex::new(None),
+            signal: Signal::new(),
+        }
+    }
+}
 
 impl Inner {
     pub(crate) fn run_preallocator(&self) {
         let mut pause = None;
-        loop {
-            {
-                let mut bg = lock(&self.bg);
-                if !bg.stop && !bg.kick_preallocator {
-                    let wait = pause.unwrap_or(Duration::from_secs(3600));
-                    bg = self
-                        .bg_cv
-                        .wait_timeout(bg, wait)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                if bg.stop {
-                    return;
-                }
-                bg.kick_preallocator = false;
-            }
+        while self.prealloc.signal.wait_timeout(pause.unwrap_or(IDLE)) {
             pause = if self.precreate_next() {
                 None
             } else {
@@ -41,8 +50,8 @@ impl Inner {
 
     /// Creates the next segment if none is waiting. Returns false on failure.
     pub(crate) fn precreate_next(&self) -> bool {
-        let mut next = lock(&self.create_lock);
-        if lock(&self.ready).is_some() {
+        let mut next = lock(&self.prealloc.next_start);
+        if lock(&self.prealloc.ready).is_some() {
             return true;
         }
         let start = PhysicalOffset::new(*next);
@@ -65,7 +74,7 @@ impl Inner {
                 self.counters
                     .segments_precreated
                     .fetch_add(1, Ordering::Relaxed);
-                *lock(&self.ready) = Some((seg, map));
+                *lock(&self.prealloc.ready) = Some((seg, map));
                 true
             }
             Err(_) => false,

@@ -25,7 +25,7 @@ impl Inner {
     pub(crate) fn apply_retention(&self, now_ms: u64) -> Result<RetentionReport, Error> {
         let _serial = lock(&self.retention_lock);
         let policy = self.cfg.retention;
-        let flushed = self.flushed_offset.load(Ordering::SeqCst);
+        let flushed = self.flush.flushed_offset.load(Ordering::SeqCst);
         let removed: Vec<Arc<Segment>> = {
             let mut segs = self
                 .segments

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::flush::FlushState;
+use crate::prealloc::Prealloc;
 use crate::segment::Segment;
 use crate::sys::MapWriter;
 use crate::{Config, Error, FlushPolicy, PhysicalOffset};
@@ -37,14 +39,9 @@ pub(crate) struct Counters {
     pub(crate) segments_removed: AtomicU64,
 }
 
-/// Background-thread control.
-#[derive(Debug, Default)]
-pub(crate) struct BgState {
-    pub(crate) stop: bool,
-    pub(crate) kick_flusher: bool,
-    pub(crate) kick_preallocator: bool,
-}
-
+/// The log's state, in parts each owned by the file that uses it: the segment list and the
+/// write end here, `writer` by `append`, `flush` by `flush`, `prealloc` by `prealloc`,
+/// `visible` (wake-ups of `wait_visible`) here.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cfg: Config,
@@ -52,25 +49,23 @@ pub(crate) struct Inner {
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) write_offset: AtomicU64,
-    pub(crate) flushed_offset: AtomicU64,
     pub(crate) min_offset: AtomicU64,
+    /// Set by a failed flush: no further appends until reopen.
     pub(crate) poison: OnceLock<String>,
-    /// True while one thread (the group-commit leader) runs a flush.
-    pub(crate) flushing: Mutex<bool>,
-    pub(crate) flush_cv: Condvar,
-    visible_waiters: AtomicUsize,
-    visible_mutex: Mutex<()>,
-    visible_cv: Condvar,
-    pub(crate) bg: Mutex<BgState>,
-    pub(crate) bg_cv: Condvar,
+    pub(crate) flush: FlushState,
+    pub(crate) prealloc: Prealloc,
+    visible: VisibleWaiters,
     pub(crate) counters: Counters,
+    /// Serialises retention runs.
     pub(crate) retention_lock: Mutex<()>,
-    /// Flushed offset last written to the checkpoint file.
-    pub(crate) checkpointed: Mutex<u64>,
-    /// Serialises segment creation; holds the start of the next segment not yet created.
-    pub(crate) create_lock: Mutex<u64>,
-    /// A segment created (and pre-faulted) ahead of need by the background thread.
-    pub(crate) ready: Mutex<Option<(Arc<Segment>, MapWriter)>>,
+}
+
+/// Callers blocked in `wait_visible`.
+#[derive(Debug, Default)]
+struct VisibleWaiters {
+    count: AtomicUsize,
+    mutex: Mutex<()>,
+    cv: Condvar,
 }
 
 impl Inner {
@@ -88,21 +83,13 @@ impl Inner {
             segments: RwLock::new(segments),
             writer: Mutex::new(writer),
             write_offset: AtomicU64::new(end),
-            flushed_offset: AtomicU64::new(end),
             min_offset: AtomicU64::new(min),
             poison: OnceLock::new(),
-            flushing: Mutex::new(false),
-            flush_cv: Condvar::new(),
-            visible_waiters: AtomicUsize::new(0),
-            visible_mutex: Mutex::new(()),
-            visible_cv: Condvar::new(),
-            bg: Mutex::new(BgState::default()),
-            bg_cv: Condvar::new(),
+            flush: FlushState::new(end, checkpoint),
+            prealloc: Prealloc::new(next_start),
+            visible: VisibleWaiters::default(),
             counters: Counters::default(),
             retention_lock: Mutex::new(()),
-            checkpointed: Mutex::new(checkpoint),
-            create_lock: Mutex::new(next_start),
-            ready: Mutex::new(None),
         }
     }
 
@@ -118,15 +105,15 @@ impl Inner {
     pub(crate) fn visible_offset(&self) -> u64 {
         match self.cfg.flush {
             FlushPolicy::Async { .. } => self.write_offset.load(Ordering::SeqCst),
-            FlushPolicy::Sync => self.flushed_offset.load(Ordering::SeqCst),
+            FlushPolicy::Sync => self.flush.flushed_offset.load(Ordering::SeqCst),
         }
     }
 
     /// Wakes `wait_visible` callers; costs one atomic load when nobody waits.
     pub(crate) fn notify_visible(&self) {
-        if self.visible_waiters.load(Ordering::SeqCst) > 0 {
-            drop(lock(&self.visible_mutex));
-            self.visible_cv.notify_all();
+        if self.visible.count.load(Ordering::SeqCst) > 0 {
+            drop(lock(&self.visible.mutex));
+            self.visible.cv.notify_all();
         }
     }
 
@@ -136,8 +123,8 @@ impl Inner {
         if v > beyond.get() {
             return PhysicalOffset::new(v);
         }
-        self.visible_waiters.fetch_add(1, Ordering::SeqCst);
-        let mut guard = lock(&self.visible_mutex);
+        self.visible.count.fetch_add(1, Ordering::SeqCst);
+        let mut guard = lock(&self.visible.mutex);
         loop {
             v = self.visible_offset();
             let now = Instant::now();
@@ -150,26 +137,15 @@ impl Inner {
                 break;
             }
             guard = self
-                .visible_cv
+                .visible
+                .cv
                 .wait_timeout(guard, remaining)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
         drop(guard);
-        self.visible_waiters.fetch_sub(1, Ordering::SeqCst);
+        self.visible.count.fetch_sub(1, Ordering::SeqCst);
         PhysicalOffset::new(v)
-    }
-
-    /// Wakes the flusher (dirty-bytes trigger).
-    pub(crate) fn kick_flusher(&self) {
-        lock(&self.bg).kick_flusher = true;
-        self.bg_cv.notify_all();
-    }
-
-    /// Wakes the preallocator (a spare segment was used).
-    pub(crate) fn kick_preallocator(&self) {
-        lock(&self.bg).kick_preallocator = true;
-        self.bg_cv.notify_all();
     }
 
     /// The segment holding `offset`, if mapped.

@@ -9,6 +9,7 @@
 //! lands in a schedule topic (the store's dispatch hook), never polling.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use commitlog::RecordRef;
 use consumequeue::QueueOffset;
@@ -38,11 +39,7 @@ pub(crate) fn run(
     let topics: Vec<String> = levels.iter().map(|l| schedule_topic(*l)).collect();
     // A full disk fails the save on every round: back off and log once per streak.
     let mut save_retry = WriteRetry::new("saving retry-schedule progress");
-    loop {
-        let seen = shared.waker.snapshot();
-        if seen.stop {
-            break;
-        }
+    while !shared.waker.is_stopped() {
         let now = now_ms();
         let mut next_wake: Option<u64> = None;
         for topic in &topics {
@@ -63,7 +60,13 @@ pub(crate) fn run(
                 next_wake = Some(next_wake.map_or(retry_at, |w| w.min(retry_at)));
             }
         }
-        shared.waker.wait(seen.seq, next_wake);
+        // A wake sent during the round is kept: the wait returns at once.
+        let pause = next_wake.map_or(Duration::MAX, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()))
+        });
+        if !shared.waker.wait_timeout(pause) {
+            break;
+        }
     }
     save(shared, &mut progress)
 }

@@ -1,10 +1,10 @@
 //! [`RetryService`]: the send-back request and the life of the scheduler thread.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
+use commitlog::Signal;
 use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
 
@@ -47,67 +47,8 @@ pub(crate) struct Shared {
     group_max: RwLock<HashMap<String, u32>>,
     /// Serialises on-demand topic creation so two send-backs do not both create.
     create_lock: Mutex<()>,
-    pub(crate) waker: Arc<Waker>,
-}
-
-/// Wakes the scheduler: on new schedule-topic messages, and to stop.
-#[derive(Debug, Default)]
-pub(crate) struct Waker {
-    state: Mutex<WakeState>,
-    cond: Condvar,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct WakeState {
-    pub(crate) stop: bool,
-    /// Bumped on every wake-up; the scheduler compares it with the value it saw.
-    pub(crate) seq: u64,
-}
-
-impl Waker {
-    fn lock(&self) -> MutexGuard<'_, WakeState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn poke(&self) {
-        self.lock().seq += 1;
-        self.cond.notify_all();
-    }
-
-    fn stop(&self) {
-        self.lock().stop = true;
-        self.cond.notify_all();
-    }
-
-    pub(crate) fn snapshot(&self) -> WakeState {
-        *self.lock()
-    }
-
-    /// Sleeps until poked after `seen`, stopped, or the wall clock reaches `deadline_ms`.
-    pub(crate) fn wait(&self, seen: u64, deadline_ms: Option<u64>) {
-        let mut state = self.lock();
-        while !state.stop && state.seq == seen {
-            match deadline_ms {
-                None => {
-                    state = self
-                        .cond
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                Some(d) => {
-                    let now = now_ms();
-                    if now >= d {
-                        return;
-                    }
-                    state = self
-                        .cond
-                        .wait_timeout(state, Duration::from_millis(d - now))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            }
-        }
-    }
+    /// Wakes the scheduler (new schedule-topic messages) and stops it.
+    pub(crate) waker: Arc<Signal>,
 }
 
 impl RetryService {
@@ -123,12 +64,12 @@ impl RetryService {
         let progress =
             ScheduleProgress::load(&config_dir, Arc::clone(&store.config().commitlog.storage))?;
         let levels = scheduled_levels(&store, &config, &progress);
-        let waker = Arc::new(Waker::default());
+        let waker = Arc::new(Signal::new());
         let weak = Arc::downgrade(&waker);
         store.on_dispatch(Arc::new(move |topic: &str, _queue, _max| {
             if topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
                 if let Some(w) = weak.upgrade() {
-                    w.poke();
+                    w.wake();
                 }
             }
         }));

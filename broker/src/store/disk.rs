@@ -20,11 +20,12 @@
 use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use commitlog::storage::Storage;
+use commitlog::Signal;
 
 use super::StoreError;
 
@@ -315,22 +316,14 @@ impl DiskMonitor {
     /// # Errors
     /// The OS refused to start a thread.
     pub fn watch(self: &Arc<Self>) -> std::io::Result<DiskWatcher> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::new(Signal::new());
         let monitor = Arc::clone(self);
         let signal = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("ferromq-disk".into())
             .spawn(move || {
-                let (lock, cond) = &*signal;
-                let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                while !*stopped {
-                    stopped = cond
-                        .wait_timeout(stopped, POLL_INTERVAL)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                    if !*stopped {
-                        monitor.poll();
-                    }
+                while signal.wait_timeout(POLL_INTERVAL) {
+                    monitor.poll();
                 }
             })?;
         Ok(DiskWatcher {
@@ -343,15 +336,13 @@ impl DiskMonitor {
 /// The watcher thread; stopped and joined when dropped.
 #[derive(Debug)]
 pub struct DiskWatcher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<Signal>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Drop for DiskWatcher {
     fn drop(&mut self) {
-        let (lock, cond) = &*self.stop;
-        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cond.notify_all();
+        self.stop.stop();
         if let Some(h) = self.handle.take() {
             // A panicked watcher has nothing to clean up.
             let _ = h.join();

@@ -12,11 +12,11 @@
 //!   recovery can replay from the start of the log.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
-use commitlog::{PhysicalOffset, RecordRef};
+use commitlog::{PhysicalOffset, RecordRef, Signal};
 use consumequeue::{ConsumeQueue, Entry, QueueOffset};
 
 use super::disk::WriteRetry;
@@ -130,6 +130,33 @@ pub(crate) fn decide(s: &Seen) -> Action {
     }
 }
 
+/// The dispatcher's state: how far the log is indexed, the round lock, the wake-ups of
+/// `wait_for_message` and of the dispatcher thread.
+#[derive(Default)]
+pub(crate) struct DispatchState {
+    /// Commit-log offset up to which records are indexed in consume queues.
+    pub(crate) dispatched: AtomicU64,
+    /// Serializes dispatch rounds with topic deletion and checkpoints.
+    pub(crate) round: Mutex<()>,
+    /// Bumped after every dispatch round; `wait_for_message` sleeps on it.
+    generation: Mutex<u64>,
+    cond: Condvar,
+    pub(crate) listeners: RwLock<Vec<DispatchListener>>,
+    /// An inline dispatch failed: writers leave dispatching to the dispatcher thread until
+    /// it succeeds again.
+    failing: AtomicBool,
+    /// A checkpoint holds `round` (writers wait for it instead of leaving their records
+    /// to it).
+    checkpointing: AtomicBool,
+    /// Commit-log minimum the consume queues were last trimmed to.
+    pub(crate) trimmed_below: AtomicU64,
+    /// The last attempt to create a spare arena failed (logged once per transition).
+    spare_failing: AtomicBool,
+    /// Wakes the dispatcher thread (large backlogs, failed inline rounds) and stops it;
+    /// once stopped, the store refuses writes.
+    pub(crate) signal: Signal,
+}
+
 /// Per topic: whether records are dispatched at all (`None` = unknown topic) and from which
 /// commit-log offset (earlier records belong to a deleted topic of the same name).
 struct TopicPending {
@@ -147,23 +174,16 @@ impl Shared {
         let check = Duration::from_millis(STOP_CHECK_MS.min(self.config.flush_interval_ms));
         let mut last_flush = Instant::now();
         let mut failures = 0u32;
-        let mut behind = false;
         let mut checkpoint_retry = WriteRetry::new("consume-queue checkpoint");
-        while !self.stopping.load(Ordering::Acquire) {
-            if !behind {
-                let pause = check * (1 + failures.min(20));
-                std::thread::park_timeout(pause);
-            }
-            behind = false;
-            if self.stopping.load(Ordering::Acquire) {
-                break;
-            }
-            if self.log.visible_offset().get() > self.dispatched.load(Ordering::Acquire) {
+        let mut pause = check;
+        while self.dispatch.signal.wait_timeout(pause) {
+            let mut behind = false;
+            if self.log.visible_offset().get() > self.dispatch.dispatched.load(Ordering::Acquire) {
                 match self.dispatch_until(last_flush + interval) {
                     Ok(more) => {
                         behind = more;
                         failures = 0;
-                        self.dispatch_failing.store(false, Ordering::Release);
+                        self.dispatch.failing.store(false, Ordering::Release);
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -177,6 +197,12 @@ impl Shared {
                 last_flush = Instant::now();
                 self.periodic_upkeep(&mut checkpoint_retry);
             }
+            // Behind: go on at once (a stop still ends the loop); after failures, back off.
+            pause = if behind {
+                Duration::ZERO
+            } else {
+                check * (1 + failures.min(20))
+            };
         }
     }
 
@@ -184,7 +210,7 @@ impl Shared {
     /// load cannot starve checkpoints; returns whether records were left.
     fn dispatch_until(&self, deadline: Instant) -> StoreResult<bool> {
         loop {
-            let before = self.dispatched.load(Ordering::Acquire);
+            let before = self.dispatch.dispatched.load(Ordering::Acquire);
             let round = self.dispatch_round(Mode::Live)?;
             if self.caught_up(before, &round) {
                 return Ok(false);
@@ -212,10 +238,10 @@ impl Shared {
                 .report_if_full(e, 0, "creating a consume-queue arena");
         }
         match &spare {
-            Ok(()) if self.spare_failing.swap(false, Ordering::AcqRel) => {
+            Ok(()) if self.dispatch.spare_failing.swap(false, Ordering::AcqRel) => {
                 tracing::info!("consume-queue arena created: index space available again");
             }
-            Err(e) if !self.spare_failing.swap(true, Ordering::AcqRel) => {
+            Err(e) if !self.dispatch.spare_failing.swap(true, Ordering::AcqRel) => {
                 tracing::warn!(error = %e, "cannot create a consume-queue arena; sends needing index space are refused until disk space is freed");
             }
             _ => {}
@@ -241,29 +267,33 @@ impl Shared {
             .log
             .visible_offset()
             .get()
-            .saturating_sub(self.dispatched.load(Ordering::Acquire));
+            .saturating_sub(self.dispatch.dispatched.load(Ordering::Acquire));
         if backlog == 0 {
             return;
         }
-        if backlog > INLINE_DISPATCH_MAX_BYTES || self.dispatch_failing.load(Ordering::Acquire) {
+        if backlog > INLINE_DISPATCH_MAX_BYTES || self.dispatch.failing.load(Ordering::Acquire) {
             self.kick_dispatcher();
             return;
         }
         let result = loop {
-            let guard = match self.dispatch_round.try_lock() {
+            let guard = match self.dispatch.round.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 // A checkpoint holds the lock for a sync and indexes nothing: wait for it,
                 // so the message is readable once acknowledged.
-                Err(TryLockError::WouldBlock) if self.checkpointing.load(Ordering::Acquire) => self
-                    .dispatch_round
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
+                Err(TryLockError::WouldBlock)
+                    if self.dispatch.checkpointing.load(Ordering::Acquire) =>
+                {
+                    self.dispatch
+                        .round
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
                 // The holder re-checks the readable end after its round (here or in
                 // `dispatch_all`), so it indexes these records too.
                 Err(TryLockError::WouldBlock) => return,
             };
-            let before = self.dispatched.load(Ordering::Acquire);
+            let before = self.dispatch.dispatched.load(Ordering::Acquire);
             let round = self.dispatch_round_locked(&guard, Mode::Live);
             drop(guard);
             match round {
@@ -273,23 +303,21 @@ impl Shared {
             }
         };
         if let Err(e) = result {
-            self.dispatch_failing.store(true, Ordering::Release);
+            self.dispatch.failing.store(true, Ordering::Release);
             tracing::error!(error = %e, "dispatch failed; the dispatcher thread retries");
             self.kick_dispatcher();
         }
     }
 
     fn kick_dispatcher(&self) {
-        if let Some(t) = self.dispatcher_thread.get() {
-            t.unpark();
-        }
+        self.dispatch.signal.wake();
     }
 
     /// Dispatches everything readable, including records that become readable while a
     /// round runs (another writer may have left them to this thread).
     pub(crate) fn dispatch_all(&self) -> StoreResult<()> {
         loop {
-            let before = self.dispatched.load(Ordering::Acquire);
+            let before = self.dispatch.dispatched.load(Ordering::Acquire);
             let round = self.dispatch_round(Mode::Live)?;
             if self.caught_up(before, &round) {
                 return Ok(());
@@ -302,14 +330,15 @@ impl Shared {
     /// this thread. A round that made no progress also stops, rather than spinning; the
     /// dispatcher thread tries again later.
     fn caught_up(&self, before: u64, round: &Round) -> bool {
-        let after = self.dispatched.load(Ordering::Acquire);
+        let after = self.dispatch.dispatched.load(Ordering::Acquire);
         !round.more && (after == before || self.log.visible_offset().get() <= after)
     }
 
     /// Indexes records from the dispatched offset towards the visible end.
     pub(crate) fn dispatch_round(&self, mode: Mode) -> StoreResult<Round> {
         let guard = self
-            .dispatch_round
+            .dispatch
+            .round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         self.dispatch_round_locked(&guard, mode)
@@ -317,7 +346,7 @@ impl Shared {
 
     /// One round; `_held` proves the caller holds the round lock.
     fn dispatch_round_locked(&self, _held: &MutexGuard<'_, ()>, mode: Mode) -> StoreResult<Round> {
-        let from = PhysicalOffset::new(self.dispatched.load(Ordering::Acquire));
+        let from = PhysicalOffset::new(self.dispatch.dispatched.load(Ordering::Acquire));
         let limit = self.log.visible_offset().get();
         let mut iter = self.log.iter_from(from);
         let mut pending: HashMap<String, TopicPending> = HashMap::new();
@@ -359,7 +388,9 @@ impl Shared {
         match (failure, end) {
             (Some(e), _) => Err(e),
             (None, Some(end)) => {
-                self.dispatched.fetch_max(end.get(), Ordering::AcqRel);
+                self.dispatch
+                    .dispatched
+                    .fetch_max(end.get(), Ordering::AcqRel);
                 self.wake_waiters();
                 Ok(round)
             }
@@ -481,6 +512,7 @@ impl Shared {
     /// fails is marked damaged (logged, rebuilt later); the others go on.
     fn commit(&self, pending: HashMap<String, TopicPending>) {
         let listeners = self
+            .dispatch
             .listeners
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -508,11 +540,12 @@ impl Shared {
 
     fn wake_waiters(&self) {
         let mut generation = self
-            .dispatch_generation
+            .dispatch
+            .generation
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *generation = generation.wrapping_add(1);
-        self.dispatch_cond.notify_all();
+        self.dispatch.cond.notify_all();
     }
 
     pub(crate) fn wait_for_message(
@@ -524,7 +557,8 @@ impl Shared {
     ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut generation = self
-            .dispatch_generation
+            .dispatch
+            .generation
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -541,7 +575,8 @@ impl Shared {
                 return false;
             }
             generation = self
-                .dispatch_cond
+                .dispatch
+                .cond
                 .wait_timeout(generation, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
@@ -552,13 +587,14 @@ impl Shared {
     /// (nothing is written when nothing changed).
     pub(crate) fn checkpoint(&self) -> StoreResult<()> {
         // Set before taking the lock, so a writer that finds it taken knows to wait.
-        self.checkpointing.store(true, Ordering::Release);
+        self.dispatch.checkpointing.store(true, Ordering::Release);
         // Under the round lock: the queue ends read must match the dispatched offset.
         let round = self
-            .dispatch_round
+            .dispatch
+            .round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let dispatched = self.dispatched.load(Ordering::Acquire);
+        let dispatched = self.dispatch.dispatched.load(Ordering::Acquire);
         let result = self
             .queues
             .store()
@@ -566,7 +602,7 @@ impl Shared {
             .map(|_| ())
             .map_err(StoreError::Queues);
         drop(round);
-        self.checkpointing.store(false, Ordering::Release);
+        self.dispatch.checkpointing.store(false, Ordering::Release);
         result
     }
 
@@ -574,14 +610,14 @@ impl Shared {
     /// the minimum advanced since the last trim (retention deleted segments).
     pub(crate) fn trim_queues(&self) -> StoreResult<()> {
         let min = self.log.min_offset().get();
-        if min <= self.trimmed_below.load(Ordering::Acquire) {
+        if min <= self.dispatch.trimmed_below.load(Ordering::Acquire) {
             return Ok(());
         }
         for q in self.queues.all() {
             q.delete_below_physical(min)
                 .map_err(|e| StoreError::cq(q.topic(), q.queue_id(), e))?;
         }
-        self.trimmed_below.fetch_max(min, Ordering::AcqRel);
+        self.dispatch.trimmed_below.fetch_max(min, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -32,9 +32,9 @@ mod topics;
 mod topics_format;
 mod topics_journal;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use commitlog::{CommitLog, RecoveryReport};
@@ -55,36 +55,17 @@ use put::Writer;
 use queues::QueueTable;
 use topics::TopicTable;
 
-/// State shared by the API and the dispatcher thread.
+/// State shared by the API and the dispatcher thread, in parts owned by the files that
+/// use them: `writer` by `put`, `dispatch` by `dispatch`, `damaged` by `repair`.
 pub(crate) struct Shared {
     config: StoreConfig,
     log: CommitLog,
     topics: TopicTable,
     queues: QueueTable,
     writer: Mutex<Writer>,
-    /// Commit-log offset up to which records are indexed in consume queues.
-    dispatched: AtomicU64,
-    /// Serializes dispatch rounds with topic deletion.
-    dispatch_round: Mutex<()>,
-    /// Bumped after every dispatch round; `wait_for_message` sleeps on it.
-    dispatch_generation: Mutex<u64>,
-    dispatch_cond: Condvar,
-    listeners: RwLock<Vec<DispatchListener>>,
-    stopping: AtomicBool,
-    /// An inline dispatch failed: writers leave dispatching to the dispatcher thread until
-    /// it succeeds again.
-    dispatch_failing: AtomicBool,
-    /// The dispatcher thread, woken for large backlogs.
-    dispatcher_thread: OnceLock<Thread>,
-    /// Commit-log minimum the consume queues were last trimmed to.
-    trimmed_below: AtomicU64,
+    dispatch: dispatch::DispatchState,
     /// Queues whose indexing failed or whose blocks were found damaged; rebuilt from the log.
     damaged: repair::Damaged,
-    /// A checkpoint holds `dispatch_round` (writers wait for it instead of leaving their
-    /// records to it).
-    checkpointing: AtomicBool,
-    /// The last attempt to create a spare arena failed (logged once per transition).
-    spare_failing: AtomicBool,
     /// Free space of the data directory; refuses writes while the disk is full.
     disk: Arc<DiskMonitor>,
 }
@@ -139,18 +120,8 @@ impl MessageStore {
             topics: TopicTable::load(&config.config_dir(), config.max_topics)?,
             queues,
             writer: Mutex::new(Writer::default()),
-            dispatched: AtomicU64::new(0),
-            dispatch_round: Mutex::new(()),
-            dispatch_generation: Mutex::new(0),
-            dispatch_cond: Condvar::new(),
-            listeners: RwLock::new(Vec::new()),
-            stopping: AtomicBool::new(false),
-            dispatch_failing: AtomicBool::new(false),
-            dispatcher_thread: OnceLock::new(),
-            trimmed_below: AtomicU64::new(0),
+            dispatch: dispatch::DispatchState::default(),
             damaged: repair::Damaged::default(),
-            checkpointing: AtomicBool::new(false),
-            spare_failing: AtomicBool::new(false),
             disk,
             log,
             config,
@@ -163,7 +134,6 @@ impl MessageStore {
             .map_err(|e| {
                 StoreError::io("starting dispatcher thread", &shared.config.data_dir, e)
             })?;
-        let _ = shared.dispatcher_thread.set(handle.thread().clone());
         Ok(Self {
             shared,
             dispatcher: Mutex::new(Some(handle)),
@@ -385,6 +355,7 @@ impl MessageStore {
     /// offset)` whenever a queue grows. It must be quick and must not block (wake a task).
     pub fn on_dispatch(&self, listener: DispatchListener) {
         self.shared
+            .dispatch
             .listeners
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -407,7 +378,7 @@ impl MessageStore {
 
     /// Commit-log offset up to which records are indexed.
     pub fn dispatched_offset(&self) -> PhysicalOffset {
-        PhysicalOffset::new(self.shared.dispatched.load(Ordering::Acquire))
+        PhysicalOffset::new(self.shared.dispatch.dispatched.load(Ordering::Acquire))
     }
 
     /// Applies commit-log retention now and drops consume-queue segments below the new
@@ -467,14 +438,13 @@ impl MessageStore {
     }
 
     fn stop_dispatcher(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.dispatch.signal.stop();
         let handle = self
             .dispatcher
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(h) = handle {
-            h.thread().unpark();
             // A panicked dispatcher has nothing left to clean up; closing proceeds.
             let _ = h.join();
         }

@@ -214,7 +214,7 @@ impl Shared {
     /// Refuses a whole append up front when the store is closing or the disk is full,
     /// before anything (an auto-created topic included) is written or acknowledged.
     fn admit(&self, groups: &[PutGroup<'_>]) -> StoreResult<()> {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.dispatch.signal.is_stopped() {
             return Err(StoreError::Closed);
         }
         self.disk.admit(groups.len(), self.log.write_offset().get())
@@ -232,7 +232,7 @@ impl Shared {
         // (group index, first queue offset) of every group that goes into the append.
         let mut bases: Vec<(usize, u64)> = Vec::with_capacity(groups.len());
         let cqs = self.queues.store();
-        if self.dispatched.load(Ordering::Acquire) >= self.log.write_offset().get() {
+        if self.dispatch.dispatched.load(Ordering::Acquire) >= self.log.write_offset().get() {
             // Everything appended is indexed: no promise of blocks is outstanding.
             cqs.recompute_reservations();
         }
@@ -355,7 +355,8 @@ impl Shared {
     pub(crate) fn delete_topic(&self, name: &str) -> StoreResult<bool> {
         // Hold off the dispatcher and writers so neither recreates the queues mid-way.
         let _round = self
-            .dispatch_round
+            .dispatch
+            .round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);

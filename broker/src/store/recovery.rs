@@ -55,13 +55,13 @@ impl Shared {
             self.replay(log_min, Mode::FullReplay)?;
         }
         self.queues.store().recompute_reservations();
-        self.trimmed_below.store(0, Ordering::Release);
+        self.dispatch.trimmed_below.store(0, Ordering::Release);
         self.checkpoint()
     }
 
     /// Replays the log from `from` to its end; false if a gap was seen (Replay mode).
     fn replay(&self, from: u64, mode: Mode) -> StoreResult<bool> {
-        self.dispatched.store(from, Ordering::Release);
+        self.dispatch.dispatched.store(from, Ordering::Release);
         loop {
             let round = self.dispatch_round(mode)?;
             if round.gap {

@@ -53,7 +53,8 @@ impl Shared {
     /// indexing failed for it), without stopping the others for longer than the scan.
     pub(crate) fn repair_queue(&self, topic: &str, queue_id: u32) -> StoreResult<()> {
         let _round = self
-            .dispatch_round
+            .dispatch
+            .round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let Some(created) = self
@@ -64,7 +65,7 @@ impl Shared {
             return Ok(());
         };
         let cq = self.queues.get_or_open(topic, queue_id)?;
-        let to = self.dispatched.load(Ordering::Acquire);
+        let to = self.dispatch.dispatched.load(Ordering::Acquire);
         let from = self.log.min_offset().get().max(created);
         let mut found: Vec<(u64, Entry)> = Vec::new();
         // Nothing indexed lies below `from` (or the log holds nothing): nothing to scan.
