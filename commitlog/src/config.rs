@@ -11,7 +11,10 @@ use crate::Error;
 pub enum FlushPolicy {
     /// A background thread flushes every `interval_ms` (and when `flush_dirty_bytes`
     /// accumulate). Appends return once the record is in the page cache.
-    Async { interval_ms: u64 },
+    Async {
+        /// Time between two background flushes.
+        interval_ms: u64,
+    },
     /// Readers see only durable records, and segments keep small page-cache folios so
     /// that frequent small flushes write back only the pages they changed. Appends do not
     /// wait themselves: [`crate::CommitLog::wait_durable`] makes their end durable,
@@ -69,6 +72,7 @@ pub struct Config {
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
 
 impl Config {
+    /// The defaults documented per field, for a log in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Config {
             dir: dir.into(),

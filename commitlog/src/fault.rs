@@ -39,6 +39,7 @@ fn enospc() -> io::Error {
 }
 
 impl FaultyStorage {
+    /// A wrapper of the real file system that injects nothing until told to.
     pub fn new() -> Self {
         Self::default()
     }

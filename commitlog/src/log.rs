@@ -17,7 +17,9 @@ use crate::{Config, Error, FlushPolicy, PhysicalOffset};
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// Where the record starts.
     pub offset: PhysicalOffset,
+    /// Its encoded size in bytes (the next record starts at `offset + size`).
     pub size: u32,
 }
 
@@ -144,6 +146,7 @@ impl CommitLog {
         Iter::new(Arc::clone(&self.inner), offset)
     }
 
+    /// Start of the oldest record still held (retention moves it up).
     pub fn min_offset(&self) -> PhysicalOffset {
         PhysicalOffset::new(self.inner.min_offset.load(Ordering::SeqCst))
     }
@@ -191,6 +194,7 @@ impl CommitLog {
         self.inner.apply_retention(now_ms)
     }
 
+    /// The counters since open.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
         Stats {

@@ -7,9 +7,11 @@ use std::fmt;
 pub struct PhysicalOffset(u64);
 
 impl PhysicalOffset {
+    /// The offset `v` bytes into the log.
     pub const fn new(v: u64) -> Self {
         PhysicalOffset(v)
     }
+    /// The byte position as an integer.
     pub const fn get(self) -> u64 {
         self.0
     }

@@ -30,6 +30,7 @@ impl fmt::Debug for RecordRef {
 }
 
 impl RecordRef {
+    /// Where the record starts in the log.
     pub fn offset(&self) -> PhysicalOffset {
         self.offset
     }
@@ -40,6 +41,7 @@ impl RecordRef {
         self.map.bytes(self.pos, self.pos + self.len).unwrap_or(&[])
     }
 
+    /// The decoded fields (already CRC-checked when the handle was made).
     pub fn view(&self) -> RecordView<'_> {
         match RecordView::decode_unchecked_crc(self.bytes()) {
             Ok(v) => v,

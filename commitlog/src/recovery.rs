@@ -32,8 +32,11 @@ pub enum DropReason {
 /// The byte range recovery removed from the log, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
+    /// First byte removed.
     pub from: PhysicalOffset,
+    /// End of the removed range (the old end of the data).
     pub to: PhysicalOffset,
+    /// Why the range was not valid.
     pub reason: DropReason,
 }
 
@@ -46,7 +49,9 @@ pub struct RecoveryReport {
     pub recovered_end: PhysicalOffset,
     /// Where the CRC scan started (equal to `recovered_end` when skipped).
     pub scanned_from: PhysicalOffset,
+    /// Records checked by the scan.
     pub records_scanned: u64,
+    /// What was cut from the end, if anything.
     pub dropped: Option<Dropped>,
     /// Valid records were found after the dropped point: mid-log corruption, not a torn
     /// tail. They are dropped too, since the log must stay contiguous.

@@ -11,7 +11,9 @@ use crate::{Error, PhysicalOffset};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RetentionReport {
     /// Start offsets of the removed segments.
+    /// Start offsets of the segments deleted.
     pub removed_segments: Vec<PhysicalOffset>,
+    /// Their total size.
     pub removed_bytes: u64,
     /// The log's minimum offset afterwards.
     pub min_offset: PhysicalOffset,

@@ -11,33 +11,61 @@ pub enum Error {
     /// An operating-system call failed; `op` names what was being done.
     #[error("consume queue I/O error while {op} {path}: {source}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file or folder it was about.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// A store file does not have the expected shape.
     #[error("consume queue file {path} is corrupted: {reason}")]
-    Corrupted { path: PathBuf, reason: String },
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A block does not carry the header of the queue that reads it (lost or damaged).
     #[error("consume queue block {block_index} of queue {handle}: {reason}")]
     BlockMismatch {
+        /// The reading queue's handle.
         handle: u32,
+        /// Index of the block within the queue.
         block_index: u64,
+        /// What the header says instead.
         reason: String,
     },
     /// `append` was called with an offset other than the current maximum.
     #[error("consume queue append at offset {got}, expected {expected}")]
-    NotContiguous { expected: u64, got: u64 },
+    NotContiguous {
+        /// The queue's maximum offset.
+        expected: u64,
+        /// The offset the append started at.
+        got: u64,
+    },
     /// An entry that can never be stored.
     #[error("invalid consume queue entry at offset {offset}: {reason}")]
-    InvalidEntry { offset: u64, reason: &'static str },
+    InvalidEntry {
+        /// The entry's queue offset.
+        offset: u64,
+        /// Why it cannot be stored.
+        reason: &'static str,
+    },
     /// The configuration was rejected at open.
     #[error("invalid consume queue config: {0}")]
     InvalidConfig(String),
     /// A queue offset outside the retained range was asked for.
     #[error("offset {requested} is outside the queue range [{min}, {max})")]
-    OutOfRange { requested: u64, min: u64, max: u64 },
+    OutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The queue's minimum.
+        min: u64,
+        /// The queue's maximum (exclusive).
+        max: u64,
+    },
     /// A failed sync of the journal or an arena: checkpoints stop until reopen.
     #[error("consume queue checkpoints stopped after a failed sync: {0}")]
     Poisoned(String),

@@ -260,43 +260,70 @@ impl BlockHeader {
 pub enum Record {
     /// A queue came into being.
     QueueCreate {
+        /// The store-wide handle given to the queue.
         handle: u32,
+        /// Its epoch (bumped by every reset).
         epoch: u32,
+        /// The queue id within the topic.
         queue_id: u32,
+        /// The topic.
         topic: String,
     },
     /// Block `block_index` of a queue lives at `addr`.
     BlockAlloc {
+        /// The queue.
         handle: u32,
+        /// Index of the block within the queue.
         block_index: u64,
+        /// Its address: arena number and block within the arena.
         addr: u32,
     },
     /// Retention: entries below `min` are gone, blocks below `first_kept_block_index` freed.
     QueueTrim {
+        /// The queue.
         handle: u32,
+        /// Its new minimum offset.
         min: u64,
+        /// First block index still held.
         first_kept_block_index: u64,
     },
     /// Entries at and after `max` are gone.
     QueueTruncate {
+        /// The queue.
         handle: u32,
+        /// Its new maximum offset.
         max: u64,
+        /// Commit-log end of the record of entry `max - 1` (0 when empty).
         last_phys_end: u64,
     },
     /// The queue restarts empty at `offset` with a new epoch.
     QueueReset {
+        /// The queue.
         handle: u32,
+        /// Its new epoch.
         epoch: u32,
+        /// Where it restarts (minimum and maximum).
         offset: u64,
     },
     /// The queue is deleted.
-    QueueDrop { handle: u32 },
+    QueueDrop {
+        /// The queue.
+        handle: u32,
+    },
     /// A new arena file exists.
-    ArenaAdded { arena_no: u32 },
+    ArenaAdded {
+        /// The new arena's number (its file name).
+        arena_no: u32,
+    },
     /// Queue ends: every entry below `max` was durable when this was written.
     Marks(Vec<Mark>),
     /// End of a batch; the store dispatched every record below `dispatched`.
-    Commit { seq: u64, dispatched: u64 },
+    Commit {
+        /// Sequence number of the batch.
+        seq: u64,
+        /// The store's dispatched commit-log offset.
+        dispatched: u64,
+    },
 }
 
 /// A queue end in a [`Record::Marks`].
@@ -314,14 +341,23 @@ pub struct Mark {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// [`Record::QueueCreate`].
     QueueCreate = 1,
+    /// [`Record::BlockAlloc`].
     BlockAlloc = 2,
+    /// [`Record::QueueTrim`].
     QueueTrim = 3,
+    /// [`Record::QueueTruncate`].
     QueueTruncate = 4,
+    /// [`Record::QueueReset`].
     QueueReset = 5,
+    /// [`Record::QueueDrop`].
     QueueDrop = 6,
+    /// [`Record::ArenaAdded`].
     ArenaAdded = 7,
+    /// [`Record::Marks`].
     Marks = 8,
+    /// [`Record::Commit`].
     Commit = 9,
 }
 
@@ -573,14 +609,23 @@ pub fn parse_arena_name(name: &str) -> Option<u32> {
 /// One queue in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapQueue {
+    /// Store-wide handle.
     pub handle: u32,
+    /// Epoch (bumped by every reset).
     pub epoch: u32,
+    /// Queue id within the topic.
     pub queue_id: u32,
+    /// The topic.
     pub topic: String,
+    /// Minimum offset.
     pub min: u64,
+    /// Maximum offset (exclusive).
     pub max: u64,
+    /// Commit-log end of the record of entry `max - 1` (0 when empty).
     pub last_phys_end: u64,
+    /// Queue index of `blocks[0]`.
     pub first_block_index: u64,
+    /// Addresses of the queue's blocks, in order.
     pub blocks: Vec<u32>,
 }
 
@@ -589,10 +634,15 @@ pub struct SnapQueue {
 pub struct Snapshot {
     /// First journal generation to replay on top of it.
     pub first_generation: u64,
+    /// Sequence number of the last journal batch it includes.
     pub seq: u64,
+    /// The store's dispatched commit-log offset at that batch.
     pub dispatched: u64,
+    /// Block size of the arenas.
     pub block_size: u32,
+    /// Number of arena files.
     pub arena_count: u32,
+    /// Every queue.
     pub queues: Vec<SnapQueue>,
 }
 

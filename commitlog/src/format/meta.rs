@@ -2,8 +2,11 @@
 
 use super::FormatError;
 
+/// Identifies a meta file.
 pub const META_MAGIC: u32 = 0xF3E0_C4EC;
+/// Version of the meta layout written by this code.
 pub const META_VERSION: u8 = 1;
+/// Size of a meta file.
 pub const META_LEN: usize = 20;
 const KIND_AT: usize = 5;
 const OFFSET_AT: usize = 8;
@@ -45,11 +48,14 @@ impl From<MetaKind> for u8 {
 /// Content of a checkpoint or clean-shutdown file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
+    /// Which file this is.
     pub kind: MetaKind,
+    /// The durable end (checkpoint) or the log's end (clean shutdown).
     pub offset: u64,
 }
 
 impl Meta {
+    /// The file's bytes, CRC included.
     pub fn encode(&self) -> [u8; META_LEN] {
         let mut b = [0u8; META_LEN];
         b[0..4].copy_from_slice(&META_MAGIC.to_le_bytes());

@@ -10,16 +10,23 @@ use super::{
 /// A record to append. Borrowed so appending never copies the payload twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecordIn<'a> {
+    /// The topic.
     pub topic: &'a str,
+    /// The queue within the topic.
     pub queue_id: u32,
+    /// The record's offset in that queue.
     pub queue_offset: u64,
     /// Hash of the TAGS property (0 = no tag), stored so consume queues rebuild cheaply.
     pub tag_hash: u64,
+    /// When the producer made the message.
     pub born_timestamp_ms: u64,
+    /// When the broker stored it.
     pub store_timestamp_ms: u64,
+    /// How often it was sent back for redelivery.
     pub reconsume_times: u32,
     /// Opaque to the log; the encoding belongs to `protocol::properties`.
     pub properties: &'a [u8],
+    /// The payload.
     pub body: &'a [u8],
 }
 
@@ -285,41 +292,53 @@ impl<'a> RecordView<'a> {
         self.buf
     }
     /// Encoded length: the next record starts this many bytes later.
+    /// Size of the whole record, header included.
     pub fn total_len(&self) -> u32 {
         u32_at(self.buf, TOTAL_LEN_AT)
     }
+    /// The stored CRC.
     pub fn crc(&self) -> u32 {
         u32_at(self.buf, CRC_AT)
     }
+    /// The topic.
     pub fn topic(&self) -> &'a str {
         // Validated in decode; the fallback is unreachable.
         std::str::from_utf8(self.topic_bytes()).unwrap_or("")
     }
+    /// The queue within the topic.
     pub fn queue_id(&self) -> u32 {
         u32_at(self.buf, QUEUE_ID_AT)
     }
+    /// The record's offset in its queue.
     pub fn queue_offset(&self) -> u64 {
         u64_at(self.buf, QUEUE_OFFSET_AT)
     }
+    /// Where the record was written in the commit log.
     pub fn physical_offset(&self) -> u64 {
         u64_at(self.buf, PHYSICAL_OFFSET_AT)
     }
+    /// Hash of the TAGS property (0 = no tag).
     pub fn tag_hash(&self) -> u64 {
         u64_at(self.buf, TAG_HASH_AT)
     }
+    /// When the producer made the message.
     pub fn born_timestamp_ms(&self) -> u64 {
         u64_at(self.buf, BORN_TS_AT)
     }
+    /// When the broker stored it.
     pub fn store_timestamp_ms(&self) -> u64 {
         u64_at(self.buf, STORE_TS_AT)
     }
+    /// How often it was sent back for redelivery.
     pub fn reconsume_times(&self) -> u32 {
         u32_at(self.buf, RECONSUME_AT)
     }
+    /// The property blob (`protocol::properties` encoding).
     pub fn properties(&self) -> &'a [u8] {
         let (start, end) = self.properties_range();
         &self.buf[start..end]
     }
+    /// The payload.
     pub fn body(&self) -> &'a [u8] {
         &self.buf[self.properties_range().1..]
     }

@@ -55,23 +55,37 @@ pub const END_OF_SEGMENT_MAGIC: u32 = 0xF3E0_E05E;
 /// Version of the record layout written by this code.
 pub const RECORD_VERSION: u8 = 1;
 
-/// Field offsets of the record header.
+/// Offset of `total_len` (see the table above for every field).
 pub const TOTAL_LEN_AT: usize = 0;
+/// Offset of `magic`.
 pub const MAGIC_AT: usize = 4;
+/// Offset of `crc`.
 pub const CRC_AT: usize = 8;
 /// The CRC covers everything from here to the end of the record.
 pub const CRC_START: usize = 12;
+/// Offset of `version`.
 pub const VERSION_AT: usize = 12;
+/// Offset of `flags`.
 pub const FLAGS_AT: usize = 13;
+/// Offset of `topic_len`.
 pub const TOPIC_LEN_AT: usize = 14;
+/// Offset of `queue_id`.
 pub const QUEUE_ID_AT: usize = 16;
+/// Offset of `queue_offset`.
 pub const QUEUE_OFFSET_AT: usize = 20;
+/// Offset of `physical_offset`.
 pub const PHYSICAL_OFFSET_AT: usize = 28;
+/// Offset of `tag_hash`.
 pub const TAG_HASH_AT: usize = 36;
+/// Offset of `born_timestamp_ms`.
 pub const BORN_TS_AT: usize = 44;
+/// Offset of `store_timestamp_ms`.
 pub const STORE_TS_AT: usize = 52;
+/// Offset of `reconsume_times`.
 pub const RECONSUME_AT: usize = 60;
+/// Offset of `properties_len`.
 pub const PROPERTIES_LEN_AT: usize = 64;
+/// Offset of `body_len`.
 pub const BODY_LEN_AT: usize = 68;
 /// Fixed part of every record.
 pub const HEADER_LEN: usize = 72;
@@ -90,27 +104,59 @@ const _: () = assert!(END_OF_SEGMENT_LEN <= HEADER_LEN);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
+    /// The buffer ends before the record (or header) does.
     #[error("need {needed} bytes, only {available} available")]
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        /// Bytes the record needs.
+        needed: usize,
+        /// Bytes there are.
+        available: usize,
+    },
+    /// The slot's header is zero: the end of the data.
     #[error("slot is unwritten (zero header)")]
     Unwritten,
+    /// The slot holds an end-of-segment marker.
     #[error("slot holds an end-of-segment marker, not a record")]
     EndOfSegment,
+    /// Neither a record's nor a marker's magic.
     #[error("bad magic {found:#010x}")]
-    BadMagic { found: u32 },
+    BadMagic {
+        /// The magic found.
+        found: u32,
+    },
+    /// A record version this code cannot read.
     #[error("unsupported record version {found}")]
-    UnsupportedVersion { found: u8 },
+    UnsupportedVersion {
+        /// The version found.
+        found: u8,
+    },
+    /// The lengths in the header do not add up.
     #[error("inconsistent length: {reason} (total_len {total_len})")]
     BadLength {
+        /// The header's total length.
         total_len: u32,
+        /// Which lengths disagree.
         reason: &'static str,
     },
+    /// The stored CRC does not match the bytes.
     #[error("checksum mismatch: stored {expected:#010x}, computed {actual:#010x}")]
-    ChecksumMismatch { expected: u32, actual: u32 },
+    ChecksumMismatch {
+        /// The CRC stored in the record.
+        expected: u32,
+        /// The CRC of the bytes.
+        actual: u32,
+    },
+    /// The topic bytes are not UTF-8.
     #[error("topic is not valid UTF-8")]
     TopicNotUtf8,
+    /// A field is longer than its length field can express.
     #[error("field too large: {field} is {len} bytes")]
-    FieldTooLarge { field: &'static str, len: usize },
+    FieldTooLarge {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
 }
 
 pub(crate) fn u16_at(buf: &[u8], at: usize) -> u16 {
