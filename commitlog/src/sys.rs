@@ -1,4 +1,4 @@
-//! All `unsafe` of the crate: the segment mappings and two libc calls.
+//! All `unsafe` of the crate: the segment mappings and the one libc call (`posix_fallocate`).
 //!
 //! Rules the mapping code relies on (documented here, enforced by the rest of the crate):
 //! 1. **No SIGBUS.** A file region is written through a mapping only after

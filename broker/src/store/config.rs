@@ -41,6 +41,7 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// The defaults documented per field, for a data directory at `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         Self {

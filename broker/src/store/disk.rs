@@ -46,13 +46,16 @@ const MIN_FREE_TO_RESUME_BYTES: u64 = 1 << 20;
 /// Whether the broker accepts new writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskState {
+    /// Writes are accepted.
     Ok,
+    /// Writes are refused until space is freed (or the reserve is back).
     Full,
 }
 
 /// A copy of the monitor's figures, for stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskStatus {
+    /// Whether writes are accepted.
     pub state: DiskState,
     /// Free bytes available to the broker at the last reading.
     pub free_bytes: u64,

@@ -12,73 +12,139 @@ pub enum StoreError {
     /// A file-system call failed; `op` names what was being done.
     #[error("store I/O error while {op} {path}: {source}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file or folder it was about.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// Another broker holds `<data>/lock`.
     #[error("data directory {dir} is in use by another broker")]
     Locked {
+        /// The data directory.
         dir: PathBuf,
+        /// Why the lock was refused.
         #[source]
         source: std::io::Error,
     },
+    /// The commit log failed.
     #[error(transparent)]
     CommitLog(#[from] commitlog::Error),
+    /// One consume queue failed.
     #[error("consume queue {topic}/{queue_id}: {source}")]
     ConsumeQueue {
+        /// Its topic.
         topic: String,
+        /// Its queue id.
         queue_id: u32,
+        /// What failed.
         #[source]
         source: consumequeue::Error,
     },
     /// The consume-queue store as a whole (open, checkpoint).
     #[error("consume-queue store: {0}")]
     Queues(#[source] consumequeue::Error),
+    /// A topic name breaks the naming rules of its scope.
     #[error("invalid topic name {name:?}: {reason}")]
-    InvalidTopicName { name: String, reason: String },
+    InvalidTopicName {
+        /// The name.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// No such topic (and auto-creation is off or does not apply).
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
     /// Creating the topic would pass the broker's topic limit.
     #[error("cannot create topic {topic}: the broker already holds its limit of {limit} topics (max_topics); delete unused topics or raise the limit")]
-    TopicLimit { topic: String, limit: u32 },
+    TopicLimit {
+        /// The topic that was not created.
+        topic: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// The queue id is not below the topic's queue count.
     #[error("queue {queue_id} does not exist in topic {topic} ({queue_count} queues)")]
     QueueNotFound {
+        /// The topic.
         topic: String,
+        /// The queue id asked for.
         queue_id: u32,
+        /// The topic's queue count.
         queue_count: u32,
     },
+    /// The topic's permissions forbid this access.
     #[error("topic {topic} does not allow {access}")]
-    PermissionDenied { topic: String, access: &'static str },
+    PermissionDenied {
+        /// The topic.
+        topic: String,
+        /// `"reads"` or `"writes"`.
+        access: &'static str,
+    },
+    /// A message body is larger than `max_body_bytes`.
     #[error("message body of {size} bytes exceeds the limit of {max} bytes")]
-    BodyTooLarge { size: usize, max: usize },
+    BodyTooLarge {
+        /// The body's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A property blob does not decode.
     #[error("malformed message properties: {0}")]
     BadProperties(#[source] protocol::ProtocolError),
     /// A client set a property the broker does not honour yet (`DELAY`).
     #[error("the {property} property is not supported: {reason}")]
     UnsupportedProperty {
+        /// The property's key.
         property: &'static str,
+        /// Why it is refused.
         reason: &'static str,
     },
+    /// A tag filter does not parse.
     #[error("invalid tag expression {expr:?}: {reason}")]
-    BadTagExpression { expr: String, reason: &'static str },
+    BadTagExpression {
+        /// The expression.
+        expr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A message id does not parse.
     #[error("invalid message id {id:?}: {reason}")]
-    BadMessageId { id: String, reason: &'static str },
+    BadMessageId {
+        /// The id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No record lives where the id points (or it was removed by retention).
     #[error("no message with id {0}")]
     MessageNotFound(String),
     /// A consume-queue entry does not point at the record it should: the index is damaged.
     #[error("consume queue {topic}/{queue_id} entry {queue_offset} is inconsistent: {reason}")]
     Inconsistent {
+        /// The queue's topic.
         topic: String,
+        /// The queue id.
         queue_id: u32,
+        /// The entry's offset.
         queue_offset: u64,
+        /// How entry and record differ.
         reason: String,
     },
+    /// A metadata file does not decode.
     #[error("corrupted store file {path}: {reason}")]
-    CorruptedFile { path: PathBuf, reason: String },
+    CorruptedFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configuration failed validation at open.
     #[error("invalid store config: {0}")]
     InvalidConfig(String),
+    /// The store is closing or closed.
     #[error("the message store is shut down")]
     Closed,
     /// The disk is full (or below the reserve): new writes are refused until space is
@@ -88,7 +154,12 @@ pub enum StoreError {
         Human(*free_bytes),
         Human(*reserve_bytes)
     )]
-    DiskFull { free_bytes: u64, reserve_bytes: u64 },
+    DiskFull {
+        /// Free bytes at the last reading.
+        free_bytes: u64,
+        /// The reserve in bytes.
+        reserve_bytes: u64,
+    },
 }
 
 impl StoreError {

@@ -37,7 +37,10 @@ pub enum GetStatus {
     /// Entries were scanned but the filter matched none; `next_offset` skips them.
     NoMatchedMessage,
     /// `from` was below the queue's minimum (retention); resume at `min`.
-    OffsetBelowMin { min: QueueOffset },
+    OffsetBelowMin {
+        /// The queue's minimum.
+        min: QueueOffset,
+    },
     /// `from` was beyond the queue's end; `next_offset` is the end.
     OffsetPastMax,
     /// `from` is the queue's end: nothing new yet (long-poll candidate).
@@ -47,12 +50,15 @@ pub enum GetStatus {
 /// A batch of messages and where to continue.
 #[derive(Clone, Debug)]
 pub struct GetResult {
+    /// What the read found.
     pub status: GetStatus,
     /// Zero-copy handles on the records, in queue order.
     pub messages: Vec<RecordRef>,
     /// Offset to pull from next.
     pub next_offset: QueueOffset,
+    /// The queue's minimum offset.
     pub min_offset: QueueOffset,
+    /// The queue's maximum offset (exclusive).
     pub max_offset: QueueOffset,
 }
 

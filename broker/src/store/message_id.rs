@@ -21,6 +21,7 @@ impl MessageId {
     /// Length of the text form.
     pub const TEXT_LEN: usize = 24;
 
+    /// The id of the record of `size` bytes at `offset`.
     pub const fn new(offset: PhysicalOffset, size: u32) -> Self {
         Self { offset, size }
     }

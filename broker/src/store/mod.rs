@@ -332,10 +332,12 @@ impl MessageStore {
         self.shared.delete_topic(name)
     }
 
+    /// A topic's config, if it exists.
     pub fn topic(&self, name: &str) -> Option<TopicConfig> {
         self.shared.topics.get(name)
     }
 
+    /// Every topic, in name order.
     pub fn topics(&self) -> Vec<TopicConfig> {
         self.shared.topics.all()
     }

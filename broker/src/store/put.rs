@@ -18,17 +18,24 @@ use super::{MessageId, Shared, StoreError, StoreResult, TopicConfig, TopicScope}
 pub struct PutMessage<'a> {
     /// Property blob in `protocol::properties` encoding (the `TAGS` key drives filtering).
     pub properties: &'a [u8],
+    /// The payload.
     pub body: &'a [u8],
+    /// When the producer made the message.
     pub born_timestamp_ms: u64,
+    /// How often it was sent back for redelivery (0 for a new message).
     pub reconsume_times: u32,
 }
 
 /// Where a stored message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PutResult {
+    /// The message's id (where its record is).
     pub msg_id: MessageId,
+    /// The queue it went to.
     pub queue_id: u32,
+    /// Its offset in that queue.
     pub queue_offset: QueueOffset,
+    /// Where its record starts in the commit log.
     pub physical_offset: PhysicalOffset,
 }
 
@@ -78,8 +85,11 @@ pub(crate) fn now_ms() -> u64 {
 /// The messages for one queue inside a multi-queue append ([`crate::store::MessageStore::append_groups`]).
 #[derive(Clone, Copy, Debug)]
 pub struct PutGroup<'a> {
+    /// The topic.
     pub topic: &'a str,
+    /// The queue within the topic.
     pub queue_id: u32,
+    /// The messages, stored with consecutive queue offsets.
     pub msgs: &'a [PutMessage<'a>],
 }
 
@@ -87,7 +97,9 @@ pub struct PutGroup<'a> {
 /// that covers every stored group (what a durability wait needs).
 #[derive(Debug)]
 pub struct GroupsAppended {
+    /// Per group, in order: where its messages went, or why it was refused.
     pub results: Vec<StoreResult<Vec<PutResult>>>,
+    /// The commit-log end after the append (0 when nothing was stored).
     pub end: PhysicalOffset,
 }
 

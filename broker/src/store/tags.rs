@@ -36,6 +36,7 @@ pub fn tag_hash_of(properties: &[u8]) -> u64 {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum TagFilter {
     #[default]
+    /// Every message.
     All,
     /// Any of these tags, with their hashes precomputed.
     Tags(Vec<(String, u64)>),
@@ -68,6 +69,7 @@ impl TagFilter {
         Self::Tags(tags)
     }
 
+    /// Whether every message matches.
     pub fn is_all(&self) -> bool {
         matches!(self, Self::All)
     }

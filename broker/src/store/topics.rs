@@ -18,14 +18,18 @@ pub const MAX_QUEUE_COUNT: u32 = 1024;
 /// (`%RETRY%group`, `%DLQ%group`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TopicScope {
+    /// Names a client may use.
     Client,
+    /// Also the broker's own `%RETRY%`/`%DLQ%`/schedule topics.
     Internal,
 }
 
 /// Read/write permissions of a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permission {
+    /// Consumers may pull.
     pub read: bool,
+    /// Producers may send.
     pub write: bool,
 }
 
@@ -41,10 +45,12 @@ impl Default for Permission {
 /// Metadata of one topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
+    /// The topic's name.
     pub name: String,
     /// Number of queues, `1..=MAX_QUEUE_COUNT`.
     pub queue_count: u32,
     #[serde(default)]
+    /// Who may read and write.
     pub perm: Permission,
     /// Commit-log write offset when the topic was (re)created. Records of an earlier,
     /// deleted topic of the same name lie below it and are never dispatched again.

@@ -20,7 +20,10 @@ pub enum DiskReserve {
     /// A fixed number of bytes; 0 disables the reserve.
     Bytes(u64),
     /// Hundredths of a percent of the filesystem's size (`100` is 1%).
-    Percent { hundredths: u32 },
+    Percent {
+        /// The share in hundredths of a percent.
+        hundredths: u32,
+    },
 }
 
 impl Default for DiskReserve {
