@@ -29,20 +29,32 @@ pub const MAX_LONG_POLL_MS: u64 = 30_000;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file given with `--config`.
         path: PathBuf,
+        /// The error from the OS.
         #[source]
         source: std::io::Error,
     },
+    /// The config file is not TOML, or names a setting the broker does not have.
     #[error("config file {path} is not valid TOML for the broker: {source}")]
     Parse {
+        /// The file given with `--config`.
         path: PathBuf,
+        /// What the TOML parser found, with its line and column.
         #[source]
         source: toml::de::Error,
     },
+    /// A setting is out of range or contradicts another one.
     #[error("invalid setting {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// The setting's name, as in the file (`max_frame_size`).
+        field: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 /// When an acknowledged message is on disk.
@@ -74,6 +86,7 @@ impl FromStr for FlushMode {
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
+    /// The size in bytes.
     pub const fn get(self) -> u64 {
         self.0
     }

@@ -19,6 +19,7 @@ pub struct LongPolling {
 }
 
 impl LongPolling {
+    /// No queue watched yet.
     pub fn new() -> Self {
         Self::default()
     }

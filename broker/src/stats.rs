@@ -18,11 +18,17 @@ pub struct Stats {
 /// A consistent-enough copy of the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
+    /// Time since the broker started.
     pub uptime_ms: u64,
+    /// Connections open now.
     pub connections: u64,
+    /// Messages stored by sends since start.
     pub messages_in: u64,
+    /// Messages delivered by pulls since start.
     pub messages_out: u64,
+    /// Body bytes of the messages stored since start.
     pub bytes_in: u64,
+    /// Response body bytes written to sockets since start.
     pub bytes_out: u64,
 }
 
@@ -33,6 +39,7 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// All counters at zero, uptime counted from now.
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
@@ -44,10 +51,12 @@ impl Stats {
         }
     }
 
+    /// A connection was accepted.
     pub fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A connection ended.
     pub fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
@@ -68,6 +77,7 @@ impl Stats {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// The counters now; each is read on its own, so they may be a moment apart.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),

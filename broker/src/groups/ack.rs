@@ -16,14 +16,18 @@ pub const MAX_ACK_RANGES: usize = 1024;
 /// A range whose end lies before its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidRange {
+    /// First offset of the range.
     pub start: u64,
+    /// End of the range (exclusive), below `start`.
     pub end: u64,
 }
 
 /// The canonical form of a queue's progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalized {
+    /// The committed offset: every message below it is done.
     pub offset: u64,
+    /// Acked ranges above `offset`: sorted, disjoint, merged where they meet.
     pub acked_above: Vec<OffsetRange>,
     /// How many ranges were dropped to respect [`MAX_ACK_RANGES`].
     pub dropped_ranges: usize,

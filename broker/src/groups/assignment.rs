@@ -13,6 +13,7 @@ pub trait AssignmentStrategy: Send + Sync + Debug {
     /// A short name for logs and `mq group show`.
     fn name(&self) -> &'static str;
 
+    /// For each of `members` (in that order), the ids of `queue_ids` it owns on `topic`.
     fn assign(&self, topic: &str, members: &[&str], queue_ids: &[u32]) -> Vec<Vec<u32>>;
 }
 

@@ -82,6 +82,8 @@ impl Default for GroupCoordinator {
 }
 
 impl GroupCoordinator {
+    /// A coordinator with no groups yet; a member silent for `session_timeout_ms` is
+    /// dropped, and `strategy` splits each topic's queues among the live members.
     pub fn new(session_timeout_ms: u64, strategy: Box<dyn AssignmentStrategy>) -> Self {
         Self {
             session_timeout_ms,
@@ -90,10 +92,12 @@ impl GroupCoordinator {
         }
     }
 
+    /// How long a silent member stays in its group.
     pub fn session_timeout_ms(&self) -> u64 {
         self.session_timeout_ms
     }
 
+    /// The assignment strategy's name, as reported to `mq group show`.
     pub fn strategy_name(&self) -> &'static str {
         self.strategy.name()
     }

@@ -1,8 +1,14 @@
-//! Helpers shared by the reliability tests: a deterministic RNG, store set-up and queue
-//! read-back, and spawning the real `broker` binary.
+//! Helpers shared by every broker test binary. Here: a deterministic RNG, numbers from the
+//! environment, store set-up and read-back for the damage tests, and the data-dir files.
+//! Each theme has its own part: `store` (a small store and file damage), `server` (an
+//! in-process broker and a raw frame client), `retry` (a store with a retry service) and
+//! `process` (the real `broker` binary as a child process).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod process;
+pub mod retry;
+pub mod server;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 

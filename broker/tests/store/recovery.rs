@@ -4,14 +4,12 @@
 //! new puts continue at the right queue offset.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::store::{corrupt_byte, msg, open, read_all, zero_tail};
 use broker::store::{MessageStore, PutMessage};
 use proptest::prelude::*;
-use store_support::{corrupt_byte, msg, open, read_all, zero_tail};
 use tempfile::TempDir;
 
 #[derive(Clone, Debug)]
@@ -120,7 +118,14 @@ fn verify(store: &MessageStore, model: &Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    // The regression seeds sit beside this file (proptest's default would look in
+    // tests/proptest-regressions/ because this folder has a main.rs).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::with_cases(cases())
+    })]
 
     #[test]
     fn queues_agree_with_the_log_after_any_reopen(ops in prop::collection::vec(op(), 1..14)) {

@@ -17,14 +17,13 @@
 //! In every case each acknowledged message is consumable at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::process::BrokerProcess;
 use client::admin::Admin;
 use client::protocol::messages::{DiskState, PullRequest, PullStatus};
 use client::protocol::Status;
@@ -33,7 +32,6 @@ use client::{
 };
 use commitlog::fault::FaultyStorage;
 use commitlog::format::RecordView;
-use support::process::BrokerProcess;
 use tempfile::TempDir;
 
 const TOPIC: &str = "full";

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
+use crate::support::server::{start, RawClient, PATIENCE};
 use protocol::messages::{
     CommitOffsetRequest, DeleteGroupRequest, HeartbeatRequest, HeartbeatResponse,
     LeaveGroupRequest, ListTopicsRequest, PullRequest, PullStatus, QueryOffsetRequest,
@@ -13,7 +12,6 @@ use protocol::messages::{
 };
 use protocol::names::{dlq_topic, retry_topic};
 use protocol::Status;
-use server_support::{start, RawClient, PATIENCE};
 use tempfile::TempDir;
 
 fn heartbeat(group: &str, client_id: &str, held: &[(&str, Vec<u32>)]) -> HeartbeatRequest {
@@ -268,7 +266,7 @@ async fn the_topic_limit_refuses_creates_and_deleting_a_group_frees_its_names() 
         refused.error_message()
     );
     assert!(refused.error_message().contains("limit of 2 topics"));
-    let (req, body) = server_support::batch("v", 0, &[b"x"], None);
+    let (req, body) = crate::support::server::batch("v", 0, &[b"x"], None);
     let refused = c.call_raw(&req, &body).await;
     assert_eq!(
         refused.status,

@@ -3,16 +3,14 @@
 //! end of a queue is moved back, so messages produced after the restart reach it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::log_segments;
+use crate::support::process::BrokerProcess;
 use client::admin::Admin;
 use client::{ConsumerOptions, Message, Producer, ProducerOptions, PullConsumer};
-use support::log_segments;
-use support::process::BrokerProcess;
 use tempfile::TempDir;
 
 const TOPIC: &str = "torn";

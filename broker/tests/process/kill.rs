@@ -10,18 +10,16 @@
 //! Cycles: `FERRO_KILL_CYCLES` (default 20 per flush mode).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::process::BrokerProcess;
+use crate::support::{env_u64, Rng};
 use client::protocol::messages::{PullRequest, PullStatus};
 use client::protocol::properties::{Properties, KEYS, TAGS};
 use client::{ConnectOptions, Connection, Message, Producer, ProducerOptions};
 use commitlog::format::RecordView;
-use support::process::BrokerProcess;
-use support::{env_u64, Rng};
 use tempfile::TempDir;
 
 const TOPIC: &str = "kill-test";

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
+use crate::support::server::{start, RawClient};
 use protocol::messages::{
     CreateTopicRequest, HelloRequest, HelloResponse, ListTopicsRequest, PullRequest,
 };
 use protocol::{header, Status, PROTOCOL_VERSION};
-use server_support::{start, RawClient};
 use tempfile::TempDir;
 
 fn hello() -> HelloRequest {

@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::server::{records, start, RawClient};
 use protocol::messages::{
     CommitOffsetRequest, CreateTopicRequest, PullRequest, PullStatus, QueryOffsetRequest,
     QueueCommit,
 };
-use server_support::{records, start, RawClient};
 use tempfile::TempDir;
 
 fn commit(offset: u64) -> CommitOffsetRequest {

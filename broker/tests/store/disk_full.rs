@@ -4,14 +4,12 @@
 //! once space is back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::store::{msg, read_all, small_config};
 use broker::store::MessageStore;
 use commitlog::fault::FaultyStorage;
-use store_support::{msg, read_all, small_config};
 use tempfile::TempDir;
 
 #[test]

@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
+use crate::support::server::{start, RawClient};
 use protocol::messages::{
     CommitOffsetRequest, CreateTopicRequest, GetTopicRequest, GroupInfoRequest, HeartbeatRequest,
     LeaveGroupRequest, QueueCommit, ResetOffsetRequest, ResetTarget, SendBackRequest, Subscription,
 };
 use protocol::names::dlq_topic;
 use protocol::Status;
-use server_support::{start, RawClient};
 use tempfile::TempDir;
 
 fn heartbeat(client_id: &str) -> HeartbeatRequest {

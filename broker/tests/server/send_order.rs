@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
+use crate::support::server::start;
 use broker::config::FlushMode;
 use client::protocol::batch::{BatchMessage, BatchWriter};
 use client::{Producer, ProducerOptions};
-use server_support::start;
 use tempfile::TempDir;
 
 fn one(body: &[u8]) -> BatchWriter {

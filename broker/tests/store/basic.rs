@@ -1,18 +1,16 @@
 //! Message store: put/get round trips, validation, tags, ids, time search, waiting, topics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::store::{msg, open, read_all, small_config, tagged};
 use broker::store::{
     GetRequest, GetStatus, MessageId, MessageStore, PutMessage, QueueOffset, StoreError, TagFilter,
     TopicConfig, TopicScope,
 };
 use commitlog::FlushPolicy;
-use store_support::{msg, open, read_all, small_config, tagged};
 use tempfile::TempDir;
 
 #[test]

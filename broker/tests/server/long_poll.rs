@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::server::{records, start, RawClient};
 use protocol::messages::{CreateTopicRequest, PullRequest, PullResponse, PullStatus};
 use protocol::{header, Status};
-use server_support::{records, start, RawClient};
 use tempfile::TempDir;
 
 fn held_pull(tag_expr: &str, wait_ms: u64) -> PullRequest {

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod retry_support;
-
 use std::fs;
 
+use crate::support::retry::*;
 use protocol::properties::ORIGIN_MSG_ID;
-use retry_support::*;
 
 #[test]
 fn a_scheduled_retry_survives_a_restart() {

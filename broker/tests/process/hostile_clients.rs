@@ -6,16 +6,14 @@
 //! Every time bound below is a generous guard against a hang, never a performance claim.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::process::BrokerProcess;
 use bytes::BytesMut;
 use client::admin::Admin;
 use client::{Message, Producer, ProducerOptions};
 use protocol::messages::{HelloRequest, ListTopicsRequest, PullRequest};
 use protocol::{header, Frame, FrameDecoder, FrameKind, Request, Status};
-use support::process::BrokerProcess;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-
+use crate::support::server::{batch, records, start, RawClient};
 use protocol::messages::{
     CommitOffsetRequest, CreateTopicRequest, DeleteTopicRequest, GetMessageRequest,
     GetTopicRequest, ListTopicsRequest, OffsetRange, PullRequest, PullStatus, QueryOffsetRequest,
     QueueCommit, SearchOffsetRequest, StatsRequest, UpdateTopicRequest,
 };
 use protocol::Status;
-use server_support::{batch, records, start, RawClient};
 use tempfile::TempDir;
 
 fn pull(topic: &str, queue_id: u32, offset: u64, wait_ms: u64) -> PullRequest {
@@ -172,7 +170,7 @@ async fn sends_are_checked_against_limits_names_and_topics() {
     })
     .await;
     let mut c = RawClient::connect(broker.local_addr()).await;
-    let status = |r: server_support::Reply| r.status;
+    let status = |r: crate::support::server::Reply| r.status;
 
     let (req, body) = batch("missing", 0, &[b"x"], None);
     assert_eq!(status(c.call_raw(&req, &body).await), Status::TopicNotFound);

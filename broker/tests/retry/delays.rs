@@ -3,15 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod retry_support;
-
+use crate::support::retry::*;
 use broker::retry::{schedule_topic, RetryError};
 use protocol::messages::SendBackRequest;
 use protocol::properties::{
     DUE_AT_MS, KEYS, ORIGIN_MSG_ID, ORIGIN_QUEUE_ID, ORIGIN_QUEUE_OFFSET, ORIGIN_TOPIC, REAL_TOPIC,
     TAGS,
 };
-use retry_support::*;
 
 #[test]
 fn nacked_k_times_sees_growing_delays_and_the_original_identity() {

@@ -1,6 +1,6 @@
 //! Torn and corrupt files at the message-store level, many random cases.
 //!
-//! Not covered by `store_recovery.rs` (tail flips/zeroing, lost checkpoint, lost or zeroed
+//! Not covered by `recovery.rs` (tail flips/zeroing, lost checkpoint, lost or zeroed
 //! queue blocks): commit-log segments cut short at any byte (any segment, not only the
 //! last), consume-queue arenas and journals cut at any byte, bytes flipped anywhere in the
 //! last log segment, and several kinds of damage at once. After each reopen the store must
@@ -10,14 +10,14 @@
 //! Case count: `FERRO_DAMAGE_CASES` (default 40); replay one with `FERRO_DAMAGE_SEED`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::Path;
 
+use crate::support::{
+    env_u64, log_segments, queue_store_files, read_queue, small_store_config, Rng,
+};
 use broker::store::{MessageStore, PutMessage};
-use support::{env_u64, log_segments, queue_store_files, read_queue, small_store_config, Rng};
 use tempfile::TempDir;
 
 const TOPICS: [&str; 2] = ["damage-a", "damage-b"];

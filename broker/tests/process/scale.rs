@@ -9,17 +9,15 @@
 //! under the same limit (no fd per queue).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::env_u64;
+use crate::support::process::{free_port, BrokerProcess};
 use client::protocol::messages::{PullRequest, PullStatus};
 use client::{ConnectOptions, Connection, Message, Producer, ProducerOptions};
 use commitlog::format::RecordView;
-use support::env_u64;
-use support::process::{free_port, BrokerProcess};
 use tempfile::TempDir;
 
 const QUEUES_PER_TOPIC: u32 = 10;

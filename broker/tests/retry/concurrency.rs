@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod retry_support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::support::retry::*;
 use broker::store::{GetRequest, QueueOffset, TagFilter};
 use protocol::properties::ORIGIN_MSG_ID;
-use retry_support::*;
 
 const THREADS: usize = 8;
 const PER_THREAD: usize = 25;

@@ -5,20 +5,18 @@
 //! its resident memory must stay bounded (VmRSS growth well under 200 MiB).
 //!
 //! Single malformed inputs and the limits (connections, in flight, sizes, names) are
-//! covered by `server_protocol.rs` and `server_requests.rs`; this is the volume test.
+//! covered by `server/protocol.rs` and `server/requests.rs`; this is the volume test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::process::BrokerProcess;
+use crate::support::Rng;
 use bytes::BytesMut;
 use client::{Message, Producer, ProducerOptions};
 use protocol::{Frame, FrameKind};
-use support::process::BrokerProcess;
-use support::Rng;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,11 +2,9 @@
 //! and a consumer below the minimum is told the new minimum, before and after a reopen.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod store_support;
-
+use crate::support::store::{msg, small_config};
 use broker::store::{GetRequest, GetStatus, MessageStore, PutMessage, QueueOffset, TagFilter};
 use commitlog::Retention;
-use store_support::{msg, small_config};
 use tempfile::TempDir;
 
 #[test]
