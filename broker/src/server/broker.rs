@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::appender::Appender;
-use super::handler::send::SendLimits;
-use super::{background, listener, resources, Services};
+use super::send::Appender;
+use super::services::Services;
+use super::{background, listener, resources};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
@@ -112,14 +112,11 @@ impl Broker {
             }
         };
         let stats = Arc::new(Stats::new());
-        let limits = SendLimits {
-            max_batch_messages: config.max_batch_messages,
-            max_body_bytes: config.max_message_bytes(),
-        };
+        // The body limit is the store's (`max_body_bytes`), checked once by its validation.
         let appender = match Appender::start(
             Arc::clone(&store),
             Arc::clone(&stats),
-            limits,
+            config.max_batch_messages,
             tokio::runtime::Handle::current(),
         ) {
             Ok(a) => a,
