@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use commitlog::format::{RecordView, HEADER_LEN};
+use protocol::hash::key_hash;
 use protocol::names::RETRY_PREFIX;
 use protocol::properties::{self, Properties, PropertiesBuilder};
 
-use crate::consumer::QueueShared;
 use crate::error::Result;
 
 /// A message to send: a body plus properties (tag, keys, anything else).
@@ -39,7 +39,7 @@ impl Message {
     #[must_use]
     pub fn with_keys(mut self, keys: &str) -> Self {
         self.properties.push(properties::KEYS, keys);
-        self.key_hash = Some(fnv1a(keys.as_bytes()));
+        self.key_hash = Some(key_hash(keys));
         self
     }
 
@@ -66,11 +66,14 @@ impl Message {
     }
 }
 
-/// FNV-1a: stable across processes and versions, so key routing never changes.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The consumer queue that delivered a message and takes its acknowledgement. A trait, so
+/// that a message does not depend on the consumer that made it.
+pub(crate) trait AckQueue: Send + Sync {
+    /// Whether the consumer gave the queue up; its messages are then not its to ack.
+    fn is_revoked(&self) -> bool;
+    /// Marks the message at `queue_offset` (a record of `record_len` bytes) done; whether
+    /// it was still outstanding.
+    fn ack(&self, queue_offset: u64, record_len: usize) -> bool;
 }
 
 /// A message as stored and delivered: a zero-copy slice of the pull response holding one
@@ -87,7 +90,7 @@ pub struct ReceivedMessage {
     store_timestamp_ms: u64,
     reconsume_times: u32,
     /// The consumer queue that delivered it, for acks; `None` for a get-by-id.
-    pub(crate) queue: Option<Arc<QueueShared>>,
+    pub(crate) queue: Option<Arc<dyn AckQueue>>,
 }
 
 impl std::fmt::Debug for ReceivedMessage {

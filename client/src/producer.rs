@@ -9,6 +9,7 @@ use protocol::batch::{BatchMessage, BatchWriter};
 use protocol::messages::SendRequest;
 use protocol::names::validate_any_name;
 use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
+use protocol::time::now_ms;
 use protocol::Status;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -223,12 +224,6 @@ pub fn encode_batch(msgs: &[Message]) -> Result<BatchWriter> {
         })?;
     }
     Ok(w)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The ack of a send in flight. Holding it holds one of the producer's in-flight slots.
