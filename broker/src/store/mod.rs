@@ -42,7 +42,7 @@ use commitlog::{CommitLog, FlushPolicy, RecoveryReport};
 
 pub use commitlog::{PhysicalOffset, RecordRef};
 pub use config::StoreConfig;
-pub use consumequeue::{QueueId, QueueOffset};
+pub use consumequeue::QueueOffset;
 pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
