@@ -22,6 +22,7 @@ use crate::ProtocolError;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The first two bytes after the length prefix of every frame ("FM").
 pub const MAGIC: u16 = 0x464D;
 
 const LEN_SIZE: usize = 4;
@@ -81,9 +82,12 @@ impl Default for Limits {
     }
 }
 
+/// Whether a frame asks or answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
+    /// A request; its code is a [`crate::RequestCode`].
     Request = 0,
+    /// A response; its code is a [`crate::Status`].
     Response = 1,
 }
 
@@ -102,10 +106,15 @@ impl TryFrom<u8> for FrameKind {
 /// A decoded frame. `header` and `body` share the receive buffer; nothing is copied.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// Request or response.
     pub kind: FrameKind,
+    /// The request code or the response status, as on the wire.
     pub code: u16,
+    /// Chosen by the requester, echoed by the response.
     pub request_id: u64,
+    /// The bincode-encoded header.
     pub header: Bytes,
+    /// The raw body.
     pub body: Bytes,
 }
 
@@ -168,6 +177,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder refusing frames over `max_frame_bytes` (prefix included).
     pub fn new(max_frame_bytes: u32) -> Self {
         Self { max_frame_bytes }
     }
