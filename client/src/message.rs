@@ -20,6 +20,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message with `body` and no properties.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
@@ -57,10 +58,12 @@ impl Message {
         self
     }
 
+    /// The payload.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
+    /// The property blob, in [`protocol::properties`] encoding.
     pub fn properties(&self) -> &[u8] {
         self.properties.as_bytes()
     }
@@ -177,22 +180,27 @@ impl ReceivedMessage {
         format!("{:016X}{:08X}", self.physical_offset, self.record.len())
     }
 
+    /// The queue it was stored in (for a retry, the retry topic's).
     pub fn queue_id(&self) -> u32 {
         self.queue_id
     }
 
+    /// Its offset in that queue.
     pub fn queue_offset(&self) -> u64 {
         self.queue_offset
     }
 
+    /// Where its record starts in the broker's commit log.
     pub fn physical_offset(&self) -> u64 {
         self.physical_offset
     }
 
+    /// When the producer made it (wall-clock ms).
     pub fn born_timestamp_ms(&self) -> u64 {
         self.born_timestamp_ms
     }
 
+    /// When the broker stored it (wall-clock ms).
     pub fn store_timestamp_ms(&self) -> u64 {
         self.store_timestamp_ms
     }
@@ -213,14 +221,17 @@ impl ReceivedMessage {
         Properties::new(self.properties()).get(key)
     }
 
+    /// Its tag, if it has one.
     pub fn tag(&self) -> Option<&str> {
         self.property(properties::TAGS)
     }
 
+    /// Its business keys, if it has any.
     pub fn keys(&self) -> Option<&str> {
         self.property(properties::KEYS)
     }
 
+    /// The payload.
     pub fn body(&self) -> &[u8] {
         &self.record[HEADER_LEN + self.topic_len + self.properties_len..]
     }

@@ -35,8 +35,11 @@ impl Default for ProducerOptions {
 /// Where a message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
+    /// The message's id.
     pub msg_id: String,
+    /// The queue it went to.
     pub queue_id: u32,
+    /// Its offset in that queue.
     pub queue_offset: u64,
 }
 
@@ -74,6 +77,7 @@ impl Producer {
         }
     }
 
+    /// The connection the producer sends over.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
