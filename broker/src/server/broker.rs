@@ -27,24 +27,34 @@ use crate::store::{MessageStore, StoreConfig, StoreError};
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum BrokerError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The message store did not open.
     #[error("cannot open the message store in {dir}: {source}")]
     Store {
+        /// The data directory.
         dir: PathBuf,
+        /// The store's error.
         #[source]
         source: StoreError,
     },
+    /// The consumer offsets did not load.
     #[error("cannot open consumer offsets: {0}")]
     Offsets(#[from] OffsetsError),
+    /// The retry service did not start.
     #[error("cannot start the retry service: {0}")]
     Retry(#[from] RetryError),
+    /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// Shutdown did not complete cleanly; the sentence says what was left.
     #[error("shutdown: {0}")]
     Shutdown(String),
 }
