@@ -272,8 +272,8 @@ impl Worker {
                 }
             }
         }
+        // The validated sends borrow the frames the answers take away.
         drop(groups);
-        drop(prepared);
         let answers = jobs
             .drain(..)
             .zip(responses)
