@@ -14,9 +14,6 @@ use thiserror::Error;
 
 pub use crate::store::DiskReserve;
 
-/// The broker's retry schedule when none is configured: 1s 5s 10s 30s 1m 2m 3m ... 2h.
-pub use crate::retry::DEFAULT_DELAY_LEVELS_MS as DEFAULT_RETRY_DELAYS_MS;
-
 /// Commit-log segment size by default: small enough that a fresh data folder takes
 /// 128 MiB (the active segment and one preallocated spare), not gigabytes. Production
 /// brokers with steady traffic may prefer `1G` (fewer files, rarer rolls).
@@ -230,8 +227,8 @@ impl Default for Config {
             max_connections: 1024,
             max_inflight_per_connection: 1024,
             session_timeout_ms: crate::groups::DEFAULT_SESSION_TIMEOUT_MS,
-            retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
-            max_reconsume_times: 16,
+            retry_delays_ms: crate::retry::DEFAULT_DELAY_LEVELS_MS.to_vec(),
+            max_reconsume_times: crate::retry::DEFAULT_MAX_RECONSUME_TIMES,
             offsets_persist_interval_ms: 1_000,
             partial_frame_timeout_ms: 30_000,
             disk_reserve: DiskReserve::default(),

@@ -44,10 +44,12 @@ impl Admin {
         ))
     }
 
+    /// Admin calls over `conn`.
     pub fn new(conn: Connection) -> Self {
         Self { conn }
     }
 
+    /// The connection the calls go over.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

@@ -226,14 +226,17 @@ impl Connection {
         Ok(conn)
     }
 
+    /// The broker's address.
     pub fn addr(&self) -> &str {
         &self.inner.addr
     }
 
+    /// The id this client gave the broker in its hello.
     pub fn client_id(&self) -> &str {
         &self.inner.opts.client_id
     }
 
+    /// The options the connection was opened with.
     pub fn options(&self) -> &ConnectOptions {
         &self.inner.opts
     }

@@ -9,7 +9,9 @@ pub enum Error {
     /// The connection to the broker failed (connect, read or write).
     #[error("I/O error talking to {addr}: {source}")]
     Io {
+        /// The broker's address.
         addr: String,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
@@ -21,31 +23,50 @@ pub enum Error {
     Record(#[from] protocol::record::FormatError),
     /// The broker answered with a status other than `Ok`.
     #[error("broker refused the request ({status:?}): {message}")]
-    Broker { status: Status, message: String },
+    Broker {
+        /// The broker's status.
+        status: Status,
+        /// The broker's sentence.
+        message: String,
+    },
     /// No answer within the request timeout.
     #[error("{what} timed out after {after_ms} ms")]
-    Timeout { what: &'static str, after_ms: u64 },
+    Timeout {
+        /// What timed out.
+        what: &'static str,
+        /// After how long.
+        after_ms: u64,
+    },
     /// The connection closed while the request was in flight, or the client was closed.
     #[error("connection to {addr} closed")]
-    Closed { addr: String },
+    Closed {
+        /// The broker's address.
+        addr: String,
+    },
     /// A topic or group name the broker would refuse.
     #[error("invalid name {name:?}: {source}")]
     InvalidName {
+        /// The name.
         name: String,
+        /// The rule it breaks.
         #[source]
         source: NameError,
     },
     /// A subscription's tag expression the broker would refuse (`a ||`, `a b`).
     #[error("invalid tag expression {expr:?}: {source}")]
     InvalidTagExpression {
+        /// The expression.
         expr: String,
+        /// What is wrong with it.
         #[source]
         source: protocol::tags::TagExprError,
     },
     /// A message property this broker does not honour yet, refused rather than ignored.
     #[error("the {property} property is not supported: {reason}")]
     UnsupportedProperty {
+        /// The property's key.
         property: &'static str,
+        /// Why it is refused.
         reason: &'static str,
     },
     /// An argument out of range (empty batch, body over the broker's limit, ...).
@@ -75,4 +96,5 @@ impl Error {
     }
 }
 
+/// The result of a client call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

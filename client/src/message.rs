@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use protocol::hash::key_hash;
 use protocol::names::RETRY_PREFIX;
 use protocol::properties::{self, Properties, PropertiesBuilder};
 use protocol::record::{RecordView, HEADER_LEN};
 
-use crate::consumer::QueueShared;
 use crate::error::Result;
 
 /// A message to send: a body plus properties (tag, keys, anything else).
@@ -20,6 +20,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message with `body` and no properties.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
@@ -39,7 +40,7 @@ impl Message {
     #[must_use]
     pub fn with_keys(mut self, keys: &str) -> Self {
         self.properties.push(properties::KEYS, keys);
-        self.key_hash = Some(fnv1a(keys.as_bytes()));
+        self.key_hash = Some(key_hash(keys));
         self
     }
 
@@ -57,20 +58,25 @@ impl Message {
         self
     }
 
+    /// The payload.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
+    /// The property blob, in [`protocol::properties`] encoding.
     pub fn properties(&self) -> &[u8] {
         self.properties.as_bytes()
     }
 }
 
-/// FNV-1a: stable across processes and versions, so key routing never changes.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The consumer queue that delivered a message and takes its acknowledgement. A trait, so
+/// that a message does not depend on the consumer that made it.
+pub(crate) trait AckQueue: Send + Sync {
+    /// Whether the consumer gave the queue up; its messages are then not its to ack.
+    fn is_revoked(&self) -> bool;
+    /// Marks the message at `queue_offset` (a record of `record_len` bytes) done; whether
+    /// it was still outstanding.
+    fn ack(&self, queue_offset: u64, record_len: usize) -> bool;
 }
 
 /// A message as stored and delivered: a zero-copy slice of the pull response holding one
@@ -87,7 +93,7 @@ pub struct ReceivedMessage {
     store_timestamp_ms: u64,
     reconsume_times: u32,
     /// The consumer queue that delivered it, for acks; `None` for a get-by-id.
-    pub(crate) queue: Option<Arc<QueueShared>>,
+    pub(crate) queue: Option<Arc<dyn AckQueue>>,
 }
 
 impl std::fmt::Debug for ReceivedMessage {
@@ -174,22 +180,27 @@ impl ReceivedMessage {
         format!("{:016X}{:08X}", self.physical_offset, self.record.len())
     }
 
+    /// The queue it was stored in (for a retry, the retry topic's).
     pub fn queue_id(&self) -> u32 {
         self.queue_id
     }
 
+    /// Its offset in that queue.
     pub fn queue_offset(&self) -> u64 {
         self.queue_offset
     }
 
+    /// Where its record starts in the broker's commit log.
     pub fn physical_offset(&self) -> u64 {
         self.physical_offset
     }
 
+    /// When the producer made it (wall-clock ms).
     pub fn born_timestamp_ms(&self) -> u64 {
         self.born_timestamp_ms
     }
 
+    /// When the broker stored it (wall-clock ms).
     pub fn store_timestamp_ms(&self) -> u64 {
         self.store_timestamp_ms
     }
@@ -210,14 +221,17 @@ impl ReceivedMessage {
         Properties::new(self.properties()).get(key)
     }
 
+    /// Its tag, if it has one.
     pub fn tag(&self) -> Option<&str> {
         self.property(properties::TAGS)
     }
 
+    /// Its business keys, if it has any.
     pub fn keys(&self) -> Option<&str> {
         self.property(properties::KEYS)
     }
 
+    /// The payload.
     pub fn body(&self) -> &[u8] {
         &self.record[HEADER_LEN + self.topic_len + self.properties_len..]
     }

@@ -9,6 +9,7 @@ use protocol::batch::{BatchMessage, BatchWriter};
 use protocol::messages::SendRequest;
 use protocol::names::validate_any_name;
 use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
+use protocol::time::now_ms;
 use protocol::Status;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -34,8 +35,11 @@ impl Default for ProducerOptions {
 /// Where a message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
+    /// The message's id.
     pub msg_id: String,
+    /// The queue it went to.
     pub queue_id: u32,
+    /// Its offset in that queue.
     pub queue_offset: u64,
 }
 
@@ -73,6 +77,7 @@ impl Producer {
         }
     }
 
+    /// The connection the producer sends over.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -223,12 +228,6 @@ pub fn encode_batch(msgs: &[Message]) -> Result<BatchWriter> {
         })?;
     }
     Ok(w)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The ack of a send in flight. Holding it holds one of the producer's in-flight slots.

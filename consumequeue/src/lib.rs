@@ -24,7 +24,7 @@ mod store;
 
 pub use error::Error;
 pub use format::Entry;
-pub use offset::{QueueId, QueueOffset};
+pub use offset::QueueOffset;
 pub use queue::ConsumeQueue;
 pub use store::{Config, QueueStore};
 

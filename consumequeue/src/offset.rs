@@ -1,5 +1,5 @@
-//! Newtypes for logical positions, so a queue offset is never mixed up with a
-//! commit-log (physical) offset or a queue id.
+//! The newtype for logical positions, so a queue offset is never mixed up with a
+//! commit-log (physical) offset.
 
 use std::fmt;
 
@@ -20,28 +20,6 @@ impl QueueOffset {
 }
 
 impl fmt::Display for QueueOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Queue number inside a topic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QueueId(u32);
-
-impl QueueId {
-    /// Wraps a raw queue id.
-    pub const fn new(v: u32) -> Self {
-        Self(v)
-    }
-
-    /// The raw queue id.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

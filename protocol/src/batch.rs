@@ -19,8 +19,11 @@ const ENTRY_PREFIX: usize = 16;
 /// One message of a batch, borrowed from the received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMessage<'a> {
+    /// Property blob in [`crate::properties`] encoding.
     pub properties: &'a [u8],
+    /// The payload.
     pub body: &'a [u8],
+    /// When the producer made the message (wall-clock ms).
     pub born_timestamp_ms: u64,
 }
 
@@ -28,14 +31,17 @@ pub struct BatchMessage<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct BatchWriter {
     buf: Vec<u8>,
+    /// Messages in the batch.
     count: u32,
 }
 
 impl BatchWriter {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty batch with room for `bytes` of encoded messages.
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
             buf: Vec::with_capacity(bytes),
@@ -65,26 +71,32 @@ impl BatchWriter {
         Ok(())
     }
 
+    /// Messages in the batch.
     pub fn count(&self) -> u32 {
         self.count
     }
 
+    /// Encoded size of the batch.
     pub fn len_bytes(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether no message was added.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    /// The encoded batch, a send's body.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 
+    /// The encoded batch, owned.
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 
+    /// Empties the batch, keeping its buffer.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;

@@ -36,26 +36,41 @@ wire_enum!(
     RequestCode, UnknownCode {
         /// Version handshake; the first request on a connection.
         Hello = 1,
+        /// Creates a topic.
         CreateTopic = 10,
+        /// Grows a topic's queues or changes its permissions.
         UpdateTopic = 11,
+        /// Removes a topic and its messages.
         DeleteTopic = 12,
+        /// Reads one topic.
         GetTopic = 13,
+        /// Lists topics, a page at a time.
         ListTopics = 14,
         /// One message or a batch, to one queue of a topic.
         Send = 20,
+        /// Reads messages of one queue.
         Pull = 30,
+        /// Records a group's progress.
         CommitOffset = 40,
+        /// Reads a group's progress on one queue.
         QueryOffset = 41,
+        /// Joins a group or keeps a member alive; answers its queues.
         Heartbeat = 42,
+        /// A member leaves its group.
         LeaveGroup = 43,
+        /// Reads a group's members and lag.
         GroupInfo = 44,
+        /// Moves a group's offsets on a topic.
         ResetOffset = 45,
         /// A consumer hands back a message it failed to process (a nack).
         SendBack = 46,
         /// Removes a group's offsets and its retry and dead-letter topics.
         DeleteGroup = 47,
+        /// Finds the queue offset of a point in time.
         SearchOffset = 50,
+        /// Reads one message by id.
         GetMessage = 51,
+        /// Reads the broker's counters.
         BrokerStats = 52,
     }
 );
@@ -64,22 +79,33 @@ wire_enum!(
     /// The outcome of a request. Anything but `Ok` carries an
     /// [`crate::messages::ErrorResponse`] header with a sentence for humans.
     Status, UnknownStatus {
+        /// Done; the header is the request's response type.
         Ok = 0,
         /// The header or body does not decode, or a field is out of range.
         BadRequest = 1,
+        /// The frame's protocol version is not spoken here.
         UnsupportedVersion = 2,
+        /// The request code is not served.
         UnknownCode = 3,
+        /// The frame is over the broker's frame limit.
         FrameTooLarge = 4,
+        /// A message body is over the broker's limit.
         MessageTooLarge = 5,
+        /// A send holds more messages than the broker's limit.
         BatchTooLarge = 6,
         /// A topic or group name breaks the naming rules.
         InvalidName = 7,
+        /// No such topic (and it is not created on demand).
         TopicNotFound = 8,
+        /// The topic exists already.
         TopicExists = 9,
         /// No such message (by id) or no such group.
         NotFound = 10,
+        /// The offset is outside the queue's stored range.
         OffsetOutOfRange = 11,
+        /// Writes are refused until disk space is freed.
         DiskFull = 12,
+        /// The store failed (I/O or corruption); see the sentence.
         StorageError = 13,
         /// Too many requests in flight on this connection, or too many connections.
         Busy = 14,
@@ -87,7 +113,9 @@ wire_enum!(
         Forbidden = 15,
         /// An offset reset refused while the group has live members.
         GroupHasMembers = 16,
+        /// The broker or the connection is closing.
         ShuttingDown = 17,
+        /// A bug in the broker; see its log.
         Internal = 18,
         /// A member's commit made before its group's offsets were reset: it must drop its
         /// queues and start them again from the reset position (learnt by heartbeat).

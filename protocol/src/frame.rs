@@ -22,6 +22,7 @@ use crate::ProtocolError;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The first two bytes after the length prefix of every frame ("FM").
 pub const MAGIC: u16 = 0x464D;
 
 const LEN_SIZE: usize = 4;
@@ -36,6 +37,29 @@ const RESERVE_AHEAD: usize = 1 << 20;
 /// Bytes before the header: the whole fixed part of a frame.
 pub const PREFIX_LEN: usize = 24;
 const _: () = assert!(HEADER_LEN_OFFSET + 4 == PREFIX_LEN);
+
+/// Bytes a frame takes on the wire, length prefix included.
+pub const fn wire_len(header_len: usize, body_len: usize) -> usize {
+    PREFIX_LEN + header_len + body_len
+}
+
+/// Whether the bytes at the start of `buf` (a frame's beginning) carry FerroMQ's magic;
+/// `true` while too few have arrived to tell. Lets a receiver tell an oversized frame,
+/// worth answering, from input that is not FerroMQ at all.
+pub fn starts_with_magic(buf: &[u8]) -> bool {
+    match buf.get(MAGIC_OFFSET..MAGIC_OFFSET + 2) {
+        Some(m) => u16::from_le_bytes([m[0], m[1]]) == MAGIC,
+        None => true,
+    }
+}
+
+/// The request id of the frame at the start of `buf`, once enough of it has arrived; lets
+/// a receiver address an answer to a frame it refuses to read whole.
+pub fn peek_request_id(buf: &[u8]) -> Option<u64> {
+    buf.get(REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+}
 
 /// Size limits, checked before allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +82,12 @@ impl Default for Limits {
     }
 }
 
+/// Whether a frame asks or answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
+    /// A request; its code is a [`crate::RequestCode`].
     Request = 0,
+    /// A response; its code is a [`crate::Status`].
     Response = 1,
 }
 
@@ -79,10 +106,15 @@ impl TryFrom<u8> for FrameKind {
 /// A decoded frame. `header` and `body` share the receive buffer; nothing is copied.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// Request or response.
     pub kind: FrameKind,
+    /// The request code or the response status, as on the wire.
     pub code: u16,
+    /// Chosen by the requester, echoed by the response.
     pub request_id: u64,
+    /// The bincode-encoded header.
     pub header: Bytes,
+    /// The raw body.
     pub body: Bytes,
 }
 
@@ -145,6 +177,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder refusing frames over `max_frame_bytes` (prefix included).
     pub fn new(max_frame_bytes: u32) -> Self {
         Self { max_frame_bytes }
     }
@@ -258,6 +291,16 @@ mod tests {
         let g = dec.decode(&mut buf).unwrap().unwrap();
         assert_eq!(&g.body[..], b"second");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn an_oversized_frame_can_be_answered_from_its_first_bytes() {
+        let full = encoded(b"head", b"body");
+        assert_eq!(full.len(), wire_len(4, 4));
+        assert!(starts_with_magic(&full) && starts_with_magic(&full[..5]));
+        assert_eq!(peek_request_id(&full), Some(77));
+        assert_eq!(peek_request_id(&full[..19]), None);
+        assert!(!starts_with_magic(b"GET / HTTP/1.1"));
     }
 
     #[test]

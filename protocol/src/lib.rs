@@ -13,12 +13,14 @@ pub mod batch;
 mod code;
 mod error;
 pub mod frame;
+pub mod hash;
 pub mod header;
 pub mod messages;
 pub mod names;
 pub mod properties;
 pub mod record;
 pub mod tags;
+pub mod time;
 
 pub use code::{RequestCode, Status};
 pub use error::ProtocolError;

@@ -10,7 +10,9 @@ use crate::RequestCode;
 
 /// A request header type, its code and the header type of its successful response.
 pub trait Request: Serialize + DeserializeOwned + Send + 'static {
+    /// The request code frames of this request carry.
     const CODE: RequestCode;
+    /// The header of its successful response.
     type Response: Serialize + DeserializeOwned + Send + 'static;
 }
 
@@ -26,6 +28,7 @@ macro_rules! request {
 /// The header of every response whose status is not `Ok`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
+    /// What went wrong, in a sentence for humans.
     pub message: String,
 }
 
@@ -35,18 +38,27 @@ pub struct Empty {}
 
 // ---- handshake ----
 
+/// The first request on a connection: versions and who the client is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloRequest {
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
     pub protocol_version: u8,
+    /// The client's id, for the broker's logs and group membership.
     pub client_id: String,
 }
 
+/// The broker's version and the limits a client must respect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloResponse {
+    /// The protocol version the broker speaks.
     pub protocol_version: u8,
+    /// The broker's build version.
     pub broker_version: String,
+    /// Largest frame the broker reads, prefix included.
     pub max_frame_bytes: u32,
+    /// Largest message body the broker stores.
     pub max_message_bytes: u32,
+    /// Most messages in one send.
     pub max_batch_messages: u32,
     /// Whether a send to an unknown topic creates it.
     pub auto_create_topics: bool,
@@ -59,10 +71,13 @@ request!(HelloRequest, Hello, HelloResponse);
 
 /// Permission bits of a topic.
 pub const PERM_READ: u8 = 0b100;
+/// Permission bit of a topic: sends are accepted.
 pub const PERM_WRITE: u8 = 0b010;
 
+/// One queue of a topic and the offsets it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
+    /// The queue's number inside its topic.
     pub queue_id: u32,
     /// Smallest offset still stored.
     pub min_offset: u64,
@@ -70,23 +85,34 @@ pub struct QueueInfo {
     pub max_offset: u64,
 }
 
+/// A topic, its settings and its queues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicInfo {
+    /// The topic's name.
     pub name: String,
+    /// How many queues it has.
     pub queue_count: u32,
+    /// [`PERM_READ`] and [`PERM_WRITE`] bits.
     pub perm: u8,
+    /// Each queue and its offsets.
     pub queues: Vec<QueueInfo>,
 }
 
+/// Creates a topic, or answers the existing one when it is already there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTopicRequest {
+    /// The topic's name.
     pub topic: String,
+    /// How many queues it gets.
     pub queue_count: u32,
+    /// [`PERM_READ`] and [`PERM_WRITE`] bits.
     pub perm: u8,
 }
 
+/// A topic as the broker holds it after the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicResponse {
+    /// The topic.
     pub topic: TopicInfo,
 }
 request!(CreateTopicRequest, CreateTopic, TopicResponse);
@@ -94,24 +120,32 @@ request!(CreateTopicRequest, CreateTopic, TopicResponse);
 /// Changes queue count (growing only) and permissions of an existing topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateTopicRequest {
+    /// The topic to change.
     pub topic: String,
+    /// The new queue count; never fewer than it has.
     pub queue_count: u32,
+    /// The new [`PERM_READ`] and [`PERM_WRITE`] bits.
     pub perm: u8,
 }
 request!(UpdateTopicRequest, UpdateTopic, TopicResponse);
 
+/// Removes a user topic and its messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteTopicRequest {
+    /// The topic to remove.
     pub topic: String,
 }
 request!(DeleteTopicRequest, DeleteTopic, Empty);
 
+/// Reads one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetTopicRequest {
+    /// The topic to read.
     pub topic: String,
 }
 request!(GetTopicRequest, GetTopic, TopicResponse);
 
+/// Lists topics, one page at a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListTopicsRequest {
     /// Also list `%RETRY%` and `%DLQ%` topics.
@@ -126,6 +160,7 @@ pub struct ListTopicsRequest {
 /// One page of topics in name order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListTopicsResponse {
+    /// The topics of this page.
     pub topics: Vec<TopicInfo>,
     /// Set when more topics follow: the `after` of the next page.
     pub next: Option<String>,
@@ -137,34 +172,49 @@ request!(ListTopicsRequest, ListTopics, ListTopicsResponse);
 /// Body: `count` messages in the [`crate::batch`] layout, all for one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
+    /// The topic the messages go to.
     pub topic: String,
+    /// The queue the messages go to.
     pub queue_id: u32,
+    /// How many messages the body holds.
     pub count: u32,
 }
 
+/// Where one sent message was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendReceipt {
+    /// The message's id (its commit-log position, as text).
     pub msg_id: String,
+    /// The queue it went to.
     pub queue_id: u32,
+    /// Its offset in that queue.
     pub queue_offset: u64,
 }
 
 /// One receipt per message, in the order sent; the whole batch is stored or none of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendResponse {
+    /// One per message, in the order sent.
     pub receipts: Vec<SendReceipt>,
 }
 request!(SendRequest, Send, SendResponse);
 
 // ---- consume ----
 
+/// Reads messages of one queue for a group, from an offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullRequest {
+    /// The topic to read.
     pub topic: String,
+    /// The queue to read.
     pub queue_id: u32,
+    /// The consumer group reading (its read permission and statistics).
     pub group: String,
+    /// The first queue offset wanted.
     pub offset: u64,
+    /// Most messages in the answer.
     pub max_messages: u32,
+    /// Most record bytes in the answer (at least one record is sent).
     pub max_bytes: u32,
     /// `*`, `a`, or `a || b`.
     pub tag_expr: String,
@@ -172,6 +222,7 @@ pub struct PullRequest {
     pub max_wait_ms: u64,
 }
 
+/// What a pull found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PullStatus {
     /// `count` records follow in the body.
@@ -187,11 +238,15 @@ pub enum PullStatus {
 /// Body: `count` commit-log records end to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullResponse {
+    /// What the pull found.
     pub status: PullStatus,
     /// Where the next pull starts (past records skipped by the tag filter too).
     pub next_offset: u64,
+    /// The queue's smallest stored offset.
     pub min_offset: u64,
+    /// One past the queue's newest message.
     pub max_offset: u64,
+    /// How many records the body holds.
     pub count: u32,
 }
 request!(PullRequest, Pull, PullResponse);
@@ -199,7 +254,9 @@ request!(PullRequest, Pull, PullResponse);
 /// Half-open range `[start, end)` of queue offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetRange {
+    /// First offset in the range.
     pub start: u64,
+    /// One past the last offset in the range.
     pub end: u64,
 }
 
@@ -207,15 +264,22 @@ pub struct OffsetRange {
 /// offset inside `acked_above` (exact acknowledgement: these are not redelivered).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueCommit {
+    /// The topic of the queue.
     pub topic: String,
+    /// The queue.
     pub queue_id: u32,
+    /// Everything below it is done.
     pub offset: u64,
+    /// Ranges at or above `offset` that are done too.
     pub acked_above: Vec<OffsetRange>,
 }
 
+/// Records a group's progress on some queues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitOffsetRequest {
+    /// The consumer group.
     pub group: String,
+    /// The progress per queue.
     pub commits: Vec<QueueCommit>,
     /// A group member's last seen [`HeartbeatResponse::reset_epoch`]: the commit is refused
     /// with `OffsetsReset` when the group's offsets were reset since. `None` (tools) always
@@ -224,13 +288,18 @@ pub struct CommitOffsetRequest {
 }
 request!(CommitOffsetRequest, CommitOffset, Empty);
 
+/// Reads a group's committed progress on one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryOffsetRequest {
+    /// The consumer group.
     pub group: String,
+    /// The topic of the queue.
     pub topic: String,
+    /// The queue.
     pub queue_id: u32,
 }
 
+/// A group's committed progress on one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryOffsetResponse {
     /// `None` when the group never committed on this queue.
@@ -240,23 +309,32 @@ request!(QueryOffsetRequest, QueryOffset, QueryOffsetResponse);
 
 // ---- groups ----
 
+/// A topic a group member consumes, and which of its messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// The topic.
     pub topic: String,
+    /// Which tags: `*`, `a`, or `a || b`.
     pub tag_expr: String,
 }
 
+/// Queues of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueAssignment {
+    /// The topic.
     pub topic: String,
+    /// Its queues.
     pub queue_ids: Vec<u32>,
 }
 
 /// Joins the group on the first call, keeps the member alive on later ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatRequest {
+    /// The consumer group.
     pub group: String,
+    /// The member's id, unique within the group.
     pub client_id: String,
+    /// The topics it consumes.
     pub subscriptions: Vec<Subscription>,
     /// Overrides the group's max reconsume times for this member's nacks.
     pub max_reconsume_times: Option<u32>,
@@ -267,6 +345,7 @@ pub struct HeartbeatRequest {
     pub held: Vec<QueueAssignment>,
 }
 
+/// The member's place in its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     /// Changes whenever the group's membership or assignment changes.
@@ -286,59 +365,87 @@ pub struct HeartbeatResponse {
 }
 request!(HeartbeatRequest, Heartbeat, HeartbeatResponse);
 
+/// A member leaves its group at once (its queues go to the others).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaveGroupRequest {
+    /// The consumer group.
     pub group: String,
+    /// The member leaving.
     pub client_id: String,
 }
 request!(LeaveGroupRequest, LeaveGroup, Empty);
 
+/// Reads a group's members, their queues and the lag per queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInfoRequest {
+    /// The consumer group.
     pub group: String,
 }
 
+/// A live member of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
+    /// The member's id.
     pub client_id: String,
+    /// The queues it owns.
     pub assignment: Vec<QueueAssignment>,
 }
 
+/// How far behind a group is on one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueLag {
+    /// The topic of the queue.
     pub topic: String,
+    /// The queue.
     pub queue_id: u32,
+    /// The committed offset; `None` when the group never committed here.
     pub committed: Option<u64>,
+    /// One past the queue's newest message.
     pub max_offset: u64,
+    /// Messages not yet committed.
     pub lag: u64,
 }
 
+/// A group's members and progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInfoResponse {
+    /// The consumer group.
     pub group: String,
+    /// Its live members.
     pub members: Vec<MemberInfo>,
+    /// Its progress per queue.
     pub queues: Vec<QueueLag>,
 }
 request!(GroupInfoRequest, GroupInfo, GroupInfoResponse);
 
+/// Where a group's offsets are moved to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResetTarget {
+    /// Each queue's smallest stored offset.
     Earliest,
+    /// Each queue's head: only new messages are consumed.
     Latest,
+    /// The first message stored at or after this wall-clock time (ms).
     TimestampMs(u64),
 }
 
+/// Moves a group's committed offsets on every queue of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetOffsetRequest {
+    /// The consumer group.
     pub group: String,
+    /// The topic whose queues are reset.
     pub topic: String,
+    /// Where to.
     pub to: ResetTarget,
     /// Reset even while the group has live members.
     pub force: bool,
 }
 
+/// The offsets after the reset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetOffsetResponse {
+    /// One commit per queue of the topic.
     pub queues: Vec<QueueCommit>,
 }
 request!(ResetOffsetRequest, ResetOffset, ResetOffsetResponse);
@@ -347,16 +454,20 @@ request!(ResetOffsetRequest, ResetOffset, ResetOffsetResponse);
 /// the delay of its next attempt, or in its dead-letter topic past the last attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendBackRequest {
+    /// The consumer group handing the message back.
     pub group: String,
     /// The id of the record as delivered (for a retried message, the retry record's id).
     pub msg_id: String,
+    /// Overrides the group's max reconsume times for this message.
     pub max_reconsume_times: Option<u32>,
 }
 
+/// Where a handed-back message went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendBackResponse {
     /// True when the message went to the dead-letter topic.
     pub dead_lettered: bool,
+    /// The copy's delivery attempts so far.
     pub reconsume_times: u32,
     /// When the retry becomes due (wall clock, ms); 0 when dead-lettered.
     pub due_at_ms: u64,
@@ -369,10 +480,13 @@ request!(SendBackRequest, SendBack, SendBackResponse);
 /// of the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteGroupRequest {
+    /// The consumer group.
     pub group: String,
+    /// Delete even while the group has live members.
     pub force: bool,
 }
 
+/// What deleting a group removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteGroupResponse {
     /// Live members dropped (only with `force`).
@@ -386,13 +500,18 @@ request!(DeleteGroupRequest, DeleteGroup, DeleteGroupResponse);
 
 // ---- lookups ----
 
+/// Finds the queue offset of a point in time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchOffsetRequest {
+    /// The topic of the queue.
     pub topic: String,
+    /// The queue.
     pub queue_id: u32,
+    /// The wall-clock time (ms) looked for.
     pub timestamp_ms: u64,
 }
 
+/// The offset found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchOffsetResponse {
     /// First offset stored at or after the timestamp (the head if none).
@@ -403,25 +522,39 @@ request!(SearchOffsetRequest, SearchOffset, SearchOffsetResponse);
 /// Response body: the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetMessageRequest {
+    /// The message's id, as a receipt or a delivery gives it.
     pub msg_id: String,
 }
 request!(GetMessageRequest, GetMessage, Empty);
 
+/// Reads the broker's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsRequest {}
 
+/// The broker's counters since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsResponse {
+    /// The broker's build version.
     pub broker_version: String,
+    /// Time since the broker started.
     pub uptime_ms: u64,
+    /// Connections open now.
     pub connections: u64,
+    /// Topics it holds.
     pub topics: u64,
+    /// Messages stored by sends.
     pub messages_in: u64,
+    /// Messages delivered by pulls.
     pub messages_out: u64,
+    /// Body bytes stored by sends.
     pub bytes_in: u64,
+    /// Record bytes delivered by pulls.
     pub bytes_out: u64,
+    /// The commit log's oldest stored offset.
     pub commitlog_min_offset: u64,
+    /// Where the commit log's next record goes.
     pub commitlog_write_offset: u64,
+    /// How far the commit log is durable on disk.
     pub commitlog_flushed_offset: u64,
     /// `ok`, or `full` while sends are refused until disk space is freed.
     pub disk_state: DiskState,
@@ -436,6 +569,7 @@ request!(StatsRequest, BrokerStats, StatsResponse);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskState {
+    /// Enough free space: sends are accepted.
     #[default]
     Ok,
     /// Free space is below the reserve, or a write hit `ENOSPC`: sends are refused.

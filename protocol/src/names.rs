@@ -5,15 +5,21 @@
 pub const MAX_NAME_LEN: usize = 127;
 /// Names starting with this are reserved for the broker (`%RETRY%G`, `%DLQ%G`, ...).
 pub const RESERVED_PREFIX: char = '%';
+/// Prefix of a group's retry topic, `%RETRY%<group>`.
 pub const RETRY_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic, `%DLQ%<group>`.
 pub const DLQ_PREFIX: &str = "%DLQ%";
 
 /// Why a name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameError {
+    /// The name is empty.
     Empty,
+    /// The name is longer than [`MAX_NAME_LEN`].
     TooLong,
+    /// The name holds a character outside `[A-Za-z0-9_.-]`, or is `.` or `..`.
     BadCharacter(char),
+    /// The name starts with [`RESERVED_PREFIX`], which only the broker may use.
     Reserved,
 }
 

@@ -26,9 +26,11 @@ pub const ORIGIN_TOPIC: &str = "ORIGIN_TOPIC";
 pub const ORIGIN_MSG_ID: &str = "ORIGIN_MSG_ID";
 /// On a retried or dead-lettered message: its first queue id and queue offset.
 pub const ORIGIN_QUEUE_ID: &str = "ORIGIN_QUEUE_ID";
+/// On a retried or dead-lettered message: its first queue offset.
 pub const ORIGIN_QUEUE_OFFSET: &str = "ORIGIN_QUEUE_OFFSET";
 /// On a message parked in a schedule topic: where it goes when due.
 pub const REAL_TOPIC: &str = "REAL_TOPIC";
+/// On a message parked in a schedule topic: the queue it goes to when due.
 pub const REAL_QUEUE_ID: &str = "REAL_QUEUE_ID";
 /// Wall-clock millisecond at which a scheduled message becomes due.
 pub const DUE_AT_MS: &str = "DUE_AT_MS";
@@ -40,6 +42,7 @@ pub struct PropertiesBuilder {
 }
 
 impl PropertiesBuilder {
+    /// An empty blob.
     pub fn new() -> Self {
         Self::default()
     }
@@ -56,6 +59,7 @@ impl PropertiesBuilder {
         self
     }
 
+    /// Appends a key and value in place; see [`PropertiesBuilder::with`].
     pub fn push(&mut self, key: &str, value: &str) {
         let key = &key.as_bytes()[..key.len().min(u16::MAX as usize)];
         let value = &value.as_bytes()[..value.len().min(u32::MAX as usize)];
@@ -82,10 +86,12 @@ impl PropertiesBuilder {
         Ok(out)
     }
 
+    /// The blob.
     pub fn build(self) -> Vec<u8> {
         self.buf
     }
 
+    /// The blob so far.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -98,10 +104,12 @@ pub struct Properties<'a> {
 }
 
 impl<'a> Properties<'a> {
+    /// A view over `blob`; nothing is checked until read.
     pub fn new(blob: &'a [u8]) -> Self {
         Self { blob }
     }
 
+    /// The entries in order; an `Err` item at the first malformed byte.
     pub fn iter(&self) -> PropertiesIter<'a> {
         PropertiesIter { rest: self.blob }
     }
@@ -124,6 +132,7 @@ impl<'a> Properties<'a> {
     }
 }
 
+/// The entries of a property blob; see [`Properties::iter`].
 pub struct PropertiesIter<'a> {
     rest: &'a [u8],
 }

@@ -218,7 +218,7 @@ impl GroupCoordinator {
         } else {
             self.rebalance(g, last_generation);
         }
-        touch(last_active_ms, group, wall_clock_ms());
+        touch(last_active_ms, group, protocol::time::now_ms());
         true
     }
 
@@ -437,13 +437,6 @@ fn grant(
         member.held = held;
     }
     (granted, pending)
-}
-
-/// Milliseconds since the Unix epoch, for calls that are not given the time.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn touch(last_active_ms: &mut HashMap<String, u64>, group: &str, now_ms: u64) {

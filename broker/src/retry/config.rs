@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::RetryError;
+use super::error::RetryError;
 
 /// Most delay levels a table may have; each level is one schedule topic.
 pub const MAX_DELAY_LEVELS: usize = 64;

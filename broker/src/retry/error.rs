@@ -9,19 +9,24 @@ use crate::store::StoreError;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum RetryError {
+    /// The retry settings are out of range.
     #[error("invalid retry config: {0}")]
     InvalidConfig(String),
     /// The nacked message id does not parse (bad request).
     #[error("send back: bad message id {id:?}: {source}")]
     BadMessageId {
+        /// The id as sent.
         id: String,
+        /// Why it does not parse.
         #[source]
         source: Box<StoreError>,
     },
     /// Nothing is stored under the nacked id (bad request, or removed by retention).
     #[error("send back: message {id} not found: {source}")]
     MessageNotFound {
+        /// The id.
         id: String,
+        /// The store's answer.
         #[source]
         source: Box<StoreError>,
     },
@@ -29,20 +34,28 @@ pub enum RetryError {
     /// consumer is ever given).
     #[error("send back: message {id} in topic {topic} cannot be sent back: {reason}")]
     NotRetryable {
+        /// The message's id.
         id: String,
+        /// The topic it is stored in.
         topic: String,
+        /// Why it cannot be sent back.
         reason: &'static str,
     },
+    /// The group name breaks the naming rules (bad request).
     #[error("send back: invalid group name {group:?}: {source}")]
     InvalidGroup {
+        /// The name as sent.
         group: String,
+        /// The rule it breaks.
         #[source]
         source: protocol::names::NameError,
     },
     /// The stored message's properties do not decode.
     #[error("message {id} has malformed properties: {source}")]
     BadProperties {
+        /// The message's id.
         id: String,
+        /// What is wrong with them.
         #[source]
         source: protocol::ProtocolError,
     },
@@ -50,20 +63,33 @@ pub enum RetryError {
     /// message.
     #[error("retry: {op} {target}: {source}")]
     Store {
+        /// What the retry service was doing.
         op: &'static str,
+        /// The topic or message it was doing it to.
         target: String,
+        /// The store's error.
         #[source]
         source: Box<StoreError>,
     },
+    /// A file of the retry service (its progress) could not be read or written.
     #[error("retry: {op} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
+    /// The schedule progress file does not decode.
     #[error("schedule progress file {} is corrupt: {reason}", path.display())]
-    CorruptProgress { path: PathBuf, reason: String },
+    CorruptProgress {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl RetryError {

@@ -32,12 +32,12 @@ mod error;
 mod progress;
 mod scheduler;
 mod service;
+mod shared;
+mod topics;
 
 pub use config::{
     RetryConfig, DEFAULT_DELAY_LEVELS_MS, DEFAULT_MAX_RECONSUME_TIMES, MAX_DELAY_LEVELS,
 };
 pub use error::RetryError;
-pub use service::{schedule_topic, RetryService};
-
-/// Prefix of the schedule topics, `%SCHEDULE%<level>`.
-pub const SCHEDULE_TOPIC_PREFIX: &str = "%SCHEDULE%";
+pub use service::RetryService;
+pub use topics::{schedule_topic, SCHEDULE_TOPIC_PREFIX};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use commitlog::storage::Storage;
 use serde::{Deserialize, Serialize};
 
-use super::RetryError;
+use super::error::RetryError;
 use crate::store::fsutil::atomic_write_on;
 
 const VERSION: u32 = 1;

@@ -15,10 +15,13 @@ use commitlog::RecordRef;
 use consumequeue::QueueOffset;
 use protocol::names::RETRY_PREFIX;
 
+use protocol::time::now_ms;
+
 use super::copy::{parked, unpark};
+use super::error::RetryError;
 use super::progress::ScheduleProgress;
-use super::service::{now_ms, schedule_topic, Shared};
-use super::RetryError;
+use super::shared::Shared;
+use super::topics::schedule_topic;
 use crate::store::disk::{is_out_of_space, WriteRetry};
 use crate::store::{GetRequest, GetStatus, PutMessage, StoreError, TagFilter};
 

@@ -1,54 +1,28 @@
 //! [`RetryService`]: the send-back request and the life of the scheduler thread.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use commitlog::Signal;
 use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
+use protocol::time::now_ms;
 
+use super::config::RetryConfig;
 use super::copy::{copy_properties, park, Origin};
+use super::error::RetryError;
 use super::progress::ScheduleProgress;
-use super::{scheduler, RetryConfig, RetryError, SCHEDULE_TOPIC_PREFIX};
-use crate::store::{MessageId, MessageStore, PutMessage, StoreError, TopicConfig, TopicScope};
-
-/// The schedule topic of a delay level (1-based).
-pub fn schedule_topic(level: u32) -> String {
-    format!("{SCHEDULE_TOPIC_PREFIX}{level}")
-}
-
-/// The delay level of a schedule topic name.
-pub(crate) fn level_of(topic: &str) -> Option<u32> {
-    topic
-        .strip_prefix(SCHEDULE_TOPIC_PREFIX)
-        .and_then(|l| l.parse().ok())
-        .filter(|l| *l >= 1)
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use super::scheduler;
+use super::shared::Shared;
+use super::topics::{level_of, schedule_topic, SCHEDULE_TOPIC_PREFIX};
+use crate::store::{MessageId, MessageStore, PutMessage, StoreError};
 
 /// Retries with delay and dead letters. See the module doc for the design.
 #[derive(Debug)]
 pub struct RetryService {
     shared: Arc<Shared>,
     scheduler: Mutex<Option<JoinHandle<Result<(), RetryError>>>>,
-}
-
-/// What the API and the scheduler thread share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) store: Arc<MessageStore>,
-    pub(crate) config: RetryConfig,
-    group_max: RwLock<HashMap<String, u32>>,
-    /// Serialises on-demand topic creation so two send-backs do not both create.
-    create_lock: Mutex<()>,
-    /// Wakes the scheduler (new schedule-topic messages) and stops it.
-    pub(crate) waker: Arc<Signal>,
 }
 
 impl RetryService {
@@ -73,13 +47,7 @@ impl RetryService {
                 }
             }
         }));
-        let shared = Arc::new(Shared {
-            group_max: RwLock::new(HashMap::new()),
-            store,
-            config,
-            create_lock: Mutex::new(()),
-            waker,
-        });
+        let shared = Arc::new(Shared::new(store, config, waker));
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ferromq-retry-scheduler".into())
@@ -277,49 +245,6 @@ impl Drop for RetryService {
         if let Err(e) = self.stop_scheduler() {
             tracing::warn!(error = %e, "retry scheduler progress not saved at drop");
         }
-    }
-}
-
-impl Shared {
-    /// Creates an internal topic with one queue unless it exists.
-    pub(crate) fn ensure_topic(&self, topic: &str) -> Result<(), RetryError> {
-        if self.store.topic(topic).is_some() {
-            return Ok(());
-        }
-        let _one = self
-            .create_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.store.topic(topic).is_some() {
-            return Ok(());
-        }
-        self.store
-            .create_topic_scoped(TopicScope::Internal, TopicConfig::new(topic, 1))
-            .map(drop)
-            .map_err(|source| RetryError::Store {
-                op: "creating topic",
-                target: topic.to_string(),
-                source: Box::new(source),
-            })
-    }
-
-    /// Writes messages to an internal topic, creating it on demand.
-    pub(crate) fn put(
-        &self,
-        topic: &str,
-        queue_id: u32,
-        msgs: &[PutMessage<'_>],
-        op: &'static str,
-    ) -> Result<(), RetryError> {
-        self.ensure_topic(topic)?;
-        self.store
-            .put_batch_scoped(TopicScope::Internal, topic, queue_id, msgs)
-            .map(drop)
-            .map_err(|source| RetryError::Store {
-                op,
-                target: topic.to_string(),
-                source: Box::new(source),
-            })
     }
 }
 

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::time::now_ms;
 use tokio::time::MissedTickBehavior;
 
-use super::handler::{group, now_ms};
-use super::{resources, Services};
+use super::handler::group;
+use super::resources;
+use super::services::Services;
 use crate::store::disk::WriteRetry;
 
 /// How often the descriptor and mapping counts are checked: reading two small `/proc`

@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::appender::Appender;
-use super::handler::send::SendLimits;
-use super::{background, listener, resources, Services};
+use super::send::Appender;
+use super::services::Services;
+use super::{background, listener, resources};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
@@ -27,24 +27,34 @@ use crate::store::{MessageStore, StoreConfig, StoreError};
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum BrokerError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The message store did not open.
     #[error("cannot open the message store in {dir}: {source}")]
     Store {
+        /// The data directory.
         dir: PathBuf,
+        /// The store's error.
         #[source]
         source: StoreError,
     },
+    /// The consumer offsets did not load.
     #[error("cannot open consumer offsets: {0}")]
     Offsets(#[from] OffsetsError),
+    /// The retry service did not start.
     #[error("cannot start the retry service: {0}")]
     Retry(#[from] RetryError),
+    /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// Shutdown did not complete cleanly; the sentence says what was left.
     #[error("shutdown: {0}")]
     Shutdown(String),
 }
@@ -112,14 +122,11 @@ impl Broker {
             }
         };
         let stats = Arc::new(Stats::new());
-        let limits = SendLimits {
-            max_batch_messages: config.max_batch_messages,
-            max_body_bytes: config.max_message_bytes(),
-        };
+        // The body limit is the store's (`max_body_bytes`), checked once by its validation.
         let appender = match Appender::start(
             Arc::clone(&store),
             Arc::clone(&stats),
-            limits,
+            config.max_batch_messages,
             tokio::runtime::Handle::current(),
         ) {
             Ok(a) => a,

@@ -8,7 +8,6 @@
 //! held pulls released and its queued answers freed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,149 +16,19 @@ use protocol::{Frame, FrameDecoder, FrameKind, ProtocolError, RequestCode, Statu
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::appender::{SendJob, SendQueue};
-use super::budget::{ByteBudget, Held, InFlight};
+use super::budget::{Held, InFlight};
 use super::handler;
 use super::response::Response;
-use super::writer::{self, Outgoing};
-use super::Services;
+use super::send::{SendJob, SendQueue};
+use super::services::Services;
+use super::session::Session;
+use super::writer;
 
 /// Bytes the read buffer grows by when it has no room left.
 const READ_CHUNK: usize = 16 * 1024;
-/// The id of the next connection; never reused, unlike a socket address.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
-/// Requests of one connection doing work (reading the store, building an answer) at
-/// once; the rest wait as cheap futures. Without it a pipeline of heavy requests builds
-/// every answer at the same time, whatever the byte budget says. Held pulls do not count
-/// while they wait.
-const RUNNING_PER_CONNECTION: usize = 8;
-
-/// What a request task needs from its connection.
-pub(crate) struct Connection {
-    pub(crate) peer: SocketAddr,
-    /// Unique for the life of the broker; group members are bound to it.
-    pub(crate) id: u64,
-    /// Cancelled when the connection stops taking requests or the broker shuts down;
-    /// held pulls and group membership watch it.
-    pub(crate) closed: CancellationToken,
-    /// Cancelled once the connection has ended for good (the peer is gone or the
-    /// connection was dropped): request tasks still running are dropped.
-    gone: CancellationToken,
-    tx: mpsc::Sender<Outgoing>,
-    /// Sends of this connection queued for the appender thread and not yet stored.
-    queued_sends: AtomicUsize,
-    /// Bytes of requests in flight and answers not yet written.
-    budget: Arc<ByteBudget>,
-    /// Requests doing work now; see [`RUNNING_PER_CONNECTION`].
-    running: Arc<Semaphore>,
-}
-
-impl Connection {
-    pub(crate) fn queued_sends(&self) -> usize {
-        self.queued_sends.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn sends_queued(&self, n: usize) {
-        self.queued_sends.fetch_add(n, Ordering::AcqRel);
-    }
-
-    pub(crate) fn sends_done(&self, n: usize) {
-        self.queued_sends.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// Waits until this connection may start building an answer: it is under its byte
-    /// budget and fewer than [`RUNNING_PER_CONNECTION`] of its requests are working.
-    ///
-    /// # Errors
-    /// `Gone` once the connection has ended; `Closing` once it takes no more work (the
-    /// broker is shutting down or the connection is closing): a request that has not
-    /// started by then is not started at all.
-    pub(crate) async fn start_work(&self) -> Result<OwnedSemaphorePermit, NotStarted> {
-        let wait = async {
-            // The slot first, then the room: checked the other way round, every request
-            // queued for a slot would have passed the check long before its turn.
-            let permit = Arc::clone(&self.running).acquire_owned().await;
-            self.budget.room_to_work().await;
-            permit
-        };
-        tokio::select! {
-            () = self.gone.cancelled() => Err(NotStarted::Gone),
-            () = self.closed.cancelled() => Err(NotStarted::Closing),
-            permit = wait => permit.map_err(|_| NotStarted::Gone),
-        }
-    }
-
-    /// Queues a response for the writer; dropped if the connection is already gone.
-    pub(crate) async fn respond(&self, request_id: u64, response: Response) {
-        let held = self.budget.hold(Held::Answer, response.wire_len());
-        let _ = self
-            .tx
-            .send(Outgoing {
-                request_id,
-                response,
-                _held: held,
-            })
-            .await;
-    }
-
-    /// Queues a response from a thread outside the runtime (the appender) without
-    /// blocking it; only when the writer's queue is full does a task wait for room. The
-    /// in-flight slot is given back once the response is queued.
-    pub(crate) fn respond_from_thread(
-        &self,
-        runtime: &tokio::runtime::Handle,
-        request_id: u64,
-        response: Response,
-        inflight: InFlight,
-    ) {
-        let held = self.budget.hold(Held::Answer, response.wire_len());
-        let out = Outgoing {
-            request_id,
-            response,
-            _held: held,
-        };
-        match self.tx.try_send(out) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(inflight),
-            Err(mpsc::error::TrySendError::Full(out)) => {
-                let tx = self.tx.clone();
-                runtime.spawn(async move {
-                    let _ = tx.send(out).await;
-                    drop(inflight);
-                });
-            }
-        }
-    }
-
-    /// Ends everything this connection started.
-    fn end(&self) {
-        self.closed.cancel();
-        self.gone.cancel();
-    }
-}
-
-/// Why a request was not started; see [`Connection::start_work`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NotStarted {
-    Gone,
-    Closing,
-}
-
-impl NotStarted {
-    /// The answer owed to the request, if anyone can still read it.
-    pub(crate) fn response(self) -> Option<Response> {
-        match self {
-            Self::Gone => None,
-            Self::Closing => Some(Response::error(
-                Status::ShuttingDown,
-                "the connection is closing (or the broker shutting down); request not started",
-            )),
-        }
-    }
-}
 
 /// Serves one accepted socket until the peer leaves, the protocol breaks, or shutdown.
 pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: SocketAddr) {
@@ -169,17 +38,13 @@ pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: Sock
     let inflight = services.config.max_inflight_per_connection as usize;
     let (tx, rx) = mpsc::channel(inflight);
     // The writer holds only the tokens: it must end once the reader and every request
-    // task have dropped their senders (held inside `Connection`).
-    let conn = Arc::new(Connection {
+    // task have dropped their senders (held inside `Session`).
+    let conn = Arc::new(Session::new(
         peer,
-        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
-        closed: services.shutdown.child_token(),
-        gone: CancellationToken::new(),
+        services.shutdown.child_token(),
         tx,
-        queued_sends: AtomicUsize::new(0),
-        budget: ByteBudget::new(services.config.max_pending_bytes()),
-        running: Arc::new(Semaphore::new(RUNNING_PER_CONNECTION)),
-    });
+        services.config.max_pending_bytes(),
+    ));
     let (closed, gone) = (conn.closed.clone(), conn.gone.clone());
     let ended = (closed.clone(), gone.clone());
     let writer = {
@@ -228,7 +93,7 @@ enum Timer {
 /// once the requests still in flight have answered.
 async fn read_loop(
     services: Arc<Services>,
-    conn: Arc<Connection>,
+    conn: Arc<Session>,
     mut reader: OwnedReadHalf,
     accepted_at: Instant,
 ) {
@@ -335,7 +200,7 @@ async fn read_loop(
 
 /// Answers what can be answered about a broken frame. Returns whether the connection
 /// can go on: only after a frame of another protocol version, which was skipped whole.
-async fn report_protocol_error(conn: &Connection, buf: &BytesMut, e: ProtocolError) -> bool {
+async fn report_protocol_error(conn: &Session, buf: &BytesMut, e: ProtocolError) -> bool {
     match e {
         ProtocolError::UnsupportedVersion {
             found,
@@ -349,18 +214,16 @@ async fn report_protocol_error(conn: &Connection, buf: &BytesMut, e: ProtocolErr
                 .await;
             true
         }
-        ProtocolError::FrameTooLarge { .. } if !starts_with_magic(buf) => {
+        ProtocolError::FrameTooLarge { .. } if !protocol::frame::starts_with_magic(buf) => {
             tracing::warn!(peer = %conn.peer, "input is not FerroMQ frames; closing");
             false
         }
         ProtocolError::FrameTooLarge { len, max } => {
             tracing::warn!(peer = %conn.peer, len, max, "oversized frame; closing");
             let msg = format!("frame of {len} bytes exceeds the limit of {max} bytes");
-            conn.respond(
-                peeked_request_id(buf),
-                Response::error(Status::FrameTooLarge, msg),
-            )
-            .await;
+            let request_id = protocol::frame::peek_request_id(buf).unwrap_or(0);
+            conn.respond(request_id, Response::error(Status::FrameTooLarge, msg))
+                .await;
             conn.closed.cancel();
             false
         }
@@ -373,29 +236,11 @@ async fn report_protocol_error(conn: &Connection, buf: &BytesMut, e: ProtocolErr
     }
 }
 
-/// Whether the bytes after the length prefix are FerroMQ's magic (or not there yet), so
-/// that an oversized length is worth answering rather than just garbage.
-fn starts_with_magic(buf: &BytesMut) -> bool {
-    const MAGIC_AT: usize = 4;
-    match buf.get(MAGIC_AT..MAGIC_AT + 2) {
-        Some(m) => u16::from_le_bytes([m[0], m[1]]) == protocol::frame::MAGIC,
-        None => true,
-    }
-}
-
-/// The request id of the frame at the start of `buf`, if enough of it has arrived.
-fn peeked_request_id(buf: &BytesMut) -> u64 {
-    const ID_AT: usize = 12;
-    buf.get(ID_AT..ID_AT + 8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 /// Starts one request while a permit is free (`Busy` otherwise): a send goes to the
 /// appender, anything else runs as a task of its own, dropped if the connection goes.
 async fn dispatch(
     services: &Arc<Services>,
-    conn: &Arc<Connection>,
+    conn: &Arc<Session>,
     permits: &Arc<Semaphore>,
     appender: Option<&SendQueue>,
     frame: Frame,
@@ -423,7 +268,7 @@ async fn dispatch(
             .await;
         return;
     };
-    let frame_bytes = protocol::frame::PREFIX_LEN + frame.header.len() + frame.body.len();
+    let frame_bytes = protocol::frame::wire_len(frame.header.len(), frame.body.len());
     let inflight = InFlight {
         _slot: slot,
         _request: conn.budget.hold(Held::Request, frame_bytes),

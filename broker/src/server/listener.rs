@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection;
 use super::response::Response;
-use super::Services;
+use super::services::Services;
 
 /// Accepts until `stop` (cancelled first at shutdown, so no connection arrives while
 /// the others drain). Accept errors (such as running out of file descriptors) pause the

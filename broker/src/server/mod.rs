@@ -1,48 +1,24 @@
 //! The tokio server: accept loop, connections, request handlers, and the [`Broker`] that
 //! opens the store and services and runs them until shutdown.
 //!
-//! Request path: `listener` accepts, `connection` cuts frames and spawns a task per
-//! request (sends go to the `appender` thread instead, in arrival order), `handler`
-//! answers it, `writer` frames the answer onto the socket.
+//! Request path: `listener` accepts, `connection` cuts frames; a send goes to `send`
+//! (prepared, validated once by the store, stored by the appender in arrival order), any
+//! other request runs as a task that `handler` answers. Either way the answer goes back
+//! through the connection's `session` to the `writer`, which frames it onto the socket.
+//! Modules depend one way: `connection` → `send`, `handler` → `session` → `writer`.
 
-mod appender;
 mod background;
 mod broker;
 mod budget;
 mod connection;
 mod handler;
 mod listener;
+mod request;
 pub mod resources;
 mod response;
+mod send;
+mod services;
+mod session;
 mod writer;
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use crate::config::Config;
-use crate::groups::{ConsumerOffsets, GroupCoordinator};
-use crate::long_polling::LongPolling;
-use crate::retry::RetryService;
-use crate::stats::Stats;
-use crate::store::MessageStore;
-
 pub use broker::{Broker, BrokerError, RunningBroker};
-
-/// Everything a request handler may use, shared by all connections.
-pub(crate) struct Services {
-    pub(crate) config: Config,
-    pub(crate) store: Arc<MessageStore>,
-    pub(crate) groups: GroupCoordinator,
-    pub(crate) offsets: ConsumerOffsets,
-    pub(crate) retry: RetryService,
-    pub(crate) long_polling: Arc<LongPolling>,
-    pub(crate) stats: Arc<Stats>,
-    /// Stores the sends of every connection.
-    pub(crate) appender: appender::Appender,
-    /// Cancelled once, when shutdown starts; every loop selects on it.
-    pub(crate) shutdown: CancellationToken,
-    /// Every task the server spawns, so shutdown can wait for all of them.
-    pub(crate) tracker: TaskTracker,
-}

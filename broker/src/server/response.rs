@@ -32,7 +32,7 @@ pub(crate) struct Response {
 impl Response {
     /// Bytes this response takes on the wire, frame prefix included.
     pub(crate) fn wire_len(&self) -> usize {
-        protocol::frame::PREFIX_LEN + self.header.len() + self.body.len()
+        protocol::frame::wire_len(self.header.len(), self.body.len())
     }
 
     /// An `Ok` response with `header` and no body.

@@ -41,13 +41,13 @@ use commitlog::{CommitLog, RecoveryReport};
 
 pub use commitlog::{PhysicalOffset, RecordRef};
 pub use config::StoreConfig;
-pub use consumequeue::{QueueId, QueueOffset};
+pub use consumequeue::QueueOffset;
 pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use get::{GetRequest, GetResult, GetStatus};
 pub use message_id::MessageId;
-pub use put::{GroupsAppended, PutGroup, PutMessage, PutResult};
+pub use put::{GroupsAppended, InvalidSend, PutMessage, PutResult, ValidatedSend};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
 pub use topics::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
 
@@ -210,6 +210,24 @@ impl MessageStore {
         self.shared.put_batch(scope, topic, queue_id, msgs)
     }
 
+    /// Checks a send once, for every layer above the append: the topic name for `scope`,
+    /// each body against `max_body_bytes`, each property blob (read once, which also finds
+    /// the tag hash), and no `DELAY` from a client. Whether the topic and queue exist and
+    /// take writes is checked by the append, which holds the current state.
+    ///
+    /// # Errors
+    /// [`InvalidSend`]: the broken rule and the message that broke it.
+    pub fn validate_send<'a>(
+        &self,
+        scope: TopicScope,
+        topic: impl Into<std::borrow::Cow<'a, str>>,
+        queue_id: u32,
+        msgs: impl Into<std::borrow::Cow<'a, [PutMessage<'a>]>>,
+    ) -> Result<ValidatedSend<'a>, InvalidSend> {
+        self.shared
+            .validate_send(scope, topic.into(), queue_id, msgs.into())
+    }
+
     /// Stores several groups of messages (each for one queue, each all or nothing) with one
     /// writer-lock acquisition and one commit-log append, so many small sends cost one
     /// append. A group that fails its checks is refused on its own and the others are
@@ -220,12 +238,8 @@ impl MessageStore {
     /// # Errors
     /// The outer error: the append itself failed (commit-log error, store closed) and none
     /// of the groups was stored. Per group: as for `put_batch`.
-    pub fn append_groups(
-        &self,
-        scope: TopicScope,
-        groups: &[PutGroup<'_>],
-    ) -> StoreResult<GroupsAppended> {
-        self.shared.append_groups(scope, groups)
+    pub fn append_groups(&self, groups: &[ValidatedSend<'_>]) -> StoreResult<GroupsAppended> {
+        self.shared.append_groups(groups)
     }
 
     /// [`MessageStore::append_groups`] if no other write holds the store's writer lock right
@@ -236,10 +250,9 @@ impl MessageStore {
     /// As for `append_groups`.
     pub fn try_append_groups(
         &self,
-        scope: TopicScope,
-        groups: &[PutGroup<'_>],
+        groups: &[ValidatedSend<'_>],
     ) -> Option<StoreResult<GroupsAppended>> {
-        self.shared.try_append_groups(scope, groups)
+        self.shared.try_append_groups(groups)
     }
 
     /// Whether acknowledgements must wait for [`MessageStore::wait_durable`]

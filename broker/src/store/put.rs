@@ -1,14 +1,17 @@
 //! The write path: validation, queue-offset assignment and the commit-log append.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError, TryLockError};
 
 use commitlog::{FlushPolicy, PhysicalOffset, RecordIn};
 use consumequeue::QueueOffset;
-use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
+use protocol::hash::tag_hash;
+use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED, TAGS};
+use protocol::time::now_ms;
+use protocol::ProtocolError;
 
-use super::tags::tag_hash_of;
 use super::topics::validate_topic_name;
 use super::{MessageId, Shared, StoreError, StoreResult, TopicConfig, TopicScope};
 
@@ -18,18 +21,69 @@ use super::{MessageId, Shared, StoreError, StoreResult, TopicConfig, TopicScope}
 pub struct PutMessage<'a> {
     /// Property blob in `protocol::properties` encoding (the `TAGS` key drives filtering).
     pub properties: &'a [u8],
-    /// The payload.
+    /// The payload, stored as is.
     pub body: &'a [u8],
-    /// When the producer made the message.
+    /// When the producer made the message (wall-clock ms).
     pub born_timestamp_ms: u64,
-    /// How often it was sent back for redelivery (0 for a new message).
+    /// Deliveries so far: 0 for a producer's message, more for a retry's copy.
     pub reconsume_times: u32,
+}
+
+/// Messages for one queue, checked once by [`MessageStore::validate_send`] (the only way
+/// to build one): a topic name valid for its scope, every body within `max_body_bytes`,
+/// every property blob well formed, no producer-set `DELAY`. It carries each message's
+/// tag hash, found while the properties were read, so an append neither checks nor parses
+/// them again.
+///
+/// [`MessageStore::validate_send`]: crate::store::MessageStore::validate_send
+#[derive(Clone, Debug)]
+pub struct ValidatedSend<'a> {
+    topic: Cow<'a, str>,
+    queue_id: u32,
+    msgs: Cow<'a, [PutMessage<'a>]>,
+    tag_hashes: Vec<u64>,
+}
+
+impl ValidatedSend<'_> {
+    /// The topic the messages go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The queue the messages go to.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> &[PutMessage<'_>] {
+        &self.msgs
+    }
+}
+
+/// Why [`MessageStore::validate_send`] refused a send: the rule broken, and the index of
+/// the message that broke it (`None`: the topic name).
+///
+/// [`MessageStore::validate_send`]: crate::store::MessageStore::validate_send
+#[derive(Debug)]
+pub struct InvalidSend {
+    /// The offending message's index in the send; `None` for the topic name.
+    pub message: Option<usize>,
+    /// What is wrong: `InvalidTopicName`, `BodyTooLarge`, `BadProperties` or
+    /// `UnsupportedProperty`.
+    pub error: StoreError,
+}
+
+impl From<InvalidSend> for StoreError {
+    fn from(e: InvalidSend) -> Self {
+        e.error
+    }
 }
 
 /// Where a stored message went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PutResult {
-    /// The message's id (where its record is).
+    /// The message's id (its commit-log position).
     pub msg_id: MessageId,
     /// The queue it went to.
     pub queue_id: u32,
@@ -76,34 +130,76 @@ impl Writer {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The messages for one queue inside a multi-queue append ([`crate::store::MessageStore::append_groups`]).
-#[derive(Clone, Copy, Debug)]
-pub struct PutGroup<'a> {
-    /// The topic.
-    pub topic: &'a str,
-    /// The queue within the topic.
-    pub queue_id: u32,
-    /// The messages, stored with consecutive queue offsets.
-    pub msgs: &'a [PutMessage<'a>],
-}
-
 /// What a multi-queue append did: one outcome per group, in order, and the commit-log end
 /// that covers every stored group (what a durability wait needs).
 #[derive(Debug)]
 pub struct GroupsAppended {
     /// Per group, in order: where its messages went, or why it was refused.
     pub results: Vec<StoreResult<Vec<PutResult>>>,
-    /// The commit-log end after the append (0 when nothing was stored).
+    /// The commit-log end covering every stored group.
     pub end: PhysicalOffset,
 }
 
+/// Reads a property blob once: checks it whole and picks out what the store needs, the
+/// tag hash (of the first `TAGS`) and whether a `DELAY` is set.
+fn scan_properties(blob: &[u8]) -> Result<(u64, bool), ProtocolError> {
+    let (mut tag, mut delay) = (None, false);
+    for entry in Properties::new(blob).iter() {
+        let (key, value) = entry?;
+        if key == TAGS {
+            tag.get_or_insert(value);
+        } else if key == DELAY_LEVEL {
+            delay = true;
+        }
+    }
+    Ok((tag.map_or(0, tag_hash), delay))
+}
+
 impl Shared {
+    /// The one check of a send; see [`ValidatedSend`].
+    pub(crate) fn validate_send<'a>(
+        &self,
+        scope: TopicScope,
+        topic: Cow<'a, str>,
+        queue_id: u32,
+        msgs: Cow<'a, [PutMessage<'a>]>,
+    ) -> Result<ValidatedSend<'a>, InvalidSend> {
+        validate_topic_name(&topic, scope).map_err(|error| InvalidSend {
+            message: None,
+            error,
+        })?;
+        let max = self.config.max_body_bytes;
+        let mut tag_hashes = Vec::with_capacity(msgs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            let refuse = |error| InvalidSend {
+                message: Some(i),
+                error,
+            };
+            if m.body.len() > max {
+                return Err(refuse(StoreError::BodyTooLarge {
+                    size: m.body.len(),
+                    max,
+                }));
+            }
+            let (tag_hash, delay) =
+                scan_properties(m.properties).map_err(|e| refuse(StoreError::BadProperties(e)))?;
+            // Refused rather than delivered at once; the retry path sets it internally.
+            if delay && scope == TopicScope::Client {
+                return Err(refuse(StoreError::UnsupportedProperty {
+                    property: DELAY_LEVEL,
+                    reason: DELAY_UNSUPPORTED,
+                }));
+            }
+            tag_hashes.push(tag_hash);
+        }
+        Ok(ValidatedSend {
+            topic,
+            queue_id,
+            msgs,
+            tag_hashes,
+        })
+    }
+
     pub(crate) fn put_batch(
         &self,
         scope: TopicScope,
@@ -111,12 +207,8 @@ impl Shared {
         queue_id: u32,
         msgs: &[PutMessage<'_>],
     ) -> StoreResult<Vec<PutResult>> {
-        let group = PutGroup {
-            topic,
-            queue_id,
-            msgs,
-        };
-        let mut done = self.append_groups(scope, std::slice::from_ref(&group))?;
+        let send = self.validate_send(scope, topic.into(), queue_id, msgs.into())?;
+        let mut done = self.append_groups(std::slice::from_ref(&send))?;
         let result = done.results.pop().ok_or(StoreError::Closed)??;
         // Outside the writer lock: concurrent producers share one flush.
         self.wait_durable(done.end)?;
@@ -138,54 +230,36 @@ impl Shared {
         Ok(())
     }
 
-    /// Checks one group and returns the tag hash of each message.
-    fn check_group(&self, scope: TopicScope, g: &PutGroup<'_>) -> StoreResult<Vec<u64>> {
-        validate_topic_name(g.topic, scope)?;
-        let mut tag_hashes = Vec::with_capacity(g.msgs.len());
-        for m in g.msgs {
-            if m.body.len() > self.config.max_body_bytes {
-                return Err(StoreError::BodyTooLarge {
-                    size: m.body.len(),
-                    max: self.config.max_body_bytes,
-                });
-            }
-            let props = Properties::new(m.properties);
-            props.validate().map_err(StoreError::BadProperties)?;
-            // Refused rather than delivered at once; the retry path sets it internally.
-            if scope == TopicScope::Client && props.get(DELAY_LEVEL).is_some() {
-                return Err(StoreError::UnsupportedProperty {
-                    property: DELAY_LEVEL,
-                    reason: DELAY_UNSUPPORTED,
-                });
-            }
-            tag_hashes.push(tag_hash_of(m.properties));
-        }
+    /// Checks that one group's topic takes writes to its queue now (the send itself was
+    /// validated when built).
+    fn check_group(&self, g: &ValidatedSend<'_>) -> StoreResult<()> {
+        let topic = g.topic();
         // Looked at in place: cloning the topic's config for every send of a large
         // append showed in profiles.
         let known = self
             .topics
-            .with(g.topic, |t| t.map(|t| (t.perm.write, t.queue_count)));
+            .with(topic, |t| t.map(|t| (t.perm.write, t.queue_count)));
         let (writable, queue_count) = match known {
             Some(k) => k,
             None => {
-                let t = self.topic_for_put(g.topic)?;
+                let t = self.topic_for_put(topic)?;
                 (t.perm.write, t.queue_count)
             }
         };
         if !writable {
             return Err(StoreError::PermissionDenied {
-                topic: g.topic.to_owned(),
+                topic: g.topic().to_owned(),
                 access: "writes",
             });
         }
         if g.queue_id >= queue_count {
             return Err(StoreError::QueueNotFound {
-                topic: g.topic.to_owned(),
+                topic: g.topic().to_owned(),
                 queue_id: g.queue_id,
                 queue_count,
             });
         }
-        Ok(tag_hashes)
+        Ok(())
     }
 
     /// Stores every valid group with one writer-lock acquisition and one commit-log
@@ -193,12 +267,10 @@ impl Shared {
     /// durability. The outer error means the append failed and nothing was stored.
     pub(crate) fn append_groups(
         &self,
-        scope: TopicScope,
-        groups: &[PutGroup<'_>],
+        groups: &[ValidatedSend<'_>],
     ) -> StoreResult<GroupsAppended> {
         self.admit(groups)?;
-        let checked: Vec<StoreResult<Vec<u64>>> =
-            groups.iter().map(|g| self.check_group(scope, g)).collect();
+        let checked: Vec<StoreResult<()>> = groups.iter().map(|g| self.check_group(g)).collect();
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         self.append_checked(writer, groups, checked)
     }
@@ -207,14 +279,12 @@ impl Shared {
     /// another write holds it (nothing is stored then).
     pub(crate) fn try_append_groups(
         &self,
-        scope: TopicScope,
-        groups: &[PutGroup<'_>],
+        groups: &[ValidatedSend<'_>],
     ) -> Option<StoreResult<GroupsAppended>> {
         if let Err(e) = self.admit(groups) {
             return Some(Err(e));
         }
-        let checked: Vec<StoreResult<Vec<u64>>> =
-            groups.iter().map(|g| self.check_group(scope, g)).collect();
+        let checked: Vec<StoreResult<()>> = groups.iter().map(|g| self.check_group(g)).collect();
         let writer = match self.writer.try_lock() {
             Ok(w) => w,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -225,7 +295,7 @@ impl Shared {
 
     /// Refuses a whole append up front when the store is closing or the disk is full,
     /// before anything (an auto-created topic included) is written or acknowledged.
-    fn admit(&self, groups: &[PutGroup<'_>]) -> StoreResult<()> {
+    fn admit(&self, groups: &[ValidatedSend<'_>]) -> StoreResult<()> {
         if self.dispatch.signal.is_stopped() {
             return Err(StoreError::Closed);
         }
@@ -235,8 +305,8 @@ impl Shared {
     fn append_checked(
         &self,
         mut writer: MutexGuard<'_, Writer>,
-        groups: &[PutGroup<'_>],
-        checked: Vec<StoreResult<Vec<u64>>>,
+        groups: &[ValidatedSend<'_>],
+        checked: Vec<StoreResult<()>>,
     ) -> StoreResult<GroupsAppended> {
         let mut checked = checked;
         let total: usize = groups.iter().map(|g| g.msgs.len()).sum();
@@ -256,29 +326,33 @@ impl Shared {
                 continue;
             }
             // Queues not written since open start where recovery left them (all indexed).
-            let base = writer.next_offset(g.topic, g.queue_id).unwrap_or_else(|| {
-                self.queues
-                    .get(g.topic, g.queue_id)
-                    .map_or(0, |q| q.max_offset().get())
-            });
+            let base = writer
+                .next_offset(g.topic(), g.queue_id)
+                .unwrap_or_else(|| {
+                    self.queues
+                        .get(g.topic(), g.queue_id)
+                        .map_or(0, |q| q.max_offset().get())
+                });
             // Index space is reserved before the append: nothing is acknowledged that
             // cannot be indexed.
             let need = cqs.blocks_needed(base, g.msgs.len() as u64);
             if let Err(e) = cqs.reserve(need) {
                 self.disk
                     .report_if_full(&e, 0, "allocating consume-queue space");
-                checked[i] = Err(StoreError::cq(g.topic, g.queue_id, e));
+                checked[i] = Err(StoreError::cq(g.topic(), g.queue_id, e));
                 continue;
             }
             reserved += need;
-            let Ok(tags) = &checked[i] else { continue };
+            if checked[i].is_err() {
+                continue;
+            }
             // Advanced now so a later group of the same queue continues after this one;
             // undone below if the append fails.
-            writer.set_next(g.topic, g.queue_id, base + g.msgs.len() as u64);
+            writer.set_next(g.topic(), g.queue_id, base + g.msgs.len() as u64);
             bases.push((i, base));
-            records.extend(g.msgs.iter().zip(tags).zip(base..).map(
+            records.extend(g.msgs.iter().zip(&g.tag_hashes).zip(base..).map(
                 |((m, &tag_hash), queue_offset)| RecordIn {
-                    topic: g.topic,
+                    topic: g.topic(),
                     queue_id: g.queue_id,
                     queue_offset,
                     tag_hash,
@@ -302,7 +376,7 @@ impl Shared {
                     // Nothing of a failed batch is visible: put every counter back, the
                     // earliest base of a queue last.
                     for &(i, base) in bases.iter().rev() {
-                        writer.set_next(groups[i].topic, groups[i].queue_id, base);
+                        writer.set_next(groups[i].topic(), groups[i].queue_id, base);
                     }
                     return Err(e.into());
                 }

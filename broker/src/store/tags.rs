@@ -1,24 +1,10 @@
 //! Tags: the hash stored in consume-queue entries and the filter expressions consumers send.
 
+pub use protocol::hash::tag_hash;
 use protocol::properties::{Properties, TAGS};
 use protocol::tags::parse_tag_expression;
 
 use super::{StoreError, StoreResult};
-
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// Stable 64-bit FNV-1a hash of a tag; never 0, which means "no tag". Stable across builds
-/// and platforms because it is persisted in the commit log and consume queues.
-pub fn tag_hash(tag: &str) -> u64 {
-    if tag.is_empty() {
-        return 0;
-    }
-    let h = tag.bytes().fold(FNV_OFFSET_BASIS, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-    });
-    h.max(1)
-}
 
 /// The tag of a property blob, if any (a malformed blob has none).
 pub fn tag_of(properties: &[u8]) -> Option<&str> {
@@ -99,14 +85,6 @@ impl TagFilter {
 mod tests {
     use super::*;
     use protocol::properties::PropertiesBuilder;
-
-    #[test]
-    fn fnv1a_is_the_standard_one() {
-        // Reference values of 64-bit FNV-1a.
-        assert_eq!(tag_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(tag_hash("foobar"), 0x8594_4171_f739_67e8);
-        assert_eq!(tag_hash(""), 0);
-    }
 
     #[test]
     fn parses_expressions() {

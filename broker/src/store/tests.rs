@@ -74,29 +74,18 @@ fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() 
     let (a, b) = (msg(&[], b"a"), msg(&[], b"b"));
     let first = [a, b];
     let one = [a];
+    let send = |queue_id, msgs| {
+        store
+            .validate_send(TopicScope::Client, "t", queue_id, msgs)
+            .unwrap()
+    };
     let groups = [
-        PutGroup {
-            topic: "t",
-            queue_id: 0,
-            msgs: &first,
-        },
-        PutGroup {
-            topic: "t",
-            queue_id: 9,
-            msgs: &one,
-        },
-        PutGroup {
-            topic: "t",
-            queue_id: 0,
-            msgs: &one,
-        },
-        PutGroup {
-            topic: "t",
-            queue_id: 1,
-            msgs: &one,
-        },
+        send(0, &first[..]),
+        send(9, &one[..]),
+        send(0, &one[..]),
+        send(1, &one[..]),
     ];
-    let done = store.append_groups(TopicScope::Client, &groups).unwrap();
+    let done = store.append_groups(&groups).unwrap();
     let offsets: Vec<Option<Vec<u64>>> = done
         .results
         .iter()
@@ -149,14 +138,10 @@ fn a_message_is_readable_as_soon_as_it_is_acknowledged() {
                 store.put("t", 0, &msg(&[], &body)).unwrap();
             } else {
                 let one = [msg(&[], &body)];
-                let group = PutGroup {
-                    topic: "t",
-                    queue_id: 0,
-                    msgs: &one,
-                };
-                let done = store
-                    .append_groups(TopicScope::Client, std::slice::from_ref(&group))
+                let group = store
+                    .validate_send(TopicScope::Client, "t", 0, &one[..])
                     .unwrap();
+                let done = store.append_groups(std::slice::from_ref(&group)).unwrap();
                 store.wait_durable(done.end).unwrap();
             }
             let r = store

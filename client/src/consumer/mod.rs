@@ -37,18 +37,26 @@ pub enum ConsumerEvent {
     /// Retention removed offsets `from..to` of a queue before the group consumed them:
     /// those messages are lost to this group, which continues at `to`.
     Skipped {
+        /// The topic of the queue.
         topic: String,
+        /// The queue.
         queue_id: u32,
+        /// The first offset lost.
         from: u64,
+        /// Where consumption continues.
         to: u64,
     },
     /// The broker refused to serve a pull of a queue for a reason retrying does not fix
     /// (a bad request, a topic that is not readable, ...). A `BadRequest` stops pulling that
     /// queue; other refusals are retried with backoff and reported again after a success.
     PullRefused {
+        /// The topic of the queue.
         topic: String,
+        /// The queue.
         queue_id: u32,
+        /// The broker's status.
         status: protocol::Status,
+        /// The broker's sentence.
         message: String,
     },
 }
@@ -82,8 +90,10 @@ impl std::fmt::Display for ConsumerEvent {
 /// Where a group starts on a queue it never committed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartFrom {
+    /// Each queue's oldest stored message.
     #[default]
     Earliest,
+    /// Only messages sent from now on.
     Latest,
     /// The first message stored at or after this wall-clock millisecond.
     TimestampMs(u64),
@@ -283,7 +293,9 @@ async fn retry_send_back(acker: Acker, req: SendBackRequest, msg: ReceivedMessag
 /// What [`PullConsumer::recv_delivery`] returns.
 #[derive(Debug)]
 pub enum Delivery {
+    /// The next message.
     Message(ReceivedMessage),
+    /// Something the application should know about a queue.
     Event(ConsumerEvent),
 }
 
@@ -402,10 +414,12 @@ impl PullConsumer {
         })
     }
 
+    /// The consumer group.
     pub fn group(&self) -> &str {
         &self.shared.group
     }
 
+    /// This member's id in the group.
     pub fn client_id(&self) -> &str {
         self.shared.conn.client_id()
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack::AckTracker;
 use super::{ConsumerEvent, Shared};
-use crate::message::decode_records;
+use crate::message::{decode_records, AckQueue};
 
 pub(crate) struct QueueState {
     pub(crate) tracker: AckTracker,
@@ -33,6 +33,16 @@ pub struct QueueShared {
     /// Set when the queue is given up; its later deliveries and acks are ignored.
     pub(crate) revoked: AtomicBool,
     pub(crate) cancel: CancellationToken,
+}
+
+impl AckQueue for QueueShared {
+    fn is_revoked(&self) -> bool {
+        QueueShared::is_revoked(self)
+    }
+
+    fn ack(&self, queue_offset: u64, record_len: usize) -> bool {
+        QueueShared::ack(self, queue_offset, record_len)
+    }
 }
 
 impl QueueShared {
@@ -258,8 +268,9 @@ async fn deliver(
     if batch.is_empty() {
         return true;
     }
+    let by: Arc<dyn AckQueue> = Arc::clone(q) as _;
     for m in &mut batch {
-        m.queue = Some(Arc::clone(q));
+        m.queue = Some(Arc::clone(&by));
     }
     tokio::select! {
         () = q.cancel.cancelled() => false,

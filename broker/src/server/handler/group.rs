@@ -9,15 +9,16 @@ use protocol::messages::{
     HeartbeatRequest, LeaveGroupRequest, QueueLag,
 };
 use protocol::names::{dlq_topic, retry_topic, DLQ_PREFIX, RETRY_PREFIX};
+use protocol::time::now_ms;
 use protocol::{Frame, Status};
 
-use super::{blocking, check_group, decode, now_ms, queue_bounds, HandlerResult, Services};
-use crate::server::connection::Connection;
+use super::{blocking, check_group, decode, queue_bounds, HandlerResult, Services};
 use crate::server::response::{HandlerError, Response};
+use crate::server::session::Session;
 
 pub(super) async fn heartbeat(
     services: &Arc<Services>,
-    conn: &Connection,
+    conn: &Session,
     frame: &Frame,
 ) -> HandlerResult {
     let req: HeartbeatRequest = decode(frame)?;
@@ -41,7 +42,7 @@ pub(super) async fn heartbeat(
 
 /// Drops the member as soon as the connection it heartbeats on closes, so that a killed
 /// consumer's queues move at once rather than after the session timeout.
-fn watch_connection(services: &Arc<Services>, conn: &Connection, group: String, client: String) {
+fn watch_connection(services: &Arc<Services>, conn: &Session, group: String, client: String) {
     let s = Arc::clone(services);
     let closed = conn.closed.clone();
     let id = conn.id;

@@ -1,35 +1,33 @@
-//! One module per kind of request. Each handler decodes its header, does its work (store
-//! calls run on the blocking pool) and returns a response; errors become error responses
-//! with a status and a sentence.
+//! One module per kind of request but sends (those go to `server::send`). Each handler
+//! decodes its header, does its work (store calls run on the blocking pool) and returns a
+//! response; errors become error responses with a status and a sentence.
 
 pub(super) mod group;
 mod hello;
 mod lookup;
 mod offset;
 mod pull;
-pub(super) mod send;
 mod stats;
 mod topic;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use protocol::{header, Frame, RequestCode, Status};
-use serde::de::DeserializeOwned;
+use protocol::{Frame, RequestCode, Status};
 use tokio::sync::Semaphore;
 
-use super::connection::Connection;
+use super::request::decode;
 use super::response::{HandlerError, Response};
-use super::Services;
+use super::services::Services;
+use super::session::Session;
 use crate::retry::RetryError;
 use crate::store::StoreError;
 
 type HandlerResult = Result<Response, HandlerError>;
 
-/// Answers one request.
+/// Answers one request other than a send.
 pub(crate) async fn handle(
     services: &Arc<Services>,
-    conn: &Connection,
+    conn: &Session,
     code: RequestCode,
     frame: Frame,
 ) -> Response {
@@ -40,10 +38,6 @@ pub(crate) async fn handle(
         RequestCode::DeleteTopic => topic::delete(services, &frame).await,
         RequestCode::GetTopic => topic::get(services, &frame).await,
         RequestCode::ListTopics => topic::list(services, &frame).await,
-        // Connections hand sends to the appender; none should arrive here.
-        RequestCode::Send => Err(HandlerError::internal(
-            "sends are stored by the appender, not by request tasks",
-        )),
         RequestCode::Pull => pull::pull(services, conn, &frame).await,
         RequestCode::CommitOffset => offset::commit(services, &frame).await,
         RequestCode::QueryOffset => offset::query(services, &frame),
@@ -62,17 +56,6 @@ pub(crate) async fn handle(
         )),
     };
     result.unwrap_or_else(Response::from)
-}
-
-/// Decodes a request header, naming the request type when it does not decode.
-fn decode<T: DeserializeOwned>(frame: &Frame) -> Result<T, HandlerError> {
-    header::decode(&frame.header).map_err(|e| {
-        let name = std::any::type_name::<T>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("request");
-        HandlerError::bad_request(format!("malformed {name} header: {e}"))
-    })
 }
 
 /// Runs blocking store work on tokio's blocking pool, at most [`blocking_slots`] pieces
@@ -105,13 +88,6 @@ fn blocking_slots() -> &'static Semaphore {
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Semaphore::new((cpus * 4).max(8))
     })
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl From<StoreError> for HandlerError {

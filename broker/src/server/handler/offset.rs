@@ -6,9 +6,10 @@ use protocol::messages::{
     CommitOffsetRequest, Empty, QueryOffsetRequest, QueryOffsetResponse, QueueCommit,
     ResetOffsetRequest, ResetOffsetResponse, ResetTarget,
 };
+use protocol::time::now_ms;
 use protocol::{Frame, Status};
 
-use super::{blocking, check_group, decode, now_ms, queue_bounds, HandlerResult, Services};
+use super::{blocking, check_group, decode, queue_bounds, HandlerResult, Services};
 use crate::groups::OffsetsError;
 use crate::server::response::{HandlerError, Response};
 

@@ -12,18 +12,14 @@ use tokio::time::Instant;
 
 use super::{blocking, decode, HandlerResult, Services};
 use crate::config::MAX_LONG_POLL_MS;
-use crate::server::connection::Connection;
 use crate::server::response::{Body, HandlerError, Response};
+use crate::server::session::Session;
 use crate::store::{GetRequest, GetResult, QueueOffset, TagFilter};
 
 /// Body bytes a pull returns when the client does not say.
 const DEFAULT_PULL_BYTES: u32 = 4 << 20;
 
-pub(super) async fn pull(
-    services: &Arc<Services>,
-    conn: &Connection,
-    frame: &Frame,
-) -> HandlerResult {
+pub(super) async fn pull(services: &Arc<Services>, conn: &Session, frame: &Frame) -> HandlerResult {
     let req: PullRequest = decode(frame)?;
     let filter = TagFilter::parse(&req.tag_expr).map_err(HandlerError::from)?;
     let wait = Duration::from_millis(req.max_wait_ms.min(MAX_LONG_POLL_MS));

@@ -216,10 +216,7 @@ async fn produce_one(
 }
 
 fn bench_group() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("bench-{t}")
+    format!("bench-{}", client::protocol::time::now_ms())
 }
 
 pub(crate) async fn consume(

@@ -3,7 +3,7 @@
 //! A lone send under async flush is stored by its connection's task directly when the
 //! store's writer is free and nothing of that connection is queued (`SendQueue::submit`).
 //! Every other send goes, in arrival order, into one bounded channel. The
-//! appender takes everything queued, checks each request, stores all valid ones with a
+//! appender takes everything queued, prepares each request, stores all valid ones with a
 //! single store call (one writer lock, one commit-log append) and answers each request
 //! straight to its connection's writer. One thread in arrival order keeps pipelined sends
 //! of a connection in order, and many small sends become one large append.
@@ -20,14 +20,12 @@ use protocol::Frame;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::budget::InFlight;
-use super::connection::Connection;
-use super::handler::send::{self, PreparedSend, SendLimits};
-use super::response::{HandlerError, Response};
+use super::prepare::{self, PreparedSend};
+use crate::server::budget::InFlight;
+use crate::server::response::{HandlerError, Response};
+use crate::server::session::Session;
 use crate::stats::Stats;
-use crate::store::{
-    GroupsAppended, MessageStore, PhysicalOffset, PutGroup, StoreResult, TopicScope,
-};
+use crate::store::{GroupsAppended, MessageStore, PhysicalOffset, StoreResult, ValidatedSend};
 
 /// Sends queued towards the appender from all connections together.
 const QUEUE_DEPTH: usize = 4096;
@@ -38,7 +36,9 @@ const MAX_BYTES_PER_APPEND: usize = 32 << 20;
 
 /// One send request waiting to be stored.
 pub(crate) struct SendJob {
-    pub(crate) conn: Arc<Connection>,
+    /// The connection that sent it, where the answer goes.
+    pub(crate) conn: Arc<Session>,
+    /// The request as received.
     pub(crate) frame: Frame,
     /// The connection's in-flight slot and request bytes, given back once the answer is
     /// queued.
@@ -94,21 +94,21 @@ impl SendQueue {
 }
 
 impl Appender {
-    /// Starts the appender thread.
+    /// Starts the appender thread; sends of more than `max_batch_messages` are refused.
     ///
     /// # Errors
     /// The OS refused to start a thread.
     pub(crate) fn start(
         store: Arc<MessageStore>,
         stats: Arc<Stats>,
-        limits: SendLimits,
+        max_batch_messages: u32,
         runtime: Handle,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let worker = Arc::new(Worker {
             store,
             stats,
-            limits,
+            max_batch_messages,
             runtime,
         });
         let thread = {
@@ -169,7 +169,7 @@ impl Drop for Appender {
 struct Worker {
     store: Arc<MessageStore>,
     stats: Arc<Stats>,
-    limits: SendLimits,
+    max_batch_messages: u32,
     runtime: Handle,
 }
 
@@ -194,9 +194,7 @@ impl Worker {
 
     /// Checks and stores `jobs` (emptied) with one append; returns the end to wait for.
     fn store_all(&self, jobs: &mut Vec<SendJob>) -> (PhysicalOffset, Vec<Answer>) {
-        let stored = self.store_with(jobs, |groups| {
-            Some(self.store.append_groups(TopicScope::Client, groups))
-        });
+        let stored = self.store_with(jobs, |groups| Some(self.store.append_groups(groups)));
         // A blocking append always happens.
         stored.unwrap_or((PhysicalOffset::new(0), Vec::new()))
     }
@@ -205,9 +203,7 @@ impl Worker {
     /// free; gives the job back otherwise.
     fn try_store_now(&self, job: SendJob) -> Result<(), SendJob> {
         let mut jobs = vec![job];
-        let stored = self.store_with(&mut jobs, |groups| {
-            self.store.try_append_groups(TopicScope::Client, groups)
-        });
+        let stored = self.store_with(&mut jobs, |groups| self.store.try_append_groups(groups));
         match (stored, jobs.pop()) {
             (Some((end, answers)), _) => {
                 self.wait_and_answer(end, answers);
@@ -219,24 +215,26 @@ impl Worker {
         }
     }
 
-    /// Checks `jobs` and stores the valid ones with `append` (one store call). `None` when
-    /// `append` declined, with `jobs` untouched; else `jobs` is emptied into the answers.
+    /// Prepares `jobs` and stores the valid ones with `append` (one store call). `None`
+    /// when `append` declined, with `jobs` untouched; else `jobs` is emptied into the
+    /// answers.
     fn store_with(
         &self,
         jobs: &mut Vec<SendJob>,
-        append: impl FnOnce(&[PutGroup<'_>]) -> Option<StoreResult<GroupsAppended>>,
+        append: impl FnOnce(&[ValidatedSend<'_>]) -> Option<StoreResult<GroupsAppended>>,
     ) -> Option<(PhysicalOffset, Vec<Answer>)> {
-        let prepared: Vec<Result<PreparedSend<'_>, HandlerError>> = jobs
+        // The valid sends go to the store in one slice; `prepared` keeps, per job, its
+        // body size or why it was refused.
+        let mut groups: Vec<ValidatedSend<'_>> = Vec::with_capacity(jobs.len());
+        let prepared: Vec<Result<u64, HandlerError>> = jobs
             .iter()
-            .map(|j| send::prepare(self.limits, &j.frame))
-            .collect();
-        let groups: Vec<PutGroup<'_>> = prepared
-            .iter()
-            .filter_map(|p| p.as_ref().ok())
-            .map(|p| PutGroup {
-                topic: &p.req.topic,
-                queue_id: p.req.queue_id,
-                msgs: &p.msgs,
+            .map(|j| {
+                prepare::prepare(&self.store, self.max_batch_messages, &j.frame).map(
+                    |PreparedSend { send, body_bytes }| {
+                        groups.push(send);
+                        body_bytes
+                    },
+                )
             })
             .collect();
         let appended = append(&groups)?;
@@ -250,11 +248,11 @@ impl Worker {
                 for p in &prepared {
                     responses.push(match p {
                         Err(e) => (Response::from(e.clone()), false),
-                        Ok(p) => match results.next() {
+                        Ok(body_bytes) => match results.next() {
                             Some(Ok(stored)) => {
                                 messages += stored.len() as u64;
-                                bytes += p.body_bytes;
-                                (send::receipts(&stored), true)
+                                bytes += body_bytes;
+                                (prepare::receipts(&stored), true)
                             }
                             Some(Err(e)) => (Response::from(HandlerError::from(e)), false),
                             None => (Response::from(lost_result()), false),
@@ -274,8 +272,8 @@ impl Worker {
                 }
             }
         }
+        // The validated sends borrow the frames the answers take away.
         drop(groups);
-        drop(prepared);
         let answers = jobs
             .drain(..)
             .zip(responses)

@@ -1,0 +1,31 @@
+//! What every request handler may use, shared by all connections.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::send::Appender;
+use crate::config::Config;
+use crate::groups::{ConsumerOffsets, GroupCoordinator};
+use crate::long_polling::LongPolling;
+use crate::retry::RetryService;
+use crate::stats::Stats;
+use crate::store::MessageStore;
+
+/// Everything a request handler may use, shared by all connections.
+pub(crate) struct Services {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<MessageStore>,
+    pub(crate) groups: GroupCoordinator,
+    pub(crate) offsets: ConsumerOffsets,
+    pub(crate) retry: RetryService,
+    pub(crate) long_polling: Arc<LongPolling>,
+    pub(crate) stats: Arc<Stats>,
+    /// Stores the sends of every connection.
+    pub(crate) appender: Appender,
+    /// Cancelled once, when shutdown starts; every loop selects on it.
+    pub(crate) shutdown: CancellationToken,
+    /// Every task the server spawns, so shutdown can wait for all of them.
+    pub(crate) tracker: TaskTracker,
+}
