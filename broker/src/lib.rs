@@ -7,6 +7,7 @@ pub mod store;
 
 pub mod config;
 mod long_polling;
+mod pop;
 pub mod server;
 pub mod stats;
 

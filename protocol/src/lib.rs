@@ -15,6 +15,7 @@ pub mod header;
 pub mod messages;
 pub mod names;
 pub mod properties;
+pub mod receive;
 pub mod tags;
 
 pub use code::{RequestCode, Status};

@@ -37,6 +37,7 @@ pub use config::{
     RetryConfig, DEFAULT_DELAY_LEVELS_MS, DEFAULT_MAX_RECONSUME_TIMES, MAX_DELAY_LEVELS,
 };
 pub use error::RetryError;
+pub(crate) use service::Redelivered;
 pub use service::{schedule_topic, RetryService};
 
 /// Prefix of the schedule topics, `%SCHEDULE%<level>`.

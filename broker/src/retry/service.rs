@@ -8,6 +8,10 @@ use std::time::Duration;
 use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
 
+mod redeliver;
+
+pub(crate) use redeliver::Redelivered;
+
 use super::copy::{copy_properties, park, Origin};
 use super::progress::ScheduleProgress;
 use super::{scheduler, RetryConfig, RetryError, SCHEDULE_TOPIC_PREFIX};

@@ -15,10 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use super::appender::Appender;
 use super::handler::send::SendLimits;
-use super::{background, listener, resources, Services};
+use super::{background, handler, listener, resources, Services};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
+use crate::pop::PopService;
 use crate::retry::{RetryConfig, RetryError, RetryService};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
@@ -133,7 +134,9 @@ impl Broker {
                 )));
             }
         };
+        let pop = PopService::new(config.max_in_flight_leases, &store, handler::now_ms());
         let services = Arc::new(Services {
+            pop,
             groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
             config,
             store,
