@@ -121,7 +121,10 @@ async fn competing_consumers_share_a_one_queue_topic() {
     assert_eq!(acked.len(), 100, "nothing acked twice");
     assert_eq!(unique.len(), 100, "nothing lost");
     let text = String::from_utf8(mq(&b, &["group", "show", "workers"], "").await.stdout).unwrap();
-    assert!(text.contains("leases (in flight 0 of at most 100000)"), "{text}");
+    assert!(
+        text.contains("leases (in flight 0 of at most 100000)"),
+        "{text}"
+    );
     b.shutdown().await;
 }
 
@@ -212,7 +215,10 @@ async fn a_rejected_message_lands_in_the_dlq_with_its_properties() {
         Some(sent.msg_id.as_str()),
         "the dead letter names the original"
     );
-    assert!(c.receive(1).await.unwrap().is_empty(), "never delivered again");
+    assert!(
+        c.receive(1).await.unwrap().is_empty(),
+        "never delivered again"
+    );
     b.shutdown().await;
 }
 
@@ -240,7 +246,10 @@ async fn a_group_does_not_mix_offsets_and_receive() {
     let mut offsets = PullConsumer::connect(&b.addr, "by-offset", &[("t", "*")], fast_options())
         .await
         .unwrap();
-    offsets.recv_timeout(PATIENCE).await.expect("offset consumer works");
+    offsets
+        .recv_timeout(PATIENCE)
+        .await
+        .expect("offset consumer works");
     let c = simple(&b, "by-offset", "t", 1_000).await;
     let e = c.receive(1).await.unwrap_err();
     assert_eq!(e.status(), Some(Status::GroupModeConflict), "{e}");
@@ -307,8 +316,14 @@ async fn mq_consume_pop_processes_share_a_one_queue_topic_and_exit_codes_decide(
     let b = TestBroker::start().await;
     b.topic_with("jobs", 1, 40).await;
     // Two printing consumers take 20 each: both get work, none the same message.
-    let one = spawn_mq(&b, &["consume", "jobs", "--group", "w", "--pop", "--max", "20"]);
-    let two = spawn_mq(&b, &["consume", "jobs", "--group", "w", "--pop", "--max", "20"]);
+    let one = spawn_mq(
+        &b,
+        &["consume", "jobs", "--group", "w", "--pop", "--max", "20"],
+    );
+    let two = spawn_mq(
+        &b,
+        &["consume", "jobs", "--group", "w", "--pop", "--max", "20"],
+    );
     let (one, two) = (
         one.wait_with_output().await.unwrap(),
         two.wait_with_output().await.unwrap(),
@@ -322,27 +337,51 @@ async fn mq_consume_pop_processes_share_a_one_queue_topic_and_exit_codes_decide(
         .map(|v| v["body"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(bodies.len(), 40);
-    assert!(l1.iter().all(|v| v["delivery_attempt"] == 1 && v["topic"] == "jobs"));
+    assert!(l1
+        .iter()
+        .all(|v| v["delivery_attempt"] == 1 && v["topic"] == "jobs"));
     let out = mq(
         &b,
-        &["consume", "jobs", "--group", "w", "--pop", "--idle-exit-ms", "300"],
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "w",
+            "--pop",
+            "--idle-exit-ms",
+            "300",
+        ],
         "",
     )
     .await;
-    assert!(out.status.success() && out.stdout.is_empty(), "all were acked");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "all were acked"
+    );
 
     // --exec: 65 rejects to the DLQ, 0 acks.
     b.topic_with("bad", 1, 2).await;
     let out = mq(
         &b,
         &[
-            "consume", "bad", "--group", "x", "--pop", "--max", "2", "--exec",
+            "consume",
+            "bad",
+            "--group",
+            "x",
+            "--pop",
+            "--max",
+            "2",
+            "--exec",
             r#"test "$(cat)" = m0 && exit 65; exit 0"#,
         ],
         "",
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dead = dead_letters(&b, "x", 1).await;
     assert_eq!(dead[0].body(), b"m0");
     b.shutdown().await;
@@ -365,13 +404,23 @@ async fn offset_consumers_reject_to_the_dlq_too() {
     let out = mq(
         &b,
         &[
-            "consume", "t", "--group", "cli", "--max", "3", "--exec",
+            "consume",
+            "t",
+            "--group",
+            "cli",
+            "--max",
+            "3",
+            "--exec",
             r#"test "$(cat)" = m1 && exit 65; exit 0"#,
         ],
         "",
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dead = dead_letters(&b, "cli", 1).await;
     assert_eq!(dead[0].body(), b"m1");
     b.shutdown().await;
