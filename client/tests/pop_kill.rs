@@ -144,7 +144,7 @@ async fn a_killed_broker_redelivers_every_unacked_message_and_no_acked_one() {
         "exactly the unacked ones come again"
     );
     // A handle from before the crash is refused.
-    let e = c.ack(&unacked[0].1).await.unwrap_err();
+    let e = c.ack(unacked[0].1).await.unwrap_err();
     assert_eq!(e.status(), Some(Status::InvalidReceiptHandle), "{e}");
     host.kill();
 }
