@@ -215,7 +215,7 @@ async fn produce_one(
     Ok(result)
 }
 
-fn bench_group() -> String {
+pub(crate) fn bench_group() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
