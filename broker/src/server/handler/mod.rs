@@ -58,7 +58,7 @@ pub(crate) async fn handle(
         RequestCode::GetMessage => lookup::get_message(services, &frame).await,
         RequestCode::BrokerStats => stats::stats(services, &frame),
         RequestCode::Receive => receive::receive(services, conn, &frame).await,
-        RequestCode::AckMessages => receive::ack(services, &frame).await,
+        RequestCode::AckMessages => receive::ack(services, conn, &frame).await,
         RequestCode::ChangeInvisibility => receive::change(services, &frame),
         RequestCode::Reject => receive::reject(services, &frame).await,
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),

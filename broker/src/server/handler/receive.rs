@@ -87,13 +87,17 @@ pub(super) async fn receive(
                 "the connection is closing (or the broker shutting down); receive not started",
             )
         })?;
-        let (s, r, f) = (Arc::clone(services), Arc::clone(&req), filter.clone());
-        let got = blocking(move || {
-            s.pop
-                .receive(&ctx(&s), &r, &f, max_count, max_bytes, now_ms())
-                .map_err(HandlerError::from)
-        })
-        .await?;
+        let got = services
+            .pop
+            .receive(
+                &ctx(services),
+                &req,
+                &filter,
+                max_count,
+                max_bytes,
+                now_ms(),
+            )
+            .map_err(HandlerError::from)?;
         drop(running);
         if !got.is_empty() || Instant::now() >= deadline {
             return Ok(respond(services, got));
@@ -115,7 +119,11 @@ fn respond(services: &Services, got: Vec<Received>) -> Response {
     Response::ok_with_body(&ReceiveResponse { leases }, Body::Records(records))
 }
 
-pub(super) async fn ack(services: &Arc<Services>, frame: &Frame) -> HandlerResult {
+pub(super) async fn ack(
+    services: &Arc<Services>,
+    conn: &Connection,
+    frame: &Frame,
+) -> HandlerResult {
     let req: AckMessagesRequest = decode(frame)?;
     check_group(&req.group)?;
     if req.receipt_handles.len() > services.config.max_batch_messages as usize {
@@ -126,13 +134,18 @@ pub(super) async fn ack(services: &Arc<Services>, frame: &Frame) -> HandlerResul
         )));
     }
     let count = req.receipt_handles.len();
-    let s = Arc::clone(services);
-    let refused = blocking(move || {
-        s.pop
-            .ack(&ctx(&s), &req.group, &req.receipt_handles)
-            .map_err(HandlerError::from)
-    })
-    .await?;
+    // Memory only (the write is the ack writer's): no blocking-pool hop, and the work
+    // permit is held for this part alone.
+    let running = conn.start_work().await.map_err(|_| {
+        HandlerError::new(
+            Status::ShuttingDown,
+            "the connection is closing (or the broker shutting down); ack not applied",
+        )
+    })?;
+    let refused = services
+        .pop
+        .ack(&ctx(services), &req.group, &req.receipt_handles)?;
+    drop(running);
     if refused.len() < count {
         let ticket = services.pop.durable.ticket();
         tokio::select! {

@@ -16,7 +16,10 @@ use tokio::task::JoinSet;
 use super::{BenchArgs, Figures, Progress};
 use crate::CliResult;
 
-/// Ack requests a receiver leaves unanswered before it waits for the oldest.
+/// Receives each receiver keeps in flight on its connection (a loop each), as a pull
+/// consumer keeps pulls in flight: one at a time would measure the round trip.
+const RECEIVES_IN_FLIGHT: usize = 8;
+/// Ack requests each loop leaves unanswered before it waits for the oldest.
 const ACKS_IN_FLIGHT: usize = 32;
 /// An ack answer that takes longer than this means the broker is stuck.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,37 +43,23 @@ pub(crate) async fn pop(broker: &str, args: &BenchArgs, progress: &Progress) -> 
             wait: Duration::from_millis(500),
             ..SimpleConsumerOptions::default()
         };
-        let c = SimpleConsumer::connect(broker, &group, &args.topic, opts).await?;
-        let (received, bytes, progress) =
-            (Arc::clone(&received), Arc::clone(&bytes), progress.clone());
-        let batch = args.receive_batch;
-        set.spawn(async move {
-            let mut acks = VecDeque::new();
-            while received.load(Ordering::Relaxed) < total {
-                let got = c.receive(batch).await?;
-                if got.is_empty() {
-                    continue;
-                }
-                received.fetch_add(got.len() as u64, Ordering::Relaxed);
-                let size: u64 = got.iter().map(|m| m.message.body().len() as u64).sum();
-                bytes.fetch_add(size, Ordering::Relaxed);
-                let n = got.len() as u64;
-                let handles = got.into_iter().map(|m| m.receipt_handle).collect();
-                acks.push_back((n, c.start_ack(handles).await?));
-                if acks.len() >= ACKS_IN_FLIGHT {
-                    if let Some((n, a)) = acks.pop_front() {
-                        a.wait(ACK_TIMEOUT).await?;
-                        progress.add(n);
-                    }
-                }
-            }
-            for (n, a) in acks {
-                a.wait(ACK_TIMEOUT).await?;
-                progress.add(n);
-            }
-            c.close();
-            Ok::<_, client::Error>(())
-        });
+        let c = Arc::new(SimpleConsumer::connect(broker, &group, &args.topic, opts).await?);
+        for _ in 0..RECEIVES_IN_FLIGHT {
+            let (c, received, bytes, progress) = (
+                Arc::clone(&c),
+                Arc::clone(&received),
+                Arc::clone(&bytes),
+                progress.clone(),
+            );
+            set.spawn(receive_loop(
+                c,
+                args.receive_batch,
+                total,
+                received,
+                bytes,
+                progress,
+            ));
+        }
     }
     while let Some(done) = set.join_next().await {
         done.map_err(|e| format!("a receiver failed: {e}"))??;
@@ -81,4 +70,40 @@ pub(crate) async fn pop(broker: &str, args: &BenchArgs, progress: &Progress) -> 
         elapsed: start.elapsed(),
         latency: None,
     })
+}
+
+/// One receive loop: receive a batch, start its ack, wait for the oldest ack past the
+/// in-flight bound; a message counts once its ack is answered.
+async fn receive_loop(
+    c: Arc<SimpleConsumer>,
+    batch: u32,
+    total: u64,
+    received: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    progress: Progress,
+) -> client::Result<()> {
+    let mut acks = VecDeque::new();
+    while received.load(Ordering::Relaxed) < total {
+        let got = c.receive(batch).await?;
+        if got.is_empty() {
+            continue;
+        }
+        received.fetch_add(got.len() as u64, Ordering::Relaxed);
+        let size: u64 = got.iter().map(|m| m.message.body().len() as u64).sum();
+        bytes.fetch_add(size, Ordering::Relaxed);
+        let n = got.len() as u64;
+        let handles = got.into_iter().map(|m| m.receipt_handle).collect();
+        acks.push_back((n, c.start_ack(handles).await?));
+        if acks.len() >= ACKS_IN_FLIGHT {
+            if let Some((n, a)) = acks.pop_front() {
+                a.wait(ACK_TIMEOUT).await?;
+                progress.add(n);
+            }
+        }
+    }
+    for (n, a) in acks {
+        a.wait(ACK_TIMEOUT).await?;
+        progress.add(n);
+    }
+    Ok(())
 }
