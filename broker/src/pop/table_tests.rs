@@ -197,3 +197,41 @@ fn the_committed_state_is_bounded_and_only_forgets_acks() {
         );
     }
 }
+
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Memory of the lease table per in-flight lease, measured as the growth of the process's
+/// anonymous memory while one table holds a million leases over 8 queues (the figure in
+/// BENCHMARKS.md). Run with
+/// `cargo test --release -p broker --lib lease_table_memory -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn lease_table_memory_per_in_flight_lease() {
+    const LEASES: u64 = 1_024_000;
+    let before = rss_anon_kib();
+    let mut t = GroupTable::new(usize::MAX);
+    let per_queue = LEASES / 8;
+    for qid in 0..8 {
+        let q = t.queue("orders", qid, || None);
+        for chunk in 0..per_queue / 32 {
+            let offsets: Vec<u64> = (chunk * 32..chunk * 32 + 32).collect();
+            let epochs: Vec<u64> = offsets.iter().map(|o| o + 1).collect();
+            t.grant(q, chunk * 32 + 32, &offsets, &epochs, 1_000 + chunk);
+        }
+    }
+    assert_eq!(t.in_flight() as u64, LEASES);
+    let after = rss_anon_kib();
+    let per_lease = (after - before) as f64 * 1024.0 / LEASES as f64;
+    println!(
+        "lease table: {LEASES} in-flight leases, {} KiB, {per_lease:.1} bytes per lease",
+        after - before
+    );
+    drop(t);
+}
