@@ -425,3 +425,21 @@ async fn offset_consumers_reject_to_the_dlq_too() {
     assert_eq!(dead[0].body(), b"m1");
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_lease_limit_bounds_a_group() {
+    let b = TestBroker::start_with(|c| c.max_in_flight_leases = 5).await;
+    b.topic_with("t", 2, 20).await;
+    let c = simple(&b, "g", "t", 30_000).await;
+    let first = c.receive(10).await.unwrap();
+    assert_eq!(first.len(), 5, "no more than the limit in flight");
+    assert!(c.receive(10).await.unwrap().is_empty(), "none beyond it");
+    c.ack(&first[0]).await.unwrap();
+    c.ack(&first[1]).await.unwrap();
+    assert_eq!(
+        c.receive(10).await.unwrap().len(),
+        2,
+        "room again after acks"
+    );
+    b.shutdown().await;
+}

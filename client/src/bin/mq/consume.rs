@@ -153,7 +153,13 @@ async fn consume_loop(
                 Handled::Failed => consumer.nack(&msg).await?,
                 Handled::Rejected => consumer.reject(&msg).await?,
                 // Neither acked nor nacked: delivered again later, no attempt used.
-                Handled::Interrupted => break,
+                Handled::Interrupted => {
+                    eprintln!(
+                        "mq: stopped while handling {}; released without counting an attempt",
+                        msg.msg_id()
+                    );
+                    break;
+                }
             },
             None => {
                 let mut line = serde_json::to_vec(&to_json(&msg))?;
@@ -266,10 +272,6 @@ async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut Signals) -> CliResult
             child.wait().await?;
         }
     }
-    eprintln!(
-        "mq: stopped while handling {}; released without counting an attempt",
-        msg.msg_id()
-    );
     Ok(Handled::Interrupted)
 }
 

@@ -116,7 +116,13 @@ async fn run_one(
             consumer.change_invisibility(&mut m, delay).await
         }
         Handled::Interrupted => {
+            // Its lease ends now: visible again at once, which (as any lease that ends
+            // without an ack) counts as an attempt.
             consumer.change_invisibility(&mut m, Duration::ZERO).await?;
+            eprintln!(
+                "mq: stopped while handling {}; made visible again at once (counts as an attempt)",
+                m.message.msg_id()
+            );
             return Ok(false);
         }
     };
