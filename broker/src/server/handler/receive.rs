@@ -87,6 +87,11 @@ pub(super) async fn receive(
                 "the connection is closing (or the broker shutting down); receive not started",
             )
         })?;
+        // Read here rather than on the blocking pool, as pull's head reads: a receiving
+        // group reads at its cursor, normally recent records hot in the page cache, and
+        // the hop (futex wake-ups, task switches) was a quarter of the broker's time in
+        // `perf` under `mq bench pop`. A group far behind on cold pages may
+        // fault some in on this worker, one batch (at most 4 MiB) at a time.
         let got = services
             .pop
             .receive(
