@@ -207,6 +207,9 @@ pub struct Config {
     /// How long a graceful shutdown may take before the broker stops waiting for
     /// connections and requests and closes the store anyway. Default 10000 ms.
     pub shutdown_timeout_ms: u64,
+    /// Most leases a group that receives (per-message acks) holds at once; past it a
+    /// receive returns fewer messages or none. Default 100000.
+    pub max_in_flight_leases: u32,
 }
 
 impl Default for Config {
@@ -238,6 +241,7 @@ impl Default for Config {
             idle_timeout_ms: 0,
             max_pending_bytes_per_connection: ByteSize(16 << 20),
             shutdown_timeout_ms: 10_000,
+            max_in_flight_leases: crate::pop::DEFAULT_MAX_IN_FLIGHT_LEASES,
         }
     }
 }
@@ -332,6 +336,9 @@ impl Config {
         }
         if self.max_topics == 0 {
             return bad("max_topics", "must be at least 1".into());
+        }
+        if self.max_in_flight_leases == 0 {
+            return bad("max_in_flight_leases", "must be at least 1".into());
         }
         if self.hello_timeout_ms == 0 {
             return bad("hello_timeout_ms", "must be at least 1".into());

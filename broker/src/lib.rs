@@ -12,6 +12,8 @@
 //!   log into consume queues, recovery, topics, disk-space reserve.
 //! - [`groups`]: membership and queue assignment, committed offsets with exact acks.
 //! - [`retry`]: send-back, delay levels in schedule topics, the scheduler thread, `%DLQ%`.
+//! - `pop`: per-message acknowledgement: receive with invisibility leases, ack by receipt
+//!   handle, change invisibility, reject; lease expiry through the retry topic.
 //! - [`server`]: [`Broker`]: listener, connections, request handlers, shutdown.
 //! - [`config`]: [`Config`], the TOML file and flags, validated once.
 //! - `long_polling`: pulls held at a queue's head until the dispatcher indexes a message.
@@ -51,6 +53,7 @@
 pub mod config;
 pub mod groups;
 mod long_polling;
+mod pop;
 pub mod retry;
 pub mod server;
 mod stats;

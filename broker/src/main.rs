@@ -113,6 +113,10 @@ struct Cli {
     /// the store anyway, in ms [default: 10000].
     #[arg(long, value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
+    /// Most leases a receiving group holds at once (per-message acks); past it receives
+    /// return fewer messages or none [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_in_flight_leases: Option<u32>,
 }
 
 impl Cli {
@@ -146,7 +150,8 @@ impl Cli {
             hello_timeout_ms,
             idle_timeout_ms,
             max_pending_bytes_per_connection,
-            shutdown_timeout_ms
+            shutdown_timeout_ms,
+            max_in_flight_leases
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

@@ -164,6 +164,18 @@ impl Admin {
         Ok(self.conn.call(&req, &[]).await?.0)
     }
 
+    /// The in-flight leases of a group that consumes by receive, per queue.
+    ///
+    /// # Errors
+    /// Connection failures; an invalid group name.
+    pub async fn lease_info(&self, group: &str) -> Result<protocol::receive::LeaseInfoResponse> {
+        check_any_name(group)?;
+        let req = protocol::receive::LeaseInfoRequest {
+            group: group.to_string(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
     /// Deletes a consumer group: its committed offsets and its `%RETRY%` and `%DLQ%`
     /// topics. Refused (`GroupHasMembers`) while it has live members unless `force`.
     ///

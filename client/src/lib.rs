@@ -15,7 +15,8 @@ mod route;
 
 pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
 pub use consumer::{
-    ConsumerEvent, ConsumerOptions, Delivery, PullConsumer, PushConsumer, StartFrom,
+    ConsumerEvent, ConsumerOptions, Delivery, Failure, LeasedMessage, PullConsumer, PushConsumer,
+    SimpleConsumer, SimpleConsumerOptions, StartFrom,
 };
 pub use error::{Error, Result};
 pub use message::{Message, ReceivedMessage};

@@ -72,6 +72,12 @@ wire_enum!(
         GetMessage = 51,
         /// Reads the broker's counters.
         BrokerStats = 52,
+        /// Per-message acknowledgement ([`crate::receive`]).
+        Receive = 60,
+        AckMessages = 61,
+        ChangeInvisibility = 62,
+        Reject = 63,
+        LeaseInfo = 64,
     }
 );
 
@@ -122,6 +128,12 @@ wire_enum!(
         OffsetsReset = 19,
         /// Creating the topic would pass the broker's topic limit (`--max-topics`).
         TopicLimit = 20,
+        /// A receipt handle that names no current lease: it expired, was changed or ended,
+        /// or it is not a handle of this broker run.
+        InvalidReceiptHandle = 21,
+        /// The group consumes by offsets and the request is a receive, or the other way
+        /// round; one group does not mix the two.
+        GroupModeConflict = 22,
     }
 );
 

@@ -18,6 +18,7 @@ pub mod header;
 pub mod messages;
 pub mod names;
 pub mod properties;
+pub mod receive;
 pub mod record;
 pub mod tags;
 pub mod time;

@@ -39,5 +39,6 @@ pub use config::{
     RetryConfig, DEFAULT_DELAY_LEVELS_MS, DEFAULT_MAX_RECONSUME_TIMES, MAX_DELAY_LEVELS,
 };
 pub use error::RetryError;
+pub(crate) use service::Redelivered;
 pub use service::RetryService;
 pub use topics::{schedule_topic, SCHEDULE_TOPIC_PREFIX};

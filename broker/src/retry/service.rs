@@ -9,6 +9,10 @@ use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
 use protocol::time::now_ms;
 
+mod redeliver;
+
+pub(crate) use redeliver::Redelivered;
+
 use super::config::RetryConfig;
 use super::copy::{copy_properties, park, Origin};
 use super::error::RetryError;

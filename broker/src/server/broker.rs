@@ -19,6 +19,7 @@ use super::{background, listener, resources};
 use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
+use crate::pop::PopService;
 use crate::retry::{RetryConfig, RetryError, RetryService};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
@@ -140,7 +141,13 @@ impl Broker {
                 )));
             }
         };
+        let pop = PopService::new(
+            config.max_in_flight_leases,
+            &store,
+            protocol::time::now_ms(),
+        );
         let services = Arc::new(Services {
+            pop,
             groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
             config,
             store,

@@ -296,8 +296,13 @@ async fn dispatch(
     let conn = Arc::clone(conn);
     services.tracker.clone().spawn(async move {
         let work = async {
-            // A pull takes its work permit only around its reads, not while it is held.
-            let running = if code == RequestCode::Pull {
+            // A pull or receive takes its work permit only around its reads, not while it
+            // is held; an ack only around its memory update, not while it waits for the
+            // write.
+            let running = if matches!(
+                code,
+                RequestCode::Pull | RequestCode::Receive | RequestCode::AckMessages
+            ) {
                 None
             } else {
                 match conn.start_work().await {

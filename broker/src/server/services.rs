@@ -9,6 +9,7 @@ use super::send::Appender;
 use crate::config::Config;
 use crate::groups::{ConsumerOffsets, GroupCoordinator};
 use crate::long_polling::LongPolling;
+use crate::pop::PopService;
 use crate::retry::RetryService;
 use crate::stats::Stats;
 use crate::store::MessageStore;
@@ -20,6 +21,8 @@ pub(crate) struct Services {
     pub(crate) groups: GroupCoordinator,
     pub(crate) offsets: ConsumerOffsets,
     pub(crate) retry: RetryService,
+    /// Leases of the groups that consume by receive (per-message acks).
+    pub(crate) pop: PopService,
     pub(crate) long_polling: Arc<LongPolling>,
     pub(crate) stats: Arc<Stats>,
     /// Stores the sends of every connection.

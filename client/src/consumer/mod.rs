@@ -10,6 +10,7 @@ mod ack;
 mod group;
 mod push;
 mod queue;
+mod simple;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,8 +27,9 @@ use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
 use crate::message::ReceivedMessage;
 
-pub use push::PushConsumer;
+pub use push::{retry_delay, Failure, PushConsumer, DEFAULT_RETRY_DELAYS_MS};
 pub(crate) use queue::QueueShared;
+pub use simple::{LeasedMessage, SimpleConsumer, SimpleConsumerOptions};
 
 /// Something a consumer ran into besides messages, for the application to observe
 /// ([`PullConsumer::next_event`], [`PullConsumer::try_event`]).
@@ -246,6 +248,23 @@ impl Acker {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Sends a poison message straight to the group's dead-letter queue (no more attempts),
+    /// then acks it.
+    ///
+    /// # Errors
+    /// The broker could not be reached or refused; the message then stays unacked.
+    pub async fn reject(&self, msg: &ReceivedMessage) -> Result<()> {
+        let req = SendBackRequest {
+            group: self.shared.group.clone(),
+            msg_id: msg.delivered_msg_id(),
+            // No attempt left: the copy goes to the dead-letter queue.
+            max_reconsume_times: Some(0),
+        };
+        self.shared.conn.call(&req, &[]).await?;
+        self.ack(msg);
+        Ok(())
     }
 
     fn nacked(&self, msg: &ReceivedMessage) {
@@ -512,6 +531,14 @@ impl PullConsumer {
     /// As [`Acker::nack`].
     pub async fn nack(&self, msg: &ReceivedMessage) -> Result<()> {
         self.acker().nack(msg).await
+    }
+
+    /// See [`Acker::reject`].
+    ///
+    /// # Errors
+    /// As [`Acker::reject`].
+    pub async fn reject(&self, msg: &ReceivedMessage) -> Result<()> {
+        self.acker().reject(msg).await
     }
 
     /// Sends the commit positions of every owned queue now.

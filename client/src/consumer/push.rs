@@ -7,6 +7,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+mod receive_mode;
+
+pub use receive_mode::{retry_delay, Failure, DEFAULT_RETRY_DELAYS_MS};
+
 use super::{ConsumerEvent, Delivery, PullConsumer};
 use crate::error::Result;
 use crate::message::ReceivedMessage;

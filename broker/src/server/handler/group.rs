@@ -23,6 +23,7 @@ pub(super) async fn heartbeat(
 ) -> HandlerResult {
     let req: HeartbeatRequest = decode(frame)?;
     check_group(&req.group)?;
+    super::receive::check_offset_mode(services, &req.group)?;
     let (group, client_id) = (req.group.clone(), req.client_id.clone());
     let s = Arc::clone(services);
     let response = blocking(move || {

@@ -7,6 +7,7 @@ mod hello;
 mod lookup;
 mod offset;
 mod pull;
+mod receive;
 mod stats;
 mod topic;
 
@@ -50,6 +51,11 @@ pub(crate) async fn handle(
         RequestCode::SearchOffset => lookup::search_offset(services, &frame).await,
         RequestCode::GetMessage => lookup::get_message(services, &frame).await,
         RequestCode::BrokerStats => stats::stats(services, &frame),
+        RequestCode::Receive => receive::receive(services, conn, &frame).await,
+        RequestCode::AckMessages => receive::ack(services, conn, &frame).await,
+        RequestCode::ChangeInvisibility => receive::change(services, &frame),
+        RequestCode::Reject => receive::reject(services, &frame).await,
+        RequestCode::LeaseInfo => receive::lease_info(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

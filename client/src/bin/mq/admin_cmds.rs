@@ -154,7 +154,8 @@ pub(crate) async fn topic_show(broker: &str, name: &str) -> CliResult {
 pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
     let admin = Admin::connect(broker).await?;
     let mut info = admin.group_info(group).await?;
-    if info.queues.is_empty() && info.members.is_empty() {
+    let leases = admin.lease_info(group).await?;
+    if info.queues.is_empty() && info.members.is_empty() && !leases.receives {
         return Err(format!(
             "unknown group {group}: it has no committed offsets and no live members"
         )
@@ -211,7 +212,28 @@ pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
             .collect();
         println!("  {}  {}", m.client_id, queues.join(" "));
     }
+    if leases.receives {
+        print_leases(&leases);
+    }
     Ok(())
+}
+
+/// The in-flight leases of a group that receives (per-message acks), per queue.
+fn print_leases(leases: &protocol::receive::LeaseInfoResponse) {
+    println!(
+        "leases (in flight {} of at most {})",
+        leases.in_flight, leases.max_in_flight
+    );
+    println!(
+        "{:<40} {:>6} {:>10} {:>14}",
+        "TOPIC", "QUEUE", "IN_FLIGHT", "NEXT_OFFSET"
+    );
+    for q in &leases.queues {
+        println!(
+            "{:<40} {:>6} {:>10} {:>14}",
+            q.topic, q.queue_id, q.in_flight, q.next_offset
+        );
+    }
 }
 
 pub(crate) async fn group_reset(

@@ -1,6 +1,7 @@
 //! `mq bench WORKLOAD`: produce, consume, sync-latency and e2e, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
+mod pop;
 mod workloads;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,9 @@ pub(crate) enum Workload {
     SyncLatency,
     /// Produce at RATE while a consumer consumes; produce-to-consume latency.
     E2e,
+    /// C receivers of one group drain N messages already in the topic with per-message
+    /// acks: receive batches of R, one ack request per batch.
+    Pop,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,6 +76,12 @@ pub(crate) struct BenchArgs {
     /// Messages per second (e2e).
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
+    /// Receivers in the group (pop).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    consumers: u32,
+    /// Messages per receive (pop).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    receive_batch: u32,
     /// Print one JSON object with the figures on stdout.
     #[arg(long)]
     json: bool,
@@ -118,6 +128,7 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
                 Workload::Consume => workloads::consume(&broker, &args, &progress).await,
                 Workload::SyncLatency => workloads::sync_latency(&broker, &args, &progress).await,
                 Workload::E2e => workloads::e2e(&broker, &args, &progress).await,
+                Workload::Pop => pop::pop(&broker, &args, &progress).await,
             }
         })
     };

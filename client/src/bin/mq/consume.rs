@@ -1,5 +1,7 @@
 //! `mq consume TOPIC --group G ...`: one JSON line per message (acked after printing), or
-//! `--exec CMD` run per message (exit 0 acks, non-zero nacks). Commits before exiting.
+//! `--exec CMD` run per message (exit 0 acks, 65 rejects to the dead-letter queue, other
+//! non-zero nacks). Commits before exiting. With `--pop`, receives with per-message acks
+//! instead (see `pop`).
 //!
 //! Ctrl-C or SIGTERM while a handler runs: the handler has its own process group (the
 //! terminal's Ctrl-C does not reach it); mq sends it SIGTERM (SIGKILL at a second
@@ -20,6 +22,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{CliResult, Signals};
 
+mod pop;
+
+/// Exit status of an `--exec` handler that rejects its message (EX_DATAERR: the message
+/// is bad): it goes to the dead-letter queue at once.
+const EXIT_REJECT: i32 = 65;
+
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
     /// Topic to consume (or another group's dead-letter queue, %DLQ%OTHER).
@@ -39,17 +47,28 @@ pub(crate) struct ConsumeArgs {
     /// Stop after this many ms without a message.
     #[arg(long)]
     idle_exit_ms: Option<u64>,
-    /// Run this command (via `sh -c`) per message, body on stdin; exit 0 acks, else nacks.
+    /// Run this command (via `sh -c`) per message, body on stdin; exit 0 acks, 65 rejects
+    /// to the dead-letter queue, other non-zero nacks.
     #[arg(long)]
     exec: Option<String>,
     /// With --exec: attempts before a message goes to the dead-letter queue.
     #[arg(long)]
     max_reconsume: Option<u32>,
+    /// Receive with per-message acks (leases) instead of owning queues: any number of
+    /// such consumers share the group's work, even on a one-queue topic.
+    #[arg(long)]
+    pop: bool,
+    /// With --pop: how long a received message stays invisible to others, in ms.
+    #[arg(long, default_value_t = 30_000, requires = "pop")]
+    invisible_ms: u64,
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
     reserved_topic_hint(&args.topic, &args.group)?;
     let mut stop = Signals::new()?;
+    if args.pop {
+        return pop::run(broker, &args, &mut stop).await;
+    }
     let opts = ConsumerOptions {
         start_from: args.from,
         max_reconsume_times: args.max_reconsume,
@@ -132,8 +151,15 @@ async fn consume_loop(
             Some(cmd) => match exec(cmd, &msg, stop).await? {
                 Handled::Succeeded => consumer.ack(&msg),
                 Handled::Failed => consumer.nack(&msg).await?,
+                Handled::Rejected => consumer.reject(&msg).await?,
                 // Neither acked nor nacked: delivered again later, no attempt used.
-                Handled::Interrupted => break,
+                Handled::Interrupted => {
+                    eprintln!(
+                        "mq: stopped while handling {}; released without counting an attempt",
+                        msg.msg_id()
+                    );
+                    break;
+                }
             },
             None => {
                 let mut line = serde_json::to_vec(&to_json(&msg))?;
@@ -195,6 +221,8 @@ enum Handled {
     Succeeded,
     /// Any other exit: nack (an attempt is used).
     Failed,
+    /// Exit 65: the message is bad; to the dead-letter queue.
+    Rejected,
     /// Stopped by mq's own shutdown (Ctrl-C, SIGTERM): not the handler's failure, so the
     /// message is released without an attempt.
     Interrupted,
@@ -226,7 +254,12 @@ async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut Signals) -> CliResult
     }
     tokio::select! {
         status = child.wait() => {
-            return Ok(if status?.success() { Handled::Succeeded } else { Handled::Failed });
+            let status = status?;
+            return Ok(match status.code() {
+                Some(0) => Handled::Succeeded,
+                Some(EXIT_REJECT) => Handled::Rejected,
+                _ => Handled::Failed,
+            });
         }
         _ = stop.recv() => {}
     }
@@ -239,10 +272,6 @@ async fn exec(cmd: &str, msg: &ReceivedMessage, stop: &mut Signals) -> CliResult
             child.wait().await?;
         }
     }
-    eprintln!(
-        "mq: stopped while handling {}; released without counting an attempt",
-        msg.msg_id()
-    );
     Ok(Handled::Interrupted)
 }
 

@@ -50,7 +50,7 @@ enum Cmd {
     Message(MessageCmd),
     /// Broker statistics as JSON.
     Stats,
-    /// Measure throughput and latency: produce, consume, sync-latency, e2e.
+    /// Measure throughput and latency: produce, consume, sync-latency, e2e, pop.
     Bench(bench::BenchArgs),
 }
 

@@ -215,7 +215,7 @@ async fn produce_one(
     Ok(result)
 }
 
-fn bench_group() -> String {
+pub(crate) fn bench_group() -> String {
     format!("bench-{}", client::protocol::time::now_ms())
 }
 

@@ -1,0 +1,275 @@
+//! [`SimpleConsumer`]: per-message acknowledgement. Receive leases messages of a topic
+//! (any queue, shared with the group's other receivers) for an invisibility period; each
+//! comes with a receipt handle to ack, change or reject it. A message neither acked nor
+//! changed before its deadline comes again, to any receiver, with one more attempt; past
+//! the group's max attempts it goes to `%DLQ%<group>`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::names::{validate_any_name, validate_user_name};
+use protocol::receive::{
+    AckMessagesRequest, ChangeInvisibilityRequest, HandleRefused, ReceiveRequest, RejectRequest,
+};
+use protocol::tags::parse_tag_expression;
+use protocol::Status;
+
+use crate::connection::{ConnectOptions, Connection, Pending};
+use crate::error::{Error, Result};
+use crate::message::ReceivedMessage;
+
+/// How a [`SimpleConsumer`] receives.
+#[derive(Debug, Clone)]
+pub struct SimpleConsumerOptions {
+    /// Tag expression: `*`, `a`, or `a || b`. Default `*`.
+    pub tag_expr: String,
+    /// How long a received message stays invisible to other receivers. Default 30 s.
+    pub invisible: Duration,
+    /// How long a receive waits for messages when none is ready (at most 30 s). Default 5 s.
+    pub wait: Duration,
+    /// Connection settings.
+    pub connect: ConnectOptions,
+}
+
+impl Default for SimpleConsumerOptions {
+    fn default() -> Self {
+        Self {
+            tag_expr: "*".into(),
+            invisible: Duration::from_secs(30),
+            wait: Duration::from_secs(5),
+            connect: ConnectOptions::default(),
+        }
+    }
+}
+
+/// A received message and its lease.
+#[derive(Debug, Clone)]
+pub struct LeasedMessage {
+    pub message: ReceivedMessage,
+    /// Opaque; names this lease. Replaced by [`SimpleConsumer::change_invisibility`].
+    pub receipt_handle: String,
+    /// 1 on first delivery, one more on each redelivery.
+    pub delivery_attempt: u32,
+    /// Wall-clock ms at which the lease ends unless acked or changed.
+    pub invisible_until_ms: u64,
+}
+
+/// A consumer that receives with leases and acks each message by its receipt handle.
+/// Many may share a group (and a single-queue topic): each message goes to one of them at
+/// a time. Cheap to share behind an `Arc`; every call may run concurrently.
+pub struct SimpleConsumer {
+    conn: Connection,
+    group: String,
+    topic: String,
+    opts: SimpleConsumerOptions,
+}
+
+impl SimpleConsumer {
+    /// Connects to the broker at `addr` to receive `topic` as a member of `group`.
+    ///
+    /// # Errors
+    /// Invalid names or tag expression; the broker cannot be reached.
+    pub async fn connect(
+        addr: &str,
+        group: &str,
+        topic: &str,
+        opts: SimpleConsumerOptions,
+    ) -> Result<Self> {
+        let conn = Connection::connect(addr, opts.connect.clone()).await?;
+        Self::with_connection(conn, group, topic, opts)
+    }
+
+    /// As [`SimpleConsumer::connect`], over an existing connection.
+    ///
+    /// # Errors
+    /// Invalid names or tag expression.
+    pub fn with_connection(
+        conn: Connection,
+        group: &str,
+        topic: &str,
+        opts: SimpleConsumerOptions,
+    ) -> Result<Self> {
+        validate_user_name(group).map_err(|source| Error::InvalidName {
+            name: group.into(),
+            source,
+        })?;
+        validate_any_name(topic).map_err(|source| Error::InvalidName {
+            name: topic.into(),
+            source,
+        })?;
+        parse_tag_expression(&opts.tag_expr).map_err(|source| Error::InvalidTagExpression {
+            expr: opts.tag_expr.clone(),
+            source,
+        })?;
+        Ok(Self {
+            conn,
+            group: group.into(),
+            topic: topic.into(),
+            opts,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Receives up to `max` messages with the options' invisibility and wait; an empty
+    /// list when none came within the wait.
+    ///
+    /// # Errors
+    /// `Broker` with `GroupModeConflict` when the group consumes by offsets, `TopicNotFound`,
+    /// connection failures.
+    pub async fn receive(&self, max: u32) -> Result<Vec<LeasedMessage>> {
+        self.receive_with(max, self.opts.invisible, self.opts.wait)
+            .await
+    }
+
+    /// [`SimpleConsumer::receive`] with an explicit invisibility and wait.
+    ///
+    /// # Errors
+    /// As `receive`.
+    pub async fn receive_with(
+        &self,
+        max: u32,
+        invisible: Duration,
+        wait: Duration,
+    ) -> Result<Vec<LeasedMessage>> {
+        let req = ReceiveRequest {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            tag_expr: self.opts.tag_expr.clone(),
+            max_messages: max.max(1),
+            invisible_ms: millis(invisible).max(1),
+            max_wait_ms: millis(wait),
+        };
+        let timeout = self.conn.options().request_timeout + wait;
+        let (resp, body) = self.conn.start(&req, &[]).await?.wait(timeout).await?;
+        decode_leased(resp.leases, &body)
+    }
+
+    /// Acks one message: done for good.
+    ///
+    /// # Errors
+    /// `Broker` with `InvalidReceiptHandle` when its lease expired, was changed or ended.
+    pub async fn ack(&self, msg: &LeasedMessage) -> Result<()> {
+        let refused = self.ack_handles(vec![msg.receipt_handle.clone()]).await?;
+        match refused.into_iter().next() {
+            None => Ok(()),
+            Some(r) => Err(Error::Broker {
+                status: Status::InvalidReceiptHandle,
+                message: r.message,
+            }),
+        }
+    }
+
+    /// Acks a batch in one request; returns the handles refused (by index), the others
+    /// are acked. Answered once the acks are written to disk.
+    ///
+    /// # Errors
+    /// Connection failures; the broker could not write the acks.
+    pub async fn ack_handles(&self, handles: Vec<String>) -> Result<Vec<HandleRefused>> {
+        Ok(self
+            .start_ack(handles)
+            .await?
+            .wait(self.timeout())
+            .await?
+            .0
+            .refused)
+    }
+
+    /// Puts an ack batch on the wire without waiting for its answer, so receives and acks
+    /// can be pipelined; await the answer with [`Pending::wait`].
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub async fn start_ack(&self, handles: Vec<String>) -> Result<Pending<AckMessagesRequest>> {
+        let req = AckMessagesRequest {
+            group: self.group.clone(),
+            receipt_handles: handles,
+        };
+        self.conn.start(&req, &[]).await
+    }
+
+    /// Makes the message invisible for `invisible` from now (zero: visible again at once,
+    /// a nack without delay) and updates its handle and deadline; the old handle is refused
+    /// from now on.
+    ///
+    /// # Errors
+    /// `Broker` with `InvalidReceiptHandle` when the lease is no longer held.
+    pub async fn change_invisibility(
+        &self,
+        msg: &mut LeasedMessage,
+        invisible: Duration,
+    ) -> Result<()> {
+        let req = ChangeInvisibilityRequest {
+            group: self.group.clone(),
+            receipt_handle: msg.receipt_handle.clone(),
+            invisible_ms: millis(invisible),
+        };
+        let (resp, _) = self.conn.call(&req, &[]).await?;
+        msg.receipt_handle = resp.receipt_handle;
+        msg.invisible_until_ms = resp.invisible_until_ms;
+        Ok(())
+    }
+
+    /// Sends the message to the group's dead-letter queue now: no more attempts.
+    ///
+    /// # Errors
+    /// `Broker` with `InvalidReceiptHandle` when the lease is no longer held; the broker
+    /// could not write the dead-letter copy (the message then comes again later).
+    pub async fn reject(&self, msg: &LeasedMessage) -> Result<()> {
+        let req = RejectRequest {
+            group: self.group.clone(),
+            receipt_handle: msg.receipt_handle.clone(),
+        };
+        self.conn.call(&req, &[]).await?;
+        Ok(())
+    }
+
+    /// Closes the connection. Messages still leased come again after their deadline.
+    pub fn close(&self) {
+        self.conn.close();
+    }
+
+    fn timeout(&self) -> Duration {
+        self.conn.options().request_timeout
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Pairs each lease with its record in the body.
+fn decode_leased(
+    leases: Vec<protocol::receive::Lease>,
+    body: &Bytes,
+) -> Result<Vec<LeasedMessage>> {
+    let mut out = Vec::with_capacity(leases.len());
+    let mut rest = body.clone();
+    for lease in leases {
+        let message = ReceivedMessage::decode(&rest)?;
+        rest = rest.slice(message.record_len()..);
+        out.push(LeasedMessage {
+            message,
+            receipt_handle: lease.receipt_handle,
+            delivery_attempt: lease.delivery_attempt,
+            invisible_until_ms: lease.invisible_until_ms,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "receive response carries {} bytes past its records",
+            rest.len()
+        )));
+    }
+    Ok(out)
+}
