@@ -194,6 +194,8 @@ pub struct Config {
     /// How long a graceful shutdown may take before the broker stops waiting for
     /// connections and requests and closes the store anyway. Default 10000 ms.
     pub shutdown_timeout_ms: u64,
+    /// Furthest ahead a timer message may be due; later ones are refused. Default 7 days.
+    pub max_timer_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -225,6 +227,7 @@ impl Default for Config {
             idle_timeout_ms: 0,
             max_pending_bytes_per_connection: ByteSize(16 << 20),
             shutdown_timeout_ms: 10_000,
+            max_timer_delay_ms: crate::timer::DEFAULT_MAX_TIMER_DELAY_MS,
         }
     }
 }

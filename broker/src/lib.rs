@@ -4,6 +4,7 @@ pub mod groups;
 
 pub mod retry;
 pub mod store;
+pub mod timer;
 
 pub mod config;
 mod long_polling;

@@ -113,6 +113,10 @@ struct Cli {
     /// the store anyway, in ms [default: 10000].
     #[arg(long, value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
+    /// Furthest ahead a timer message may be due, in ms; later ones are refused
+    /// [default: 604800000, 7 days].
+    #[arg(long, value_name = "MS")]
+    max_timer_delay_ms: Option<u64>,
 }
 
 impl Cli {
@@ -146,7 +150,8 @@ impl Cli {
             hello_timeout_ms,
             idle_timeout_ms,
             max_pending_bytes_per_connection,
-            shutdown_timeout_ms
+            shutdown_timeout_ms,
+            max_timer_delay_ms
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

@@ -57,6 +57,10 @@ wire_enum!(
         SearchOffset = 50,
         GetMessage = 51,
         BrokerStats = 52,
+        /// A message or batch delivered to its queue at a given time (timer messages).
+        SendTimer = 21,
+        /// Removes a timer message that is not yet due.
+        Recall = 22,
     }
 );
 

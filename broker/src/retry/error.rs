@@ -64,6 +64,9 @@ pub enum RetryError {
     },
     #[error("schedule progress file {} is corrupt: {reason}", path.display())]
     CorruptProgress { path: PathBuf, reason: String },
+    /// The timer refused to park a retry, or did not start.
+    #[error("retry: {0}")]
+    Timer(#[from] crate::timer::TimerError),
 }
 
 impl RetryError {

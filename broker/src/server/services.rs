@@ -12,6 +12,7 @@ use crate::long_polling::LongPolling;
 use crate::retry::RetryService;
 use crate::stats::Stats;
 use crate::store::MessageStore;
+use crate::timer::TimerService;
 
 /// Everything a request handler may use, shared by all connections.
 pub(crate) struct Services {
@@ -20,6 +21,8 @@ pub(crate) struct Services {
     pub(crate) groups: GroupCoordinator,
     pub(crate) offsets: ConsumerOffsets,
     pub(crate) retry: RetryService,
+    /// Timer messages (the retry service's delays wait on the same timer).
+    pub(crate) timer: Arc<TimerService>,
     pub(crate) long_polling: Arc<LongPolling>,
     pub(crate) stats: Arc<Stats>,
     /// Stores the sends of every connection.

@@ -8,6 +8,7 @@ mod lookup;
 mod offset;
 mod pull;
 mod stats;
+mod timer;
 mod topic;
 
 use std::sync::{Arc, OnceLock};
@@ -50,6 +51,8 @@ pub(crate) async fn handle(
         RequestCode::SearchOffset => lookup::search_offset(services, &frame).await,
         RequestCode::GetMessage => lookup::get_message(services, &frame).await,
         RequestCode::BrokerStats => stats::stats(services, &frame),
+        RequestCode::SendTimer => timer::send_timer(services, &frame).await,
+        RequestCode::Recall => timer::recall(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
@@ -111,6 +114,9 @@ impl From<RetryError> for HandlerError {
             RetryError::MessageNotFound { .. } => Status::NotFound,
             RetryError::InvalidGroup { .. } => Status::InvalidName,
             RetryError::Store { source, .. } => store_status(source),
+            RetryError::Timer(crate::timer::TimerError::Store { source, .. }) => {
+                store_status(source)
+            }
             other if other.is_bad_request() => Status::BadRequest,
             _ => Status::StorageError,
         };

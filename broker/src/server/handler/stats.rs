@@ -31,5 +31,6 @@ pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
         },
         disk_free_bytes: disk.free_bytes,
         sends_refused_disk_full: disk.sends_refused,
+        timers_pending: services.timer.pending_total(),
     }))
 }
