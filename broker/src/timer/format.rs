@@ -13,7 +13,7 @@
 //!   16   8  physical        its commit-log offset
 //!   24   4  size            its record size (with `physical`, its message id)
 //!   28   4  topic_id        index of its real topic in `<data>/timer/topics`
-//!   32   1  kind            1 = timer, 2 = tombstone (recalled)
+//!   32   1  kind            1 = timer, 2 = tombstone (recalled), 3 = delivered
 //!   33   3  zero
 //!   36   4  crc32           CRC32 of bytes 0..36
 //! ```
@@ -47,6 +47,9 @@ pub(crate) enum Kind {
     Timer = 1,
     /// The timer of the same queue offset was recalled.
     Tombstone = 2,
+    /// The timer of the same queue offset was delivered (so a restart within its second
+    /// does not deliver it again).
+    Delivered = 3,
 }
 
 impl TryFrom<u8> for Kind {
@@ -56,6 +59,7 @@ impl TryFrom<u8> for Kind {
         match v {
             1 => Ok(Self::Timer),
             2 => Ok(Self::Tombstone),
+            3 => Ok(Self::Delivered),
             other => Err(other),
         }
     }

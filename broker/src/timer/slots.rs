@@ -150,21 +150,43 @@ impl SlotDir {
     }
 }
 
-/// The live timers among a slot's entries: one per queue offset (an entry indexed twice
-/// after a crash counts once), none that a tombstone names, sorted by due time then
-/// queue offset. Also returns the tombstoned offsets.
-pub(crate) fn live(entries: &[Entry]) -> (Vec<Entry>, BTreeSet<u64>) {
-    let dead: BTreeSet<u64> = entries
-        .iter()
-        .filter(|e| e.kind == Kind::Tombstone)
-        .map(|e| e.queue_offset)
-        .collect();
+/// A slot's entries read back.
+#[derive(Debug, Default)]
+pub(crate) struct SlotState {
+    /// Pending timers: one per queue offset (an entry indexed twice after a crash counts
+    /// once), none recalled or delivered, sorted by due time then queue offset.
+    pub(crate) alive: Vec<Entry>,
+    /// Queue offsets recalled.
+    pub(crate) recalled: BTreeSet<u64>,
+    /// Queue offsets delivered.
+    pub(crate) delivered: BTreeSet<u64>,
+}
+
+/// Reads a slot's entries: timers minus tombstones and delivery marks.
+pub(crate) fn live(entries: &[Entry]) -> SlotState {
+    let offsets = |kind: Kind| -> BTreeSet<u64> {
+        entries
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.queue_offset)
+            .collect()
+    };
+    let recalled = offsets(Kind::Tombstone);
+    let delivered = offsets(Kind::Delivered);
     let mut alive: Vec<Entry> = entries
         .iter()
-        .filter(|e| e.kind == Kind::Timer && !dead.contains(&e.queue_offset))
+        .filter(|e| {
+            e.kind == Kind::Timer
+                && !recalled.contains(&e.queue_offset)
+                && !delivered.contains(&e.queue_offset)
+        })
         .copied()
         .collect();
     alive.sort_by_key(|e| (e.due_ms, e.queue_offset));
     alive.dedup_by_key(|e| e.queue_offset);
-    (alive, dead)
+    SlotState {
+        alive,
+        recalled,
+        delivered,
+    }
 }

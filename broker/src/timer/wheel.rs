@@ -69,6 +69,9 @@ pub(crate) struct Wheel {
     current: Option<Current>,
     /// Delivered seconds whose files go once the checkpoint past them is saved.
     to_remove: Vec<u64>,
+    /// Delivery marks not yet written: written at the next save, after the delivered
+    /// copies are durable, so a mark never outlives its copy.
+    marks: Vec<(u64, Entry)>,
     /// Delivery progress not yet in the checkpoint.
     dirty: bool,
     /// Real topic names by id, and ids by name (`<data>/timer/topics`).
@@ -115,7 +118,7 @@ impl Wheel {
         }
         let mut pending_by_topic = HashMap::new();
         for s in &seconds {
-            for e in live(&slots.read(*s)?).0 {
+            for e in live(&slots.read(*s)?).alive {
                 *pending_by_topic.entry(e.topic_id).or_insert(0) += 1;
             }
         }
@@ -128,6 +131,7 @@ impl Wheel {
             seconds,
             current: None,
             to_remove: Vec::new(),
+            marks: Vec::new(),
             dirty: false,
             topic_names,
             topic_ids,
@@ -268,15 +272,16 @@ impl Wheel {
     fn load_current(&mut self) -> Result<&mut Current, TimerError> {
         let second = self.ckpt.done_before_sec;
         if self.current.as_ref().map(|c| c.second) != Some(second) {
-            let (alive, dead) = live(&self.slots.read(second)?);
+            let state = live(&self.slots.read(second)?);
             self.current = Some(Current {
                 second,
-                pending: alive
+                pending: state
+                    .alive
                     .into_iter()
                     .map(|e| ((e.due_ms, e.queue_offset), e))
                     .collect(),
-                delivered: HashSet::new(),
-                recalled: dead.into_iter().collect(),
+                delivered: state.delivered.into_iter().collect(),
+                recalled: state.recalled.into_iter().collect(),
             });
         }
         self.current.as_mut().ok_or(TimerError::Closed)
@@ -290,6 +295,13 @@ impl Wheel {
             }
             if let Some(cur) = self.current.as_mut() {
                 cur.delivered.insert(e.queue_offset);
+                self.marks.push((
+                    cur.second,
+                    Entry {
+                        kind: Kind::Delivered,
+                        ..*e
+                    },
+                ));
             }
         }
         self.dirty = true;
@@ -333,8 +345,18 @@ impl Wheel {
         if !self.dirty {
             return Ok(());
         }
-        self.slots.sync()?;
         make_durable()?;
+        let mut by_second: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
+        for (second, mark) in std::mem::take(&mut self.marks) {
+            // A finished second's file goes anyway.
+            if !self.to_remove.contains(&second) {
+                by_second.entry(second).or_default().push(mark);
+            }
+        }
+        for (second, marks) in by_second {
+            self.slots.append(second, &marks)?;
+        }
+        self.slots.sync()?;
         self.write_checkpoint(self.ckpt)?;
         self.dirty = false;
         for s in std::mem::take(&mut self.to_remove) {
@@ -373,12 +395,14 @@ impl Wheel {
             // Due in a delivered second, and not held back in the current one.
             return Ok(Some(RecallOutcome::AlreadyDelivered));
         }
-        let entries = self.slots.read(second)?;
-        let (alive, dead) = live(&entries);
-        if dead.contains(&queue_offset) {
+        let state = live(&self.slots.read(second)?);
+        if state.recalled.contains(&queue_offset) {
             return Ok(Some(RecallOutcome::AlreadyRecalled));
         }
-        match alive.into_iter().find(|e| e.queue_offset == queue_offset) {
+        if state.delivered.contains(&queue_offset) {
+            return Ok(Some(RecallOutcome::AlreadyDelivered));
+        }
+        match state.alive.into_iter().find(|e| e.queue_offset == queue_offset) {
             Some(e) => {
                 self.tombstone(second, e)?;
                 Ok(Some(RecallOutcome::Recalled))
