@@ -20,5 +20,5 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use message::{Message, ReceivedMessage};
 pub use producer::{Producer, ProducerOptions, SendHandle, SendResult, TimerHandle};
-pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};
 pub use protocol;
+pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};

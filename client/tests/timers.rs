@@ -153,12 +153,24 @@ async fn recall_before_due_removes_it_and_after_delivery_says_so() {
     // A handle of another topic, and one that is no handle at all.
     let err = p.recall("other", &last.recall_handle).await.unwrap_err();
     assert!(
-        matches!(err, Error::Broker { status: Status::NotFound, .. }),
+        matches!(
+            err,
+            Error::Broker {
+                status: Status::NotFound,
+                ..
+            }
+        ),
         "{err}"
     );
     let err = p.recall("r", "nonsense").await.unwrap_err();
     assert!(
-        matches!(err, Error::Broker { status: Status::BadRequest, .. }),
+        matches!(
+            err,
+            Error::Broker {
+                status: Status::BadRequest,
+                ..
+            }
+        ),
         "{err}"
     );
     c.close().await.unwrap();
@@ -267,7 +279,14 @@ fn a_retry_parked_by_an_older_broker_is_still_delivered() {
     let service = RetryService::start(Arc::clone(&store), RetryConfig::default()).unwrap();
     assert!(store.wait_for_message("%RETRY%g", 0, QueueOffset::new(0), PATIENCE));
     let got = store
-        .get_messages("%RETRY%g", 0, QueueOffset::new(0), 1, 1 << 20, &TagFilter::All)
+        .get_messages(
+            "%RETRY%g",
+            0,
+            QueueOffset::new(0),
+            1,
+            1 << 20,
+            &TagFilter::All,
+        )
         .unwrap();
     assert_eq!(got.messages[0].view().body(), b"old");
     service.try_close().unwrap();

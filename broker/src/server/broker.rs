@@ -20,9 +20,9 @@ use crate::config::{ByteSize, Config, ConfigError, FlushMode};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::long_polling::LongPolling;
 use crate::retry::{RetryConfig, RetryError, RetryService};
-use crate::timer::{TimerConfig, TimerService};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
+use crate::timer::{TimerConfig, TimerService};
 
 /// Why a broker could not start or did not stop cleanly.
 #[derive(Debug, Error)]

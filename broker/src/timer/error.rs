@@ -42,7 +42,10 @@ pub enum TimerError {
     BothTimes,
     /// A recall handle that does not decode.
     #[error("bad recall handle {handle:?}: {reason}")]
-    BadHandle { handle: String, reason: &'static str },
+    BadHandle {
+        handle: String,
+        reason: &'static str,
+    },
     /// A recall handle of no timer message of this topic.
     #[error("no timer message {handle:?} for topic {topic}")]
     NotFound { handle: String, topic: String },

@@ -86,7 +86,10 @@ mod tests {
         let own = PropertiesBuilder::new().with(TAGS, "red").build();
         let w = waiting(&own, "orders", 2, 1234);
         let p = parse(&w).unwrap();
-        assert_eq!((p.real_topic, p.real_queue_id, p.due_ms), ("orders", 2, 1234));
+        assert_eq!(
+            (p.real_topic, p.real_queue_id, p.due_ms),
+            ("orders", 2, 1234)
+        );
         let d = delivered(&w, "ID1").unwrap();
         let v = Properties::new(&d);
         assert_eq!(v.get(TAGS), Some("red"));

@@ -253,7 +253,11 @@ impl TimerService {
     /// Stops the thread after a last checkpoint, letting go of the store. Idempotent.
     pub fn close(&self) {
         {
-            let mut w = self.inner.wake.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut w = self
+                .inner
+                .wake
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             w.stop = true;
         }
         self.inner.cond.notify_all();
@@ -298,8 +302,7 @@ impl Inner {
             let mut wake_at = match self.step(&mut wheel) {
                 Ok(next) => next,
                 Err(e) => {
-                    if !matches!(&e, TimerError::Store { source, .. } if is_out_of_space(source))
-                    {
+                    if !matches!(&e, TimerError::Store { source, .. } if is_out_of_space(source)) {
                         tracing::warn!(error = %e, "timer step failed; will retry");
                     }
                     Some(now_ms().saturating_add(BACKOFF_MS))
@@ -474,12 +477,20 @@ impl Inner {
     ) -> Result<(), TimerError> {
         let Some(t) = self.store.topic(topic) else {
             // The topic (or, for a retry, the group) was deleted while its timers waited.
-            let what = if topic.starts_with(RETRY_PREFIX) { "retries of a deleted group" } else { "timers of a deleted topic" };
+            let what = if topic.starts_with(RETRY_PREFIX) {
+                "retries of a deleted group"
+            } else {
+                "timers of a deleted topic"
+            };
             tracing::info!(topic, dropped = copies.len(), "{what} dropped");
             return Ok(());
         };
         // The topic may have been recreated with fewer queues; queue 0 always exists.
-        let queue_id = if queue_id < t.queue_count { queue_id } else { 0 };
+        let queue_id = if queue_id < t.queue_count {
+            queue_id
+        } else {
+            0
+        };
         let msgs: Vec<PutMessage<'_>> = copies
             .iter()
             .map(|(props, rec)| {
@@ -504,7 +515,10 @@ impl Inner {
         while !state.stop && state.seq == seen {
             match deadline_ms {
                 None => {
-                    state = self.cond.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state = self
+                        .cond
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
                 Some(d) => {
                     let now = now_ms();
@@ -521,4 +535,3 @@ impl Inner {
         }
     }
 }
-

@@ -77,12 +77,15 @@ impl SlotDir {
                 file.write_all(&format::header())
                     .map_err(|e| TimerError::io("write", &path, e))?;
                 self.created = true;
-            } else if (len as usize - HEADER_LEN.min(len as usize)) % ENTRY_LEN != 0 {
-                // A torn entry at the end (power loss): appends go after a whole number of
-                // entries, so the torn bytes never hide the next entry.
-                let whole = HEADER_LEN + (len as usize - HEADER_LEN) / ENTRY_LEN * ENTRY_LEN;
-                file.set_len(whole as u64)
-                    .map_err(|e| TimerError::io("truncate", &path, e))?;
+            } else {
+                // A torn entry at the end (power loss): appends go after a whole number
+                // of entries, so the torn bytes never hide the next entry.
+                let (header, entry) = (HEADER_LEN as u64, ENTRY_LEN as u64);
+                let body = len.saturating_sub(header);
+                if !body.is_multiple_of(entry) {
+                    file.set_len(header + body / entry * entry)
+                        .map_err(|e| TimerError::io("truncate", &path, e))?;
+                }
             }
             self.open.insert(second, file);
         }

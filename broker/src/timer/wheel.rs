@@ -108,10 +108,7 @@ impl Wheel {
             .collect();
         let (mut slots, mut seconds) = SlotDir::open(&dir.join("slots"))?;
         // Files of delivered seconds left by a crash between checkpoint and removal.
-        let stale: Vec<u64> = seconds
-            .range(..ckpt.done_before_sec)
-            .copied()
-            .collect();
+        let stale: Vec<u64> = seconds.range(..ckpt.done_before_sec).copied().collect();
         for s in stale {
             slots.remove(s)?;
             seconds.remove(&s);
@@ -402,7 +399,11 @@ impl Wheel {
         if state.delivered.contains(&queue_offset) {
             return Ok(Some(RecallOutcome::AlreadyDelivered));
         }
-        match state.alive.into_iter().find(|e| e.queue_offset == queue_offset) {
+        match state
+            .alive
+            .into_iter()
+            .find(|e| e.queue_offset == queue_offset)
+        {
             Some(e) => {
                 self.tombstone(second, e)?;
                 Ok(Some(RecallOutcome::Recalled))

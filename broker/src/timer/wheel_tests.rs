@@ -60,7 +60,10 @@ fn drain(wheel: &mut Wheel, m: &mut Model) {
         }
         for e in &due {
             assert!(e.due_ms <= m.now, "delivered early: {e:?} at {}", m.now);
-            assert!(!m.recalled.contains(&e.queue_offset), "recalled yet delivered");
+            assert!(
+                !m.recalled.contains(&e.queue_offset),
+                "recalled yet delivered"
+            );
             let again = !m.delivered.insert(e.queue_offset);
             assert!(
                 !again || m.may_repeat.remove(&e.queue_offset),
@@ -141,8 +144,15 @@ fn run(ops: &[Op]) {
     assert!(wheel.next_due_ms().is_none());
 }
 
+fn cases() -> u32 {
+    std::env::var("FERRO_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn the_wheel_delivers_like_a_sorted_list(ops in proptest::collection::vec(op(), 1..80)) {
@@ -187,7 +197,10 @@ fn pending_counts_survive_a_reopen_and_recalls_are_durable() {
     let mut e2 = entry(2, T0 + 7_000);
     e2.topic_id = b;
     wheel.add(&[e0, e1, e2], 3).unwrap();
-    assert_eq!(wheel.recall(1, T0 + 6_000).unwrap(), Some(RecallOutcome::Recalled));
+    assert_eq!(
+        wheel.recall(1, T0 + 6_000).unwrap(),
+        Some(RecallOutcome::Recalled)
+    );
     wheel.save(|| Ok(())).unwrap();
     drop(wheel);
     let mut wheel = Wheel::open(dir.path(), T0 + 100).unwrap();

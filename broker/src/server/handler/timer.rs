@@ -20,15 +20,14 @@ pub(super) async fn send_timer(services: &Arc<Services>, frame: &Frame) -> Handl
     let req: SendTimerRequest = decode(frame)?;
     let max = services.config.max_batch_messages;
     if req.count == 0 {
-        return Err(HandlerError::bad_request("a send needs at least one message"));
+        return Err(HandlerError::bad_request(
+            "a send needs at least one message",
+        ));
     }
     if req.count > max {
         return Err(HandlerError::new(
             Status::BatchTooLarge,
-            format!(
-                "batch of {} messages exceeds the limit of {max}",
-                req.count
-            ),
+            format!("batch of {} messages exceeds the limit of {max}", req.count),
         ));
     }
     let due_ms = services.timer.due_time(req.deliver_at)?;

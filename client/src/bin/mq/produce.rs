@@ -173,8 +173,12 @@ fn report(
     match done? {
         Ok(ack) => {
             let line = match ack {
-                Ack::Sent(r) => serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "offset": r.queue_offset}),
-                Ack::Timer(r) => serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "deliver_at": r.deliver_at_ms, "recall_handle": r.recall_handle}),
+                Ack::Sent(r) => {
+                    serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "offset": r.queue_offset})
+                }
+                Ack::Timer(r) => {
+                    serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "deliver_at": r.deliver_at_ms, "recall_handle": r.recall_handle})
+                }
             };
             writeln!(out, "{line}")?;
             out.flush()?;
