@@ -210,6 +210,8 @@ pub struct Config {
     /// Most leases a group that receives (per-message acks) holds at once; past it a
     /// receive returns fewer messages or none. Default 100000.
     pub max_in_flight_leases: u32,
+    /// Furthest ahead a timer message may be due; later ones are refused. Default 7 days.
+    pub max_timer_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -242,6 +244,7 @@ impl Default for Config {
             max_pending_bytes_per_connection: ByteSize(16 << 20),
             shutdown_timeout_ms: 10_000,
             max_in_flight_leases: crate::pop::DEFAULT_MAX_IN_FLIGHT_LEASES,
+            max_timer_delay_ms: crate::timer::DEFAULT_MAX_TIMER_DELAY_MS,
         }
     }
 }

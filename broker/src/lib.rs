@@ -14,6 +14,7 @@
 //! - [`retry`]: send-back, delay levels in schedule topics, the scheduler thread, `%DLQ%`.
 //! - `pop`: per-message acknowledgement: receive with invisibility leases, ack by receipt
 //!   handle, change invisibility, reject; lease expiry through the retry topic.
+//! - [`timer`]: timer messages (deliver at a time, recall); retries wait on it too.
 //! - [`server`]: [`Broker`]: listener, connections, request handlers, shutdown.
 //! - [`config`]: [`Config`], the TOML file and flags, validated once.
 //! - `long_polling`: pulls held at a queue's head until the dispatcher indexes a message.
@@ -58,6 +59,7 @@ pub mod retry;
 pub mod server;
 mod stats;
 pub mod store;
+pub mod timer;
 
 pub use config::Config;
 pub use server::{Broker, BrokerError, RunningBroker};

@@ -117,6 +117,10 @@ struct Cli {
     /// return fewer messages or none [default: 100000].
     #[arg(long, value_name = "N")]
     max_in_flight_leases: Option<u32>,
+    /// Furthest ahead a timer message may be due, in ms; later ones are refused
+    /// [default: 604800000, 7 days].
+    #[arg(long, value_name = "MS")]
+    max_timer_delay_ms: Option<u64>,
 }
 
 impl Cli {
@@ -151,7 +155,8 @@ impl Cli {
             idle_timeout_ms,
             max_pending_bytes_per_connection,
             shutdown_timeout_ms,
-            max_in_flight_leases
+            max_in_flight_leases,
+            max_timer_delay_ms
         );
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;

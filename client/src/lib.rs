@@ -20,5 +20,6 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use message::{Message, ReceivedMessage};
-pub use producer::{Producer, ProducerOptions, SendHandle, SendResult};
+pub use producer::{Producer, ProducerOptions, SendHandle, SendResult, TimerHandle};
 pub use protocol;
+pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};

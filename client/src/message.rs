@@ -167,7 +167,8 @@ impl ReceivedMessage {
     /// The id the message was first stored under; a retry keeps its original id so that
     /// handlers can deduplicate by it.
     pub fn msg_id(&self) -> String {
-        if self.is_retry() {
+        // A timer message delivered when due also keeps the id its send was answered with.
+        if self.is_retry() || self.property(properties::DELIVER_AT_MS).is_some() {
             if let Some(id) = self.property(properties::ORIGIN_MSG_ID) {
                 return id.to_string();
             }

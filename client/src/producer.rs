@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::batch::{BatchMessage, BatchWriter};
-use protocol::messages::SendRequest;
+use protocol::messages::{
+    DeliverAt, RecallRequest, RecallStatus, SendRequest, SendTimerRequest, TimerReceipt,
+};
 use protocol::names::validate_any_name;
 use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED};
 use protocol::time::now_ms;
@@ -179,6 +181,115 @@ impl Producer {
         })
     }
 
+    /// Sends one timer message: stored now, delivered to its queue when due (a time in
+    /// the past means now). The receipt carries its due time and a recall handle.
+    ///
+    /// # Errors
+    /// As [`Producer::send`]; the broker refuses (`BadRequest`) a time further ahead than
+    /// its `--max-timer-delay-ms`.
+    pub async fn send_timer(
+        &self,
+        topic: &str,
+        msg: &Message,
+        at: DeliverAt,
+    ) -> Result<TimerReceipt> {
+        let mut receipts = self.send_timer_async(topic, msg, at).await?.wait().await?;
+        receipts.pop().ok_or_else(no_receipt)
+    }
+
+    /// Puts one timer message on the wire and returns a handle on its ack, pipelined like
+    /// [`Producer::send_async`].
+    ///
+    /// # Errors
+    /// As [`Producer::send_async`].
+    pub async fn send_timer_async(
+        &self,
+        topic: &str,
+        msg: &Message,
+        at: DeliverAt,
+    ) -> Result<TimerHandle> {
+        let queue = self.select_queue(topic, msg.key_hash).await?;
+        let batch = encode_batch(std::slice::from_ref(msg))?;
+        self.send_timer_encoded(topic, queue, &batch, at).await
+    }
+
+    /// Sends timer messages as batches to one queue (chosen as for
+    /// [`Producer::send_batch`]), all due at `at`.
+    ///
+    /// # Errors
+    /// As [`Producer::send_timer`]; `InvalidArgument` for an empty batch.
+    pub async fn send_batch_timer(
+        &self,
+        topic: &str,
+        msgs: &[Message],
+        at: DeliverAt,
+    ) -> Result<Vec<TimerReceipt>> {
+        let first = msgs
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("empty batch".into()))?;
+        let queue = self.select_queue(topic, first.key_hash).await?;
+        let max = self.conn.max_batch_messages().max(1) as usize;
+        let mut handles = Vec::with_capacity(msgs.len().div_ceil(max));
+        for chunk in msgs.chunks(max) {
+            let batch = encode_batch(chunk)?;
+            handles.push(self.send_timer_encoded(topic, queue, &batch, at).await?);
+        }
+        let mut out = Vec::with_capacity(msgs.len());
+        for h in handles {
+            out.extend(h.wait().await?);
+        }
+        Ok(out)
+    }
+
+    /// Sends an encoded batch of timer messages to one queue, pipelined like
+    /// [`Producer::send_encoded`].
+    ///
+    /// # Errors
+    /// As [`Producer::send_async`].
+    pub async fn send_timer_encoded(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: &BatchWriter,
+        at: DeliverAt,
+    ) -> Result<TimerHandle> {
+        if batch.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        let permit = Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed {
+                addr: self.conn.addr().to_string(),
+            })?;
+        let req = SendTimerRequest {
+            topic: topic.to_string(),
+            queue_id,
+            count: batch.count(),
+            deliver_at: at,
+        };
+        let pending = self.conn.start(&req, batch.as_bytes()).await?;
+        Ok(TimerHandle {
+            pending,
+            _permit: permit,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Recalls a timer message of `topic` by the handle its send answered: removed for
+    /// good if not yet due, else `AlreadyDelivered`.
+    ///
+    /// # Errors
+    /// Connection failures; `NotFound` for a handle of no timer message of the topic;
+    /// `BadRequest` for one that does not decode.
+    pub async fn recall(&self, topic: &str, recall_handle: &str) -> Result<RecallStatus> {
+        let req = RecallRequest {
+            topic: topic.to_string(),
+            recall_handle: recall_handle.to_string(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.status)
+    }
+
     /// Forgets cached metadata of a topic (e.g. after it gained queues).
     pub fn refresh_topic(&self, topic: &str) {
         self.routes.invalidate(topic);
@@ -253,5 +364,23 @@ impl SendHandle {
                 queue_offset: r.queue_offset,
             })
             .collect())
+    }
+}
+
+/// The ack of a timer send started by [`Producer::send_timer_encoded`].
+pub struct TimerHandle {
+    pending: Pending<SendTimerRequest>,
+    _permit: OwnedSemaphorePermit,
+    timeout: Duration,
+}
+
+impl TimerHandle {
+    /// Waits for the broker's answer: one receipt per message, in order.
+    ///
+    /// # Errors
+    /// As [`Producer::send_timer`].
+    pub async fn wait(self) -> Result<Vec<TimerReceipt>> {
+        let (resp, _) = self.pending.wait(self.timeout).await?;
+        Ok(resp.receipts)
     }
 }

@@ -78,6 +78,10 @@ wire_enum!(
         ChangeInvisibility = 62,
         Reject = 63,
         LeaseInfo = 64,
+        /// A message or batch delivered to its queue at a given time (timer messages).
+        SendTimer = 21,
+        /// Removes a timer message that is not yet due.
+        Recall = 22,
     }
 );
 

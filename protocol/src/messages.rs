@@ -96,6 +96,8 @@ pub struct TopicInfo {
     pub perm: u8,
     /// Each queue and its offsets.
     pub queues: Vec<QueueInfo>,
+    /// Timer messages waiting to be delivered to this topic.
+    pub timers_pending: u64,
 }
 
 /// Creates a topic, or answers the existing one when it is already there.
@@ -198,6 +200,70 @@ pub struct SendResponse {
     pub receipts: Vec<SendReceipt>,
 }
 request!(SendRequest, Send, SendResponse);
+
+/// When a timer send is delivered: at a wall-clock time, or after a delay from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliverAt {
+    /// Wall-clock ms; a time in the past means now.
+    TimestampMs(u64),
+    /// Ms from the moment the broker receives the send.
+    DelayMs(u64),
+}
+
+/// A send whose messages become visible in their queue when due (body: a batch, as for
+/// [`SendRequest`]). Stored durably at once, under the flush policy; refused when due
+/// further ahead than the broker's `--max-timer-delay-ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTimerRequest {
+    pub topic: String,
+    pub queue_id: u32,
+    pub count: u32,
+    pub deliver_at: DeliverAt,
+}
+
+/// Where a timer message waits, and how to recall it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerReceipt {
+    /// The message's id; the delivered message carries it as its id.
+    pub msg_id: String,
+    /// The queue it will be delivered to.
+    pub queue_id: u32,
+    /// When it becomes due (wall-clock ms).
+    pub deliver_at_ms: u64,
+    /// Names the message to [`RecallRequest`].
+    pub recall_handle: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTimerResponse {
+    pub receipts: Vec<TimerReceipt>,
+}
+request!(SendTimerRequest, SendTimer, SendTimerResponse);
+
+/// Removes a timer message that is not yet due, durably.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallRequest {
+    pub topic: String,
+    pub recall_handle: String,
+}
+
+/// What a recall did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallStatus {
+    /// Removed: it will never be delivered.
+    Recalled,
+    /// Removed by an earlier recall.
+    AlreadyRecalled,
+    /// Too late: it was delivered (or was due) already.
+    AlreadyDelivered,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallResponse {
+    pub status: RecallStatus,
+}
+request!(RecallRequest, Recall, RecallResponse);
 
 // ---- consume ----
 
@@ -562,6 +628,8 @@ pub struct StatsResponse {
     pub disk_free_bytes: u64,
     /// Sends and send-backs refused with `DiskFull` since the broker started.
     pub sends_refused_disk_full: u64,
+    /// Timer messages (and retries) waiting for their delivery time.
+    pub timers_pending: u64,
 }
 request!(StatsRequest, BrokerStats, StatsResponse);
 

@@ -9,6 +9,8 @@ pub const RESERVED_PREFIX: char = '%';
 pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of a group's dead-letter topic, `%DLQ%<group>`.
 pub const DLQ_PREFIX: &str = "%DLQ%";
+/// The broker's timer topic: timer messages wait there until due.
+pub const TIMER_TOPIC: &str = "%TIMER%";
 
 /// Why a name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

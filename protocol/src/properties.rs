@@ -34,6 +34,9 @@ pub const REAL_TOPIC: &str = "REAL_TOPIC";
 pub const REAL_QUEUE_ID: &str = "REAL_QUEUE_ID";
 /// Wall-clock millisecond at which a scheduled message becomes due.
 pub const DUE_AT_MS: &str = "DUE_AT_MS";
+/// On a timer message delivered to its topic: the delivery time it was sent with
+/// (wall-clock ms). Its `ORIGIN_MSG_ID` is the id its send was acknowledged with.
+pub const DELIVER_AT_MS: &str = "TIMER_DELIVER_MS";
 
 /// Builds a property blob.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -90,6 +90,9 @@ pub enum RetryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The timer refused to park a retry, or did not start.
+    #[error("retry: {0}")]
+    Timer(#[from] crate::timer::TimerError),
 }
 
 impl RetryError {

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use commitlog::Signal;
 use protocol::messages::{SendBackRequest, SendBackResponse};
-use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX};
+use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX, TIMER_TOPIC};
 use protocol::time::now_ms;
 
 mod redeliver;
@@ -14,34 +14,54 @@ mod redeliver;
 pub(crate) use redeliver::Redelivered;
 
 use super::config::RetryConfig;
-use super::copy::{copy_properties, park, Origin};
+use super::copy::{copy_properties, Origin};
 use super::error::RetryError;
 use super::progress::ScheduleProgress;
 use super::scheduler;
 use super::shared::Shared;
-use super::topics::{level_of, schedule_topic, SCHEDULE_TOPIC_PREFIX};
+use super::topics::{level_of, SCHEDULE_TOPIC_PREFIX};
 use crate::store::{MessageId, MessageStore, PutMessage, StoreError};
+use crate::timer::{TimerConfig, TimerService};
 
 /// Retries with delay and dead letters. See the module doc for the design.
 #[derive(Debug)]
 pub struct RetryService {
     shared: Arc<Shared>,
+    /// Where retries wait for their delay.
+    timer: Arc<TimerService>,
     scheduler: Mutex<Option<JoinHandle<Result<(), RetryError>>>>,
 }
 
 impl RetryService {
-    /// Loads the schedule progress from `<data>/config/schedule_offsets` and starts the
-    /// scheduler thread. The service keeps a reference to the store: close the service
-    /// (or drop it) before closing the store.
+    /// [`Self::start_with_timer`] with a timer of its own (default settings).
+    ///
+    /// # Errors
+    /// As [`Self::start_with_timer`]; the timer did not start.
+    pub fn start(store: Arc<MessageStore>, config: RetryConfig) -> Result<Self, RetryError> {
+        let timer = Arc::new(TimerService::start(
+            Arc::clone(&store),
+            TimerConfig::default(),
+        )?);
+        Self::start_with_timer(store, config, timer)
+    }
+
+    /// Starts the service: retries wait on `timer`. Loads the legacy schedule progress
+    /// from `<data>/config/schedule_offsets` and starts the thread that drains the
+    /// `%SCHEDULE%` topics an older broker left. The service keeps a reference to the
+    /// store: close the service (or drop it) before closing the store.
     ///
     /// # Errors
     /// An invalid config, a corrupt progress file, failing to start the thread.
-    pub fn start(store: Arc<MessageStore>, config: RetryConfig) -> Result<Self, RetryError> {
+    pub fn start_with_timer(
+        store: Arc<MessageStore>,
+        config: RetryConfig,
+        timer: Arc<TimerService>,
+    ) -> Result<Self, RetryError> {
         config.validate()?;
         let config_dir = store.config().config_dir();
         let progress =
             ScheduleProgress::load(&config_dir, Arc::clone(&store.config().commitlog.storage))?;
-        let levels = scheduled_levels(&store, &config, &progress);
+        let levels = scheduled_levels(&store, &progress);
         let waker = Arc::new(Signal::new());
         let weak = Arc::downgrade(&waker);
         store.on_dispatch(Arc::new(move |topic: &str, _queue, _max| {
@@ -63,6 +83,7 @@ impl RetryService {
             })?;
         Ok(Self {
             shared,
+            timer,
             scheduler: Mutex::new(Some(handle)),
         })
     }
@@ -107,7 +128,7 @@ impl RetryService {
             topic: topic.to_string(),
             reason,
         };
-        if topic.starts_with(SCHEDULE_TOPIC_PREFIX) {
+        if topic.starts_with(SCHEDULE_TOPIC_PREFIX) || topic == TIMER_TOPIC {
             return Err(not_retryable("it is waiting in a schedule topic"));
         }
         if topic.starts_with(DLQ_PREFIX) {
@@ -154,10 +175,9 @@ impl RetryService {
         let retry = retry_topic(&req.group);
         // Created now so members are assigned its queue before the first retry is due.
         self.shared.ensure_topic(&retry)?;
-        let props = park(copy, &retry, 0, due_at_ms, level);
+        let props = copy.build();
         msg.properties = &props;
-        self.shared
-            .put(&schedule_topic(level), 0, &[msg], "scheduling a retry in")?;
+        self.timer.schedule(&retry, 0, &[msg], due_at_ms)?;
         Ok(SendBackResponse {
             dead_lettered: false,
             reconsume_times,
@@ -206,8 +226,13 @@ impl RetryService {
         &self.shared.config
     }
 
-    /// Stops the scheduler, saves its progress and lets go of the store, so the caller
-    /// can close the store next. A failed save is logged; its only consequence is that
+    /// The timer retries wait on.
+    pub fn timer(&self) -> &Arc<TimerService> {
+        &self.timer
+    }
+
+    /// Stops the scheduler and the timer, saves their progress and lets go of the store,
+    /// so the caller can close the store next. A failed save is logged; its only consequence is that
     /// the next start delivers some retries again.
     pub fn close(self) {
         if let Err(e) = self.try_close() {
@@ -220,7 +245,9 @@ impl RetryService {
     /// # Errors
     /// Saving the progress failed (the next start delivers some retries again).
     pub fn try_close(self) -> Result<(), RetryError> {
-        self.stop_scheduler()
+        let result = self.stop_scheduler();
+        self.timer.close();
+        result
     }
 
     /// Stops and joins the scheduler thread.
@@ -252,15 +279,10 @@ impl Drop for RetryService {
     }
 }
 
-/// Levels the scheduler serves: the table's, plus any left in the store or the progress
-/// file by an earlier, longer table, so no parked message is stranded.
-fn scheduled_levels(
-    store: &MessageStore,
-    config: &RetryConfig,
-    progress: &ScheduleProgress,
-) -> Vec<u32> {
-    let table = u32::try_from(config.delay_levels_ms.len()).unwrap_or(u32::MAX);
-    let mut levels: BTreeSet<u32> = (1..=table).collect();
+/// Levels the legacy scheduler drains: those an older broker left in the store or the
+/// progress file, so no parked message is stranded. New retries wait on the timer.
+fn scheduled_levels(store: &MessageStore, progress: &ScheduleProgress) -> Vec<u32> {
+    let mut levels: BTreeSet<u32> = BTreeSet::new();
     levels.extend(store.topics().iter().filter_map(|t| level_of(&t.name)));
     levels.extend(progress.topics().filter_map(level_of));
     levels.into_iter().collect()

@@ -23,6 +23,7 @@ use crate::pop::PopService;
 use crate::retry::{RetryConfig, RetryError, RetryService};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
+use crate::timer::{TimerConfig, TimerService};
 
 /// Why a broker could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -146,8 +147,10 @@ impl Broker {
             &store,
             protocol::time::now_ms(),
         );
+        let timer = Arc::clone(retry.timer());
         let services = Arc::new(Services {
             pop,
+            timer,
             groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
             config,
             store,
@@ -368,11 +371,19 @@ async fn open_services(
         max_reconsume_times: config.max_reconsume_times,
     };
     let store = Arc::clone(store);
+    let max_timer_delay_ms = config.max_timer_delay_ms;
     blocking(move || {
         let storage = Arc::clone(&store.config().commitlog.storage);
         let offsets = ConsumerOffsets::open_on(&data_dir, storage)?;
         clamp_offsets_to_recovered_queues(&offsets, &store);
-        let retry = RetryService::start(store, retry_config)?;
+        let timer = TimerService::start(
+            Arc::clone(&store),
+            TimerConfig {
+                max_delay_ms: max_timer_delay_ms,
+            },
+        )
+        .map_err(RetryError::from)?;
+        let retry = RetryService::start_with_timer(store, retry_config, Arc::new(timer))?;
         Ok((offsets, retry))
     })
     .await

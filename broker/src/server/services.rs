@@ -13,6 +13,7 @@ use crate::pop::PopService;
 use crate::retry::RetryService;
 use crate::stats::Stats;
 use crate::store::MessageStore;
+use crate::timer::TimerService;
 
 /// Everything a request handler may use, shared by all connections.
 pub(crate) struct Services {
@@ -23,6 +24,8 @@ pub(crate) struct Services {
     pub(crate) retry: RetryService,
     /// Leases of the groups that consume by receive (per-message acks).
     pub(crate) pop: PopService,
+    /// Timer messages (the retry service's delays wait on the same timer).
+    pub(crate) timer: Arc<TimerService>,
     pub(crate) long_polling: Arc<LongPolling>,
     pub(crate) stats: Arc<Stats>,
     /// Stores the sends of every connection.

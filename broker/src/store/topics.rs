@@ -106,6 +106,11 @@ const LEGACY_TOPICS_FILE_VERSION: u32 = 1;
 /// level, needed for every group's retries even when the limit is reached.
 const UNLIMITED_PREFIX: &str = "%SCHEDULE%";
 
+/// Whether a topic counts against the limit: not the schedule topics, nor the timer's.
+fn is_limited(name: &str) -> bool {
+    !name.starts_with(UNLIMITED_PREFIX) && name != protocol::names::TIMER_TOPIC
+}
+
 /// The in-memory topic table, each change journaled to disk before it is acknowledged.
 ///
 /// Readers take only the table's `RwLock`, and only for in-memory work. Changes are made
@@ -287,13 +292,10 @@ impl TopicTable {
 
     /// Refuses a new topic past the limit.
     fn check_limit(&self, topics: &BTreeMap<String, TopicConfig>, name: &str) -> StoreResult<()> {
-        if name.starts_with(UNLIMITED_PREFIX) {
+        if !is_limited(name) {
             return Ok(());
         }
-        let limited = topics
-            .keys()
-            .filter(|n| !n.starts_with(UNLIMITED_PREFIX))
-            .count();
+        let limited = topics.keys().filter(|n| is_limited(n)).count();
         if limited >= self.max_topics as usize {
             return Err(StoreError::TopicLimit {
                 topic: name.chars().take(200).collect(),

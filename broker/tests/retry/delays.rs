@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::retry::*;
-use broker::retry::{schedule_topic, RetryError};
+use broker::retry::RetryError;
 use protocol::messages::SendBackRequest;
 use protocol::properties::{
     DUE_AT_MS, KEYS, ORIGIN_MSG_ID, ORIGIN_QUEUE_ID, ORIGIN_QUEUE_OFFSET, ORIGIN_TOPIC, REAL_TOPIC,
@@ -156,7 +156,7 @@ fn bad_requests_are_typed_errors() {
 
     // Parked copies are never handed to consumers, so they cannot be sent back.
     nack(&service, "g", &id);
-    let parked = wait_message(&store, &schedule_topic(1), 0);
+    let parked = wait_message(&store, protocol::names::TIMER_TOPIC, 0);
     let err = send("g", &id_of(&parked)).unwrap_err();
     assert!(matches!(err, RetryError::NotRetryable { .. }), "{err}");
 

@@ -21,8 +21,8 @@ fn a_scheduled_retry_survives_a_restart() {
     assert!(second.due_at_ms > first.due_at_ms);
     // Shut down before the second is due.
     shut_down(service, store);
-    let saved = fs::read_to_string(dir.path().join("config").join("schedule_offsets")).unwrap();
-    assert!(saved.contains("%SCHEDULE%1"), "{saved}");
+    let saved = fs::read_to_string(dir.path().join("timer").join("checkpoint")).unwrap();
+    assert!(saved.contains("indexed_next"), "{saved}");
 
     let store = open_store(dir.path());
     let service = start(&store, 16);
@@ -55,9 +55,9 @@ fn progress_lost_in_a_crash_redelivers_rather_than_loses() {
     wait_message(&store, "%RETRY%g", 0);
     shut_down(service, store);
 
-    // A crash right after delivery, before the progress was saved: the file is behind.
-    let progress = dir.path().join("config").join("schedule_offsets");
-    fs::write(&progress, br#"{"version":1,"next":{}}"#).unwrap();
+    // A crash right after delivery, before the timer saved anything: no checkpoint, no
+    // delivery marks.
+    fs::remove_dir_all(dir.path().join("timer")).unwrap();
 
     let store = open_store(dir.path());
     let service = start(&store, 16);

@@ -9,6 +9,7 @@ mod offset;
 mod pull;
 mod receive;
 mod stats;
+mod timer;
 mod topic;
 
 use std::sync::{Arc, OnceLock};
@@ -56,6 +57,8 @@ pub(crate) async fn handle(
         RequestCode::ChangeInvisibility => receive::change(services, &frame),
         RequestCode::Reject => receive::reject(services, &frame).await,
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),
+        RequestCode::SendTimer => timer::send_timer(services, &frame).await,
+        RequestCode::Recall => timer::recall(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
@@ -117,6 +120,9 @@ impl From<RetryError> for HandlerError {
             RetryError::MessageNotFound { .. } => Status::NotFound,
             RetryError::InvalidGroup { .. } => Status::InvalidName,
             RetryError::Store { source, .. } => store_status(source),
+            RetryError::Timer(crate::timer::TimerError::Store { source, .. }) => {
+                store_status(source)
+            }
             other if other.is_bad_request() => Status::BadRequest,
             _ => Status::StorageError,
         };

@@ -17,7 +17,12 @@ pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
         broker_version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_ms: s.uptime_ms,
         connections: s.connections,
-        topics: store.topics().len() as u64,
+        // The timer's own topic is machinery, not one of the broker's topics.
+        topics: store
+            .topics()
+            .iter()
+            .filter(|t| t.name != protocol::names::TIMER_TOPIC)
+            .count() as u64,
         messages_in: s.messages_in,
         messages_out: s.messages_out,
         bytes_in: s.bytes_in,
@@ -31,5 +36,6 @@ pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
         },
         disk_free_bytes: disk.free_bytes,
         sends_refused_disk_full: disk.sends_refused,
+        timers_pending: services.timer.pending_total(),
     }))
 }

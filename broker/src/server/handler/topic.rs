@@ -165,6 +165,7 @@ fn topic_info(services: &Services, t: &TopicConfig) -> TopicInfo {
         queue_count: t.queue_count,
         perm: perm_to_bits(t.perm),
         queues,
+        timers_pending: services.timer.pending_of(&t.name),
     }
 }
 

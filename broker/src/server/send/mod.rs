@@ -10,3 +10,4 @@ mod appender;
 mod prepare;
 
 pub(crate) use appender::{Appender, SendJob, SendQueue};
+pub(crate) use prepare::refused;

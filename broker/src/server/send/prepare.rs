@@ -82,7 +82,7 @@ pub(super) fn receipts(results: &[PutResult]) -> Response {
 
 /// The answer to a send the store's check refused, in a producer's terms: which message
 /// broke which limit, and that `%` topics are the broker's.
-fn refused(e: InvalidSend) -> HandlerError {
+pub(crate) fn refused(e: InvalidSend) -> HandlerError {
     match (e.message, e.error) {
         (None, StoreError::InvalidTopicName { name, .. }) if name.starts_with(RESERVED_PREFIX) => {
             HandlerError::new(

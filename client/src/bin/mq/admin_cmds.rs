@@ -136,10 +136,11 @@ pub(crate) async fn topic_list(broker: &str, all: bool) -> CliResult {
 pub(crate) async fn topic_show(broker: &str, name: &str) -> CliResult {
     let t = Admin::connect(broker).await?.get_topic(name).await?;
     println!(
-        "topic {}  queues {}  perm {}",
+        "topic {}  queues {}  perm {}  timers_pending {}",
         t.name,
         t.queue_count,
-        perm_text(t.perm)
+        perm_text(t.perm),
+        t.timers_pending
     );
     println!("{:>6} {:>14} {:>14}", "QUEUE", "MIN_OFFSET", "MAX_OFFSET");
     for q in t.queues {

@@ -48,6 +48,13 @@ enum Cmd {
     /// Look up single messages.
     #[command(subcommand)]
     Message(MessageCmd),
+    /// Recall a timer message not yet due, by the recall_handle its send printed.
+    Recall {
+        /// Topic the timer message was sent to.
+        topic: String,
+        /// The recall_handle of its ack line.
+        handle: String,
+    },
     /// Broker statistics as JSON.
     Stats,
     /// Measure throughput and latency: produce, consume, sync-latency, e2e, pop.
@@ -389,6 +396,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Cmd::Dlq(DlqCmd::Show { group, max }) => dlq::show(broker, &group, max).await,
         Cmd::Dlq(DlqCmd::Resend { group, max }) => dlq::resend(broker, &group, max).await,
+        Cmd::Recall { topic, handle } => produce::recall(broker, &topic, &handle).await,
         Cmd::Stats => admin_cmds::stats(broker).await,
         Cmd::Bench(args) => bench::run(broker, args).await,
     }

@@ -1,10 +1,12 @@
-//! `mq produce TOPIC [--tag T] [--key K]`: one message per stdin line, pipelined; one JSON
-//! line per ack, in line order, each written as soon as it and those before it are in.
+//! `mq produce TOPIC [--tag T] [--key K] [--deliver-at MS | --delay-ms MS]`: one message
+//! per stdin line, pipelined; one JSON line per ack, in line order, each written as soon as
+//! it and those before it are in. A timer message's ack line adds `deliver_at` and
+//! `recall_handle` (for `mq recall`).
 
 use std::io::Write;
 
 use clap::Args;
-use client::{Message, Producer, ProducerOptions, SendResult};
+use client::{DeliverAt, Message, Producer, ProducerOptions, SendResult};
 use std::collections::VecDeque;
 use tokio::io::AsyncBufReadExt;
 
@@ -25,9 +27,30 @@ pub(crate) struct ProduceArgs {
     /// Most sends awaiting their ack.
     #[arg(long, default_value_t = 256)]
     inflight: usize,
+    /// Deliver each message at this wall-clock time (ms since the epoch; past = now).
+    #[arg(long, value_name = "MS", conflicts_with = "delay_ms")]
+    deliver_at: Option<u64>,
+    /// Deliver each message this many ms after the broker receives it.
+    #[arg(long, value_name = "MS")]
+    delay_ms: Option<u64>,
 }
 
-type Outcome = Result<SendResult, client::Error>;
+/// An ack: a plain send's receipt, or a timer send's.
+enum Ack {
+    Sent(SendResult),
+    Timer(client::TimerReceipt),
+}
+
+type Outcome = Result<Ack, client::Error>;
+
+/// `mq recall TOPIC HANDLE`: prints `{"status": ...}`.
+pub(crate) async fn recall(broker: &str, topic: &str, handle: &str) -> CliResult {
+    let producer = Producer::connect(broker, ProducerOptions::default()).await?;
+    let status = producer.recall(topic, handle).await;
+    producer.close().await;
+    println!("{}", serde_json::json!({ "status": status? }));
+    Ok(())
+}
 
 pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
     // Pipelined even with a key: the broker stores the sends of one connection in the
@@ -36,6 +59,11 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
         max_in_flight: args.inflight,
     };
     let producer = Producer::connect(broker, opts).await?;
+    let at = match (args.deliver_at, args.delay_ms) {
+        (Some(t), _) => Some(DeliverAt::TimestampMs(t)),
+        (None, Some(d)) => Some(DeliverAt::DelayMs(d)),
+        (None, None) => None,
+    };
     // Lines as bytes: a body need not be UTF-8 (consumers print it as body_b64).
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
@@ -82,13 +110,8 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
                     msg = msg.with_keys(k);
                 }
                 let n = line_no;
-                match producer.send_async(&args.topic, &msg).await {
-                    Ok(handle) => {
-                        let ack = tokio::spawn(async move {
-                            handle.wait().await.and_then(|mut r| r.pop().ok_or(client::Error::InvalidArgument("no receipt".into())))
-                        });
-                        acks.push_back((n, ack));
-                    }
+                match send(&producer, &args.topic, &msg, at).await {
+                    Ok(ack) => acks.push_back((n, ack)),
                     Err(e) => {
                         eprintln!("mq: line {n}: send failed: {e}");
                         failed.push(n);
@@ -115,6 +138,32 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
     .into())
 }
 
+/// Starts one send; the task resolves to its ack.
+async fn send(
+    producer: &Producer,
+    topic: &str,
+    msg: &Message,
+    at: Option<DeliverAt>,
+) -> Result<JoinHandle<Outcome>, client::Error> {
+    let no_receipt = || client::Error::InvalidArgument("no receipt".into());
+    Ok(match at {
+        None => {
+            let handle = producer.send_async(topic, msg).await?;
+            tokio::spawn(async move {
+                let mut r = handle.wait().await?;
+                r.pop().map(Ack::Sent).ok_or_else(no_receipt)
+            })
+        }
+        Some(at) => {
+            let handle = producer.send_timer_async(topic, msg, at).await?;
+            tokio::spawn(async move {
+                let mut r = handle.wait().await?;
+                r.pop().map(Ack::Timer).ok_or_else(no_receipt)
+            })
+        }
+    })
+}
+
 fn report(
     out: &mut impl Write,
     n: u64,
@@ -122,8 +171,15 @@ fn report(
     failed: &mut Vec<u64>,
 ) -> CliResult {
     match done? {
-        Ok(r) => {
-            let line = serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "offset": r.queue_offset});
+        Ok(ack) => {
+            let line = match ack {
+                Ack::Sent(r) => {
+                    serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "offset": r.queue_offset})
+                }
+                Ack::Timer(r) => {
+                    serde_json::json!({"msg_id": r.msg_id, "queue": r.queue_id, "deliver_at": r.deliver_at_ms, "recall_handle": r.recall_handle})
+                }
+            };
             writeln!(out, "{line}")?;
             out.flush()?;
         }
