@@ -1,6 +1,7 @@
 //! broker
 
 pub mod groups;
+pub mod http;
 
 pub mod retry;
 pub mod store;

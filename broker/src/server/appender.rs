@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use protocol::Frame;
 use tokio::runtime::Handle;
@@ -43,6 +44,8 @@ pub(crate) struct SendJob {
     /// The connection's in-flight slot and request bytes, given back once the answer is
     /// queued.
     pub(crate) permit: InFlight,
+    /// When the request was read, for its latency.
+    pub(crate) received: Instant,
 }
 
 /// A request and its answer; `stored` says whether the answer waits for durability.
@@ -203,6 +206,9 @@ impl Worker {
 
     /// Stores and answers one send on the calling thread if the store's writer lock is
     /// free; gives the job back otherwise.
+    // The job comes back by value when the writer is busy: boxing it would cost an
+    // allocation per send for a move of a few words.
+    #[allow(clippy::result_large_err)]
     fn try_store_now(&self, job: SendJob) -> Result<(), SendJob> {
         let mut jobs = vec![job];
         let stored = self.store_with(&mut jobs, |groups| {
@@ -239,7 +245,9 @@ impl Worker {
                 msgs: &p.msgs,
             })
             .collect();
+        let started = Instant::now();
         let appended = append(&groups)?;
+        self.stats.recorder().append.record(started.elapsed());
         let mut end = PhysicalOffset::new(0);
         let mut responses: Vec<(Response, bool)> = Vec::with_capacity(jobs.len());
         match appended {
@@ -254,6 +262,11 @@ impl Worker {
                             Some(Ok(stored)) => {
                                 messages += stored.len() as u64;
                                 bytes += p.body_bytes;
+                                self.stats.recorder().messages_in(
+                                    &p.req.topic,
+                                    stored.len() as u64,
+                                    p.body_bytes,
+                                );
                                 (send::receipts(&stored), true)
                             }
                             Some(Err(e)) => (Response::from(HandlerError::from(e)), false),
@@ -291,7 +304,9 @@ impl Worker {
     /// Waits until `end` is durable (nothing to wait for under async flush), then answers.
     fn wait_and_answer(&self, end: PhysicalOffset, answers: Vec<Answer>) {
         let failed = self.store.wait_durable(end).err().map(HandlerError::from);
+        let recorder = self.stats.recorder();
         for a in answers {
+            recorder.request(protocol::RequestCode::Send, a.job.received.elapsed());
             let response = match &failed {
                 Some(e) if a.stored => Response::from(e.clone()),
                 _ => a.response,
