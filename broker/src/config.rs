@@ -77,6 +77,89 @@ impl FromStr for FlushMode {
     }
 }
 
+/// Where the HTTP endpoint (metrics, JSON API, dashboard) listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HttpListen {
+    /// No HTTP endpoint.
+    Off,
+    /// Listen on this address; port 0 picks a free port.
+    At(SocketAddr),
+}
+
+/// The HTTP endpoint's address when none is configured.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+impl FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::At)
+            .map_err(|e| format!("{s:?} is neither `off` nor an address like 127.0.0.1:8080 ({e})"))
+    }
+}
+
+impl TryFrom<String> for HttpListen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<HttpListen> for String {
+    fn from(v: HttpListen) -> String {
+        match v {
+            HttpListen::Off => "off".into(),
+            HttpListen::At(a) => a.to_string(),
+        }
+    }
+}
+
+/// Whether `/metrics` has one series per (group, topic, queue) or per (group, topic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsPerQueue {
+    /// Per queue while the broker holds at most [`MetricsPerQueue::AUTO_MAX_QUEUES`]
+    /// queues, per topic above.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl MetricsPerQueue {
+    /// Queues up to which `auto` keeps per-queue series.
+    pub const AUTO_MAX_QUEUES: u64 = 2_000;
+
+    /// Whether a broker holding `queues` queues shows per-queue series.
+    pub fn per_queue(self, queues: u64) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => queues <= Self::AUTO_MAX_QUEUES,
+        }
+    }
+}
+
+impl FromStr for MetricsPerQueue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not on, off or auto")),
+        }
+    }
+}
+
 /// A size in bytes, written as plain bytes or with a K/M/G suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "SizeRepr", into = "u64")]
@@ -212,6 +295,16 @@ pub struct Config {
     pub max_in_flight_leases: u32,
     /// Furthest ahead a timer message may be due; later ones are refused. Default 7 days.
     pub max_timer_delay_ms: u64,
+    /// Address of the HTTP endpoint (`/metrics`, `/api/...`, the dashboard at `/`,
+    /// `/healthz`, `/readyz`), or `off`. Unset (the default): `127.0.0.1:8080` when that
+    /// port is free, else no HTTP endpoint and a warning. A set address that cannot be
+    /// bound stops the start.
+    pub http_listen: Option<HttpListen>,
+    /// `/metrics` series per (group, topic, queue) (`on`), per (group, topic) (`off`), or
+    /// per queue up to 2,000 queues and per topic above (`auto`). Default `auto`.
+    pub metrics_per_queue: MetricsPerQueue,
+    /// HTTP connections served at once; more are answered 503 and closed. Default 64.
+    pub http_max_connections: u32,
 }
 
 impl Default for Config {
@@ -245,19 +338,23 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             max_in_flight_leases: crate::pop::DEFAULT_MAX_IN_FLIGHT_LEASES,
             max_timer_delay_ms: crate::timer::DEFAULT_MAX_TIMER_DELAY_MS,
+            http_listen: None,
+            metrics_per_queue: MetricsPerQueue::Auto,
+            http_max_connections: 64,
         }
     }
 }
 
 impl Config {
-    /// Defaults with the data under `data_dir`, an ephemeral port on 127.0.0.1 and no disk
-    /// reserve: what tests start an in-process broker with (a test must not fail because
-    /// the host's disk is 99% used).
+    /// Defaults with the data under `data_dir`, ephemeral ports on 127.0.0.1 (the HTTP
+    /// endpoint's too) and no disk reserve: what tests start an in-process broker with (a
+    /// test must not fail because the host's disk is 99% used).
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             disk_reserve: DiskReserve::Bytes(0),
+            http_listen: Some(HttpListen::At(SocketAddr::from(([127, 0, 0, 1], 0)))),
             ..Self::default()
         }
     }
@@ -355,6 +452,9 @@ impl Config {
         if self.shutdown_timeout_ms < 100 {
             return bad("shutdown_timeout_ms", "must be at least 100".into());
         }
+        if self.http_max_connections == 0 {
+            return bad("http_max_connections", "must be at least 1".into());
+        }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());
         }
@@ -417,6 +517,23 @@ mod tests {
         assert_eq!(c.disk_reserve, DiskReserve::Bytes(0));
         assert!(toml::from_str::<Config>("disk_reserve = \"90%\"").is_err());
         assert!(toml::from_str::<Config>("no_such_field = 1").is_err());
+    }
+
+    #[test]
+    fn http_listen_is_an_address_or_off_in_flags_and_files() {
+        assert_eq!("off".parse::<HttpListen>().unwrap(), HttpListen::Off);
+        assert_eq!(
+            "127.0.0.1:9090".parse::<HttpListen>().unwrap(),
+            HttpListen::At(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert!("8080".parse::<HttpListen>().is_err());
+        let c: Config =
+            toml::from_str("http_listen = \"off\"\nmetrics_per_queue = \"off\"").unwrap();
+        assert_eq!(c.http_listen, Some(HttpListen::Off));
+        assert!(!c.metrics_per_queue.per_queue(1));
+        assert_eq!(Config::default().http_listen, None);
+        assert!(MetricsPerQueue::Auto.per_queue(MetricsPerQueue::AUTO_MAX_QUEUES));
+        assert!(!MetricsPerQueue::Auto.per_queue(MetricsPerQueue::AUTO_MAX_QUEUES + 1));
     }
 
     #[test]

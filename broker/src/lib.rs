@@ -15,6 +15,8 @@
 //! - `pop`: per-message acknowledgement: receive with invisibility leases, ack by receipt
 //!   handle, change invisibility, reject; lease expiry through the retry topic.
 //! - [`timer`]: timer messages (deliver at a time, recall); retries wait on it too.
+//! - [`http`]: the HTTP endpoint: Prometheus `/metrics`, the JSON API, the dashboard,
+//!   `/healthz` and `/readyz`.
 //! - [`server`]: [`Broker`]: listener, connections, request handlers, shutdown.
 //! - [`config`]: [`Config`], the TOML file and flags, validated once.
 //! - `long_polling`: pulls held at a queue's head until the dispatcher indexes a message.
@@ -53,6 +55,7 @@
 
 pub mod config;
 pub mod groups;
+pub mod http;
 mod long_polling;
 mod pop;
 pub mod retry;

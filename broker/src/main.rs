@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use broker::config::{ByteSize, Config, DiskReserve, FlushMode};
+use broker::config::{ByteSize, Config, DiskReserve, FlushMode, HttpListen, MetricsPerQueue};
 use broker::{Broker, BrokerError};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -121,6 +121,18 @@ struct Cli {
     /// [default: 604800000, 7 days].
     #[arg(long, value_name = "MS")]
     max_timer_delay_ms: Option<u64>,
+    /// Address of the HTTP endpoint (metrics, JSON API, dashboard), or `off`; when not
+    /// given and 127.0.0.1:8080 is taken, the broker runs without it and warns
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR|off")]
+    http_listen: Option<HttpListen>,
+    /// /metrics series per (group, topic, queue) `on`, per (group, topic) `off`, or per
+    /// queue up to 2,000 queues `auto` [default: auto].
+    #[arg(long, value_name = "on|off|auto")]
+    metrics_per_queue: Option<MetricsPerQueue>,
+    /// HTTP connections served at once; more are answered 503 [default: 64].
+    #[arg(long, value_name = "N")]
+    http_max_connections: Option<u32>,
 }
 
 impl Cli {
@@ -156,8 +168,13 @@ impl Cli {
             max_pending_bytes_per_connection,
             shutdown_timeout_ms,
             max_in_flight_leases,
-            max_timer_delay_ms
+            max_timer_delay_ms,
+            metrics_per_queue,
+            http_max_connections
         );
+        if self.http_listen.is_some() {
+            c.http_listen = self.http_listen;
+        }
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;
         }
@@ -215,6 +232,9 @@ async fn run(config: Config) -> Result<(), BrokerError> {
         broker.local_addr(),
         data_dir.display()
     );
+    if let Some(http) = broker.http_addr() {
+        eprintln!("FerroMQ dashboard on http://{http}/ (metrics at /metrics)");
+    }
     wait_for_signal(&broker).await;
     broker.shutdown().await
 }

@@ -2,7 +2,10 @@
 //! broker-stats request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use crate::http::Recorder;
 
 /// Counters since start. Relaxed ordering: each is an independent tally.
 #[derive(Debug)]
@@ -13,6 +16,8 @@ pub struct Stats {
     messages_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Per-topic traffic and latencies for `/metrics`.
+    recorder: Arc<Recorder>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -41,7 +46,13 @@ impl Default for Stats {
 impl Stats {
     /// All counters at zero, uptime counted from now.
     pub fn new() -> Self {
+        Self::with_recorder(Arc::new(Recorder::new()))
+    }
+
+    /// Counters that also feed `recorder` (shared with the storage layers' hooks).
+    pub fn with_recorder(recorder: Arc<Recorder>) -> Self {
         Self {
+            recorder,
             started: Instant::now(),
             connections: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
@@ -49,6 +60,11 @@ impl Stats {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         }
+    }
+
+    /// What `/metrics` reads beyond these counters.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
     }
 
     /// A connection was accepted.

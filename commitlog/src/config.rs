@@ -66,6 +66,19 @@ pub struct Config {
     pub prefault: bool,
     /// File-system seam; the real file system by default. See [`crate::storage`].
     pub storage: Arc<dyn Storage>,
+    /// Told how long each completed flush (one msync pass) took. Default none.
+    pub on_flush: Option<DurationObserver>,
+}
+
+/// A callback given a duration, e.g. to feed a latency histogram: the log knows nothing of
+/// metrics. It runs on the flushing thread, so it must be quick (an atomic add).
+#[derive(Clone)]
+pub struct DurationObserver(pub Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for DurationObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DurationObserver")
+    }
 }
 
 /// Smallest allowed segment.
@@ -85,6 +98,7 @@ impl Config {
             preallocate: true,
             prefault: true,
             storage: Arc::new(RealFs),
+            on_flush: None,
         }
     }
 

@@ -69,7 +69,11 @@ impl Inner {
             drop(flushing);
             let from = self.flush.flushed_offset.load(Ordering::SeqCst);
             let target = self.write_offset.load(Ordering::SeqCst);
+            let started = Instant::now();
             let result = self.sync_range(from, target);
+            if let Some(observe) = &self.cfg.on_flush {
+                (observe.0)(started.elapsed());
+            }
             let mut flushing = lock(&self.flush.flushing);
             *flushing = false;
             if let Err(e) = &result {

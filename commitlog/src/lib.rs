@@ -47,7 +47,7 @@ mod signal;
 pub mod storage;
 mod sys;
 
-pub use config::{Config, FlushPolicy, Retention, MIN_SEGMENT_SIZE_BYTES};
+pub use config::{Config, DurationObserver, FlushPolicy, Retention, MIN_SEGMENT_SIZE_BYTES};
 pub use error::Error;
 pub use format::RecordIn;
 pub use lock::DirLock;

@@ -16,8 +16,9 @@ use tokio_util::task::TaskTracker;
 use super::send::Appender;
 use super::services::Services;
 use super::{background, listener, resources};
-use crate::config::{ByteSize, Config, ConfigError, FlushMode};
+use crate::config::{ByteSize, Config, ConfigError, FlushMode, HttpListen, DEFAULT_HTTP_LISTEN};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
+use crate::http::{HttpServer, Recorder};
 use crate::long_polling::LongPolling;
 use crate::pop::PopService;
 use crate::retry::{RetryConfig, RetryError, RetryService};
@@ -101,8 +102,12 @@ impl Broker {
                 addr: config.listen,
                 source,
             })?;
+        let recorder = Arc::new(Recorder::new());
+        let http = start_http(&config, &recorder).await?;
         let mut store_config = store_config(&config);
         store_config.commitlog.storage = storage;
+        store_config.commitlog.on_flush = Some(recorder.observer(|r| &r.flush));
+        store_config.on_dispatch_round = Some(recorder.observer(|r| &r.dispatch));
         let dir = config.data_dir.clone();
         let store = blocking(move || MessageStore::open(store_config))
             .await
@@ -123,7 +128,7 @@ impl Broker {
                 return Err(e);
             }
         };
-        let stats = Arc::new(Stats::new());
+        let stats = Arc::new(Stats::with_recorder(recorder));
         // The body limit is the store's (`max_body_bytes`), checked once by its validation.
         let appender = match Appender::start(
             Arc::clone(&store),
@@ -162,6 +167,9 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
+        if let Some(h) = &http {
+            h.ready(Arc::clone(&services));
+        }
         let stop_accepting = CancellationToken::new();
         let accepting = services.tracker.spawn(listener::run(
             Arc::clone(&services),
@@ -189,6 +197,7 @@ impl Broker {
         );
         Ok(RunningBroker {
             local_addr,
+            http,
             services: Some(services),
             stop_accepting,
             accepting: Some(accepting),
@@ -199,6 +208,8 @@ impl Broker {
 /// A broker serving in the background of the current tokio runtime.
 pub struct RunningBroker {
     local_addr: SocketAddr,
+    /// The HTTP endpoint, unless off (or its default port was taken).
+    http: Option<HttpServer>,
     // Taken by `shutdown`; `None` only while shutting down.
     services: Option<Arc<Services>>,
     /// Stops the accept loop, the first step of a shutdown.
@@ -210,6 +221,11 @@ impl RunningBroker {
     /// The address the broker listens on (the real port when the config asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the HTTP endpoint (metrics, API, dashboard), `None` when it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// Resolves once shutdown has started, whoever started it.
@@ -235,6 +251,10 @@ impl RunningBroker {
         tracing::info!("shutting down");
         let deadline = Instant::now() + Duration::from_millis(services.config.shutdown_timeout_ms);
         self.stop_accepting.cancel();
+        if let Some(http) = self.http.take() {
+            // Its connections hold the services; they end before the store can close.
+            let _ = tokio::time::timeout_at(deadline, http.stop()).await;
+        }
         if let Some(accepting) = self.accepting.take() {
             // Never a long wait: the loop only selects on the token and accept.
             let _ = tokio::time::timeout_at(deadline, accepting).await;
@@ -315,6 +335,36 @@ async fn sole_owner(
             }
             Err(shared) => return Err(shared),
         }
+    }
+}
+
+/// Binds and starts the HTTP endpoint. Unset, it takes 127.0.0.1:8080 if free and is
+/// skipped with a warning otherwise (a second broker on one machine still starts); a set
+/// address that cannot be bound fails the start, like the native listener.
+async fn start_http(
+    config: &Config,
+    recorder: &Arc<Recorder>,
+) -> Result<Option<HttpServer>, BrokerError> {
+    let (addr, required) = match config.http_listen {
+        Some(HttpListen::Off) => return Ok(None),
+        Some(HttpListen::At(a)) => (a, true),
+        None => (DEFAULT_HTTP_LISTEN, false),
+    };
+    let bound = TcpListener::bind(addr).await.and_then(|l| {
+        HttpServer::start(
+            l,
+            Arc::clone(recorder),
+            config.metrics_per_queue,
+            config.http_max_connections,
+        )
+    });
+    match bound {
+        Ok(server) => Ok(Some(server)),
+        Err(e) if !required => {
+            tracing::warn!(%addr, error = %e, "HTTP endpoint off: its default address cannot be bound; set --http-listen");
+            Ok(None)
+        }
+        Err(source) => Err(BrokerError::Listen { addr, source }),
     }
 }
 

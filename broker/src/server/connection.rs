@@ -278,6 +278,7 @@ async fn dispatch(
             conn: Arc::clone(conn),
             frame,
             permit: inflight,
+            received: std::time::Instant::now(),
         };
         let refused = match appender {
             Some(queue) => queue.submit(job, alone).await.err(),
@@ -315,7 +316,10 @@ async fn dispatch(
                     }
                 }
             };
+            let started = std::time::Instant::now();
             let response = handler::handle(&services, &conn, code, frame).await;
+            // A held pull counts its wait: the time until the consumer got its answer.
+            services.stats.recorder().request(code, started.elapsed());
             // Waiting for room in the writer's queue is not work.
             drop(running);
             conn.respond(request_id, response).await;

@@ -17,7 +17,7 @@ mod request;
 pub mod resources;
 mod response;
 mod send;
-mod services;
+pub(crate) mod services;
 mod session;
 mod writer;
 

@@ -38,6 +38,8 @@ pub struct StoreConfig {
     /// Most topics, schedule topics aside; creating or auto-creating one more fails with
     /// `TopicLimit`. Default 10,000.
     pub max_topics: u32,
+    /// Told how long each dispatch round (indexing new records) took. Default none.
+    pub on_dispatch_round: Option<commitlog::DurationObserver>,
 }
 
 impl StoreConfig {
@@ -53,6 +55,7 @@ impl StoreConfig {
             flush_interval_ms: 1_000,
             disk_reserve: DiskReserve::Bytes(0),
             max_topics: 10_000,
+            on_dispatch_round: None,
             data_dir,
         }
     }

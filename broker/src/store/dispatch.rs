@@ -341,7 +341,12 @@ impl Shared {
             .round
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.dispatch_round_locked(&guard, mode)
+        let started = Instant::now();
+        let round = self.dispatch_round_locked(&guard, mode);
+        if let Some(observe) = &self.config.on_dispatch_round {
+            (observe.0)(started.elapsed());
+        }
+        round
     }
 
     /// One round; `_held` proves the caller holds the round lock.

@@ -47,6 +47,7 @@ pub(super) async fn send_back(services: &Arc<Services>, frame: &Frame) -> Handle
     let s = Arc::clone(services);
     blocking(move || {
         let resp = s.retry.send_back(&req)?;
+        s.stats.recorder().sent_back(resp.dead_lettered);
         Ok(Response::ok(&resp))
     })
     .await

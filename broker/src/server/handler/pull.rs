@@ -167,6 +167,14 @@ fn respond(services: &Services, got: GetResult, requested: u64) -> Response {
         )
     };
     services.stats.add_messages_out(count as u64);
+    if let Some(first) = got.messages.first() {
+        let bytes = got.messages.iter().map(|r| u64::from(r.size())).sum();
+        let topic = first.view().topic();
+        services
+            .stats
+            .recorder()
+            .messages_out(topic, count as u64, bytes);
+    }
     let header = PullResponse {
         status,
         next_offset,

@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use protocol::Frame;
 use tokio::runtime::Handle;
@@ -43,6 +44,8 @@ pub(crate) struct SendJob {
     /// The connection's in-flight slot and request bytes, given back once the answer is
     /// queued.
     pub(crate) permit: InFlight,
+    /// When the request was read, for its latency.
+    pub(crate) received: Instant,
 }
 
 /// A request and its answer; `stored` says whether the answer waits for durability.
@@ -201,6 +204,9 @@ impl Worker {
 
     /// Stores and answers one send on the calling thread if the store's writer lock is
     /// free; gives the job back otherwise.
+    // The job comes back by value when the writer is busy: boxing it would cost an
+    // allocation per send for a move of a few words.
+    #[allow(clippy::result_large_err)]
     fn try_store_now(&self, job: SendJob) -> Result<(), SendJob> {
         let mut jobs = vec![job];
         let stored = self.store_with(&mut jobs, |groups| self.store.try_append_groups(groups));
@@ -237,25 +243,35 @@ impl Worker {
                 )
             })
             .collect();
+        let started = Instant::now();
         let appended = append(&groups)?;
+        self.stats.recorder().append.record(started.elapsed());
         let mut end = PhysicalOffset::new(0);
         let mut responses: Vec<(Response, bool)> = Vec::with_capacity(jobs.len());
         match appended {
             Ok(done) => {
                 end = done.end;
                 let mut results = done.results.into_iter();
+                let mut sends = groups.iter();
                 let (mut messages, mut bytes) = (0u64, 0u64);
                 for p in &prepared {
                     responses.push(match p {
                         Err(e) => (Response::from(e.clone()), false),
-                        Ok(body_bytes) => match results.next() {
-                            Some(Ok(stored)) => {
+                        Ok(body_bytes) => match (results.next(), sends.next()) {
+                            (Some(Ok(stored)), send) => {
                                 messages += stored.len() as u64;
                                 bytes += body_bytes;
+                                if let Some(send) = send {
+                                    self.stats.recorder().messages_in(
+                                        send.topic(),
+                                        stored.len() as u64,
+                                        *body_bytes,
+                                    );
+                                }
                                 (prepare::receipts(&stored), true)
                             }
-                            Some(Err(e)) => (Response::from(HandlerError::from(e)), false),
-                            None => (Response::from(lost_result()), false),
+                            (Some(Err(e)), _) => (Response::from(HandlerError::from(e)), false),
+                            (None, _) => (Response::from(lost_result()), false),
                         },
                     });
                 }
@@ -289,7 +305,9 @@ impl Worker {
     /// Waits until `end` is durable (nothing to wait for under async flush), then answers.
     fn wait_and_answer(&self, end: PhysicalOffset, answers: Vec<Answer>) {
         let failed = self.store.wait_durable(end).err().map(HandlerError::from);
+        let recorder = self.stats.recorder();
         for a in answers {
+            recorder.request(protocol::RequestCode::Send, a.job.received.elapsed());
             let response = match &failed {
                 Some(e) if a.stored => Response::from(e.clone()),
                 _ => a.response,

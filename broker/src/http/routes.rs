@@ -1,0 +1,141 @@
+//! The URL table, health checks and the JSON error every failure answers with.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{api, dashboard, metrics, HttpState, MAX_BODY_BYTES};
+use crate::store::DiskState;
+
+type AppState = State<Arc<HttpState>>;
+
+/// Every route; anything else is a JSON 404.
+pub(super) fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/style.css", get(dashboard::style))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/overview", get(api::overview))
+        .route("/api/topics", get(api::topics))
+        .route("/api/topics/{topic}", get(api::topic))
+        .route("/api/topics/{topic}/messages", post(api::send_test_message))
+        .route("/api/groups", get(api::groups))
+        .route("/api/groups/{group}", get(api::group))
+        .route("/api/groups/{group}/dlq", get(api::dlq))
+        .route("/api/groups/{group}/dlq/resend", post(api::dlq_resend))
+        .route("/api/messages/{id}", get(api::message))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A failed request: its status and a sentence, answered as `{"error": "..."}`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub(super) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The broker is still opening its store.
+    pub(super) fn starting() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker is starting: its store is being recovered",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such path: {}; see / (dashboard), /metrics, /healthz, /readyz, /api/...",
+        uri.path()
+    ))
+}
+
+async fn metrics_handler(State(state): AppState) -> Result<Response, ApiError> {
+    let Some(services) = state.services().cloned() else {
+        return Err(ApiError::starting());
+    };
+    let recorder = Arc::clone(&state.recorder);
+    let per_queue = state.per_queue;
+    // Reading every queue's state is blocking work; it never runs on a runtime worker.
+    let text =
+        tokio::task::spawn_blocking(move || metrics::render(&services, &recorder, per_queue))
+            .await
+            .map_err(|e| ApiError::internal(format!("metrics task failed: {e}")))?
+            .map_err(|e| ApiError::internal(format!("metrics encoding failed: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the store is open and recovered, the broker is not stopping, and the disk
+/// is not full; otherwise 503 with the reason.
+async fn readyz(State(state): AppState) -> Response {
+    let Some(services) = state.services() else {
+        return not_ready("recovering: the store is being opened");
+    };
+    if services.shutdown.is_cancelled() {
+        return not_ready("shutting down");
+    }
+    let disk = services.store.disk().status();
+    if disk.state == DiskState::Full {
+        return not_ready(&format!(
+            "disk full: {} bytes free, {} kept in reserve; sends are refused",
+            disk.free_bytes, disk.reserve_bytes
+        ));
+    }
+    Json(json!({ "ready": true })).into_response()
+}
+
+fn not_ready(reason: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ready": false, "reason": reason })),
+    )
+        .into_response()
+}

@@ -1,0 +1,211 @@
+//! `/metrics` read by a real Prometheus text parser (Python's `prometheus_client`, installed
+//! by `scripts/test-deps`), checked against known traffic: N sends and M acks show as
+//! counters and lag; plus per-topic aggregation and a scrape of 10,000 queues.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod http_support;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use broker::config::MetricsPerQueue;
+use client::{Message, PullConsumer};
+use http_support::{get, parse_metrics, select, sum};
+use protocol::messages::{CommitOffsetRequest, QueueCommit};
+use support::{fast_options, TestBroker, PATIENCE};
+
+const N: usize = 30;
+const M: usize = 12;
+
+fn http(b: &TestBroker) -> SocketAddr {
+    b.broker.as_ref().unwrap().http_addr().expect("HTTP is on")
+}
+
+/// Sends N messages to `orders` (2 queues), acks M of them as group `billing` and nacks one
+/// more as group `nackers` (a retry is scheduled). Returns the body bytes sent.
+async fn traffic(b: &TestBroker) -> u64 {
+    b.admin().await.create_topic("orders", 2).await.unwrap();
+    let p = b.producer().await;
+    let mut bytes = 0;
+    for i in 0..N {
+        let body = format!("order-{i}");
+        bytes += body.len() as u64;
+        p.send("orders", &Message::new(body)).await.unwrap();
+    }
+    p.close().await;
+    let mut c = PullConsumer::connect(&b.addr, "billing", &[("orders", "*")], fast_options())
+        .await
+        .unwrap();
+    for _ in 0..M {
+        let m = c.recv_timeout(PATIENCE).await.expect("a message");
+        c.ack(&m);
+    }
+    c.close().await.unwrap();
+    let mut n = PullConsumer::connect(&b.addr, "nackers", &[("orders", "*")], fast_options())
+        .await
+        .unwrap();
+    let m = n.recv_timeout(PATIENCE).await.expect("a message");
+    n.nack(&m).await.unwrap();
+    n.abandon();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic_per_topic_and_queue() {
+    let b = TestBroker::start().await;
+    let bytes = traffic(&b).await;
+    // Lag ages count whole seconds from the store time of the oldest unacked message.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let answer = get(http(&b), "/metrics").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.headers["content-type"].contains("text"),
+        "{:?}",
+        answer.headers
+    );
+    let s = parse_metrics(&answer.body);
+
+    let orders = [("topic", "orders")];
+    assert_eq!(
+        sum(&s, "ferromq_topic_messages_in_total", &orders),
+        N as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_topic_bytes_in_total", &orders),
+        bytes as f64
+    );
+    assert!(sum(&s, "ferromq_topic_messages_out_total", &orders) >= (M + 1) as f64);
+    assert_eq!(sum(&s, "ferromq_topic_queues", &orders), 2.0);
+
+    let billing = [("group", "billing"), ("topic", "orders")];
+    let lag = select(&s, "ferromq_group_lag_messages", &billing);
+    assert_eq!(lag.len(), 2, "one series per queue: {lag:?}");
+    assert!(lag.iter().all(|l| l.labels.contains_key("queue")));
+    assert_eq!(
+        sum(&s, "ferromq_group_lag_messages", &billing),
+        (N - M) as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_group_committed_offset", &billing),
+        M as f64
+    );
+    assert_eq!(sum(&s, "ferromq_group_max_offset", &billing), N as f64);
+    for age in select(&s, "ferromq_group_oldest_unacked_age_seconds", &billing) {
+        assert!(age.value >= 1.0, "behind for over a second: {age:?}");
+    }
+    assert_eq!(
+        sum(&s, "ferromq_group_members", &[("group", "billing")]),
+        0.0
+    );
+    assert_eq!(
+        sum(&s, "ferromq_group_dlq_messages", &[("group", "billing")]),
+        0.0
+    );
+    assert_eq!(sum(&s, "ferromq_retries_scheduled_total", &[]), 1.0);
+    assert_eq!(sum(&s, "ferromq_dead_lettered_total", &[]), 0.0);
+
+    // Latency histograms: every send was timed, and the storage layers reported.
+    let sends = select(
+        &s,
+        "ferromq_request_duration_seconds_count",
+        &[("kind", "send")],
+    );
+    assert_eq!(sends.len(), 1);
+    assert!(sends[0].value >= N as f64, "{sends:?}");
+    let inf = select(
+        &s,
+        "ferromq_request_duration_seconds_bucket",
+        &[("kind", "send"), ("le", "+Inf")],
+    );
+    assert_eq!(
+        inf[0].value, sends[0].value,
+        "+Inf bucket holds every observation"
+    );
+    for h in [
+        "ferromq_commitlog_append_duration_seconds_count",
+        "ferromq_dispatch_duration_seconds_count",
+    ] {
+        assert!(sum(&s, h, &[]) >= 1.0, "{h} recorded nothing");
+    }
+    assert!(!select(&s, "ferromq_commitlog_flush_duration_seconds_count", &[]).is_empty());
+    assert!(sum(&s, "ferromq_disk_used_bytes", &[]) > 0.0);
+    assert!(sum(&s, "ferromq_disk_free_bytes", &[]) > 0.0);
+    assert!(sum(&s, "ferromq_resident_memory_bytes", &[]) > 1e6);
+    assert_eq!(sum(&s, "ferromq_disk_full", &[]), 0.0);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_queue_series_can_be_folded_into_per_topic_ones() {
+    let b = TestBroker::start_with(|c| c.metrics_per_queue = MetricsPerQueue::Off).await;
+    traffic(&b).await;
+    let s = parse_metrics(&get(http(&b), "/metrics").await.body);
+    let billing = [("group", "billing"), ("topic", "orders")];
+    let lag = select(&s, "ferromq_group_lag_messages", &billing);
+    assert_eq!(lag.len(), 1, "one series per topic: {lag:?}");
+    assert!(!lag[0].labels.contains_key("queue"));
+    assert_eq!(lag[0].value, (N - M) as f64);
+    assert_eq!(
+        sum(&s, "ferromq_group_committed_offset", &billing),
+        M as f64
+    );
+    b.shutdown().await;
+}
+
+/// 10,000 queues, each one message behind for one group: the scrape completes with every
+/// series (how long it took is printed and recorded in BENCHMARKS.md, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_of_ten_thousand_lagging_queues_completes() {
+    const TOPICS: u32 = 10;
+    const QUEUES: u32 = 1_000;
+    let b = TestBroker::start_with(|c| c.metrics_per_queue = MetricsPerQueue::On).await;
+    let admin = b.admin().await;
+    let p = b.producer().await;
+    for t in 0..TOPICS {
+        let topic = format!("wide-{t}");
+        admin.create_topic(&topic, QUEUES).await.unwrap();
+
+        // Round robin: one message per queue.
+        for q in 0..QUEUES {
+            p.send(&topic, &Message::new(format!("{q}"))).await.unwrap();
+        }
+
+        let commits = (0..QUEUES)
+            .map(|q| QueueCommit {
+                topic: topic.clone(),
+                queue_id: q,
+                offset: 0,
+                acked_above: Vec::new(),
+            })
+            .collect();
+        let req = CommitOffsetRequest {
+            group: "wide-readers".into(),
+            commits,
+            reset_epoch: None,
+        };
+        admin.connection().call(&req, &[]).await.unwrap();
+    }
+    p.close().await;
+    let started = Instant::now();
+    let answer = get(http(&b), "/metrics").await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200);
+    eprintln!(
+        "scrape of {} queues: {took:?}, {} bytes",
+        TOPICS * QUEUES,
+        answer.body.len()
+    );
+    let s = parse_metrics(&answer.body);
+    let lag = select(
+        &s,
+        "ferromq_group_lag_messages",
+        &[("group", "wide-readers")],
+    );
+    assert_eq!(lag.len(), (TOPICS * QUEUES) as usize);
+    assert!(lag.iter().all(|l| l.value == 1.0));
+    // The native protocol kept answering meanwhile.
+    admin.stats().await.unwrap();
+    b.shutdown().await;
+}
