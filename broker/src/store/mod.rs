@@ -28,6 +28,7 @@ mod queues;
 mod recovery;
 mod repair;
 mod tags;
+mod topic_config;
 mod topics;
 mod topics_format;
 mod topics_journal;
@@ -49,7 +50,7 @@ pub use get::{GetRequest, GetResult, GetStatus};
 pub use message_id::MessageId;
 pub use put::{GroupsAppended, InvalidSend, PutMessage, PutResult, ValidatedSend};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
-pub use topics::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
+pub use topic_config::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
 
 use put::Writer;
 use queues::QueueTable;
