@@ -5,6 +5,8 @@
 //! Env: `FERRO_BENCH_RECOVERY_MB` (default 256) sizes the recovery log (1024 for 1 GiB);
 //! `FERRO_BENCH_DIR` picks the folder for bench data (default: a temp dir).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use std::fs::OpenOptions;
 use std::hint::black_box;

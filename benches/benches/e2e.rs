@@ -2,6 +2,8 @@
 //! Produce batched (100 per send) and unbatched (one per send, 1000 in flight), and
 //! consume (a fresh consumer group draining a filled topic).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use std::time::{Duration, Instant};
 

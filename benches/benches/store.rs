@@ -1,6 +1,8 @@
 //! Message-store benchmarks: put throughput including dispatch into consume queues, and
 //! `get_messages` batches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use std::time::Duration;
 

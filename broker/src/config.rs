@@ -4,15 +4,18 @@
 //! Sizes accept plain bytes or a `K`, `M` or `G` suffix (powers of 1024), in flags and in
 //! the file (`segment_size = "256M"` or `segment_size = 268435456`).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::store::DiskReserve;
+pub use byte_size::ByteSize;
+/// When an acknowledged message is on disk: the commit log's own policy, one spelling.
+pub use commitlog::FlushPolicy;
+
+mod byte_size;
 
 /// Commit-log segment size by default: small enough that a fresh data folder takes
 /// 128 MiB (the active segment and one preallocated spare), not gigabytes. Production
@@ -54,25 +57,39 @@ pub enum ConfigError {
     },
 }
 
-/// When an acknowledged message is on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FlushMode {
-    /// Acknowledge once in the page cache; flushed every `flush_interval_ms`.
-    #[default]
-    Async,
-    /// Acknowledge only once durable (concurrent producers share one fsync).
-    Sync,
+/// Parses the `--flush` flag and the `flush` key: `async` or `sync`, any case. The interval
+/// of `Async` is a placeholder here; [`Config::flush_policy`] takes it from
+/// `flush_interval_ms`, the one setting for it.
+///
+/// # Errors
+/// Any other word, with the two accepted ones.
+pub fn parse_flush_policy(s: &str) -> Result<FlushPolicy, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "async" => Ok(FlushPolicy::default()),
+        "sync" => Ok(FlushPolicy::Sync),
+        other => Err(format!("unknown flush mode {other:?} (use sync or async)")),
+    }
 }
 
-impl FromStr for FlushMode {
-    type Err = String;
+/// `flush = "async" | "sync"` in the config file, for [`FlushPolicy`] (which has no serde).
+mod flush_serde {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "async" => Ok(Self::Async),
-            "sync" => Ok(Self::Sync),
-            other => Err(format!("unknown flush mode {other:?} (use sync or async)")),
+    use super::FlushPolicy;
+
+    pub(super) fn serialize<S: Serializer>(p: &FlushPolicy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match p {
+            FlushPolicy::Async { .. } => "async",
+            FlushPolicy::Sync => "sync",
+        })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FlushPolicy, D::Error> {
+        let word = String::deserialize(d)?;
+        match word.as_str() {
+            "async" => Ok(FlushPolicy::default()),
+            "sync" => Ok(FlushPolicy::Sync),
+            _ => Err(D::Error::unknown_variant(&word, &["async", "sync"])),
         }
     }
 }
@@ -230,8 +247,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder holding the commit log, consume queues, offsets and topics. Default `./data`.
     pub data_dir: PathBuf,
-    /// When a message is acknowledged. Default `async`.
-    pub flush: FlushMode,
+    /// When a message is acknowledged: `async` or `sync`. Default `async`, whose interval is
+    /// `flush_interval_ms` ([`Config::flush_policy`]).
+    #[serde(with = "flush_serde")]
+    pub flush: FlushPolicy,
     /// With `flush = async`, the longest a message stays unflushed. Default 500 ms.
     pub flush_interval_ms: u64,
     /// Size of one commit-log segment file. Default 64M ([`DEFAULT_SEGMENT_SIZE`]); at least 4K.
@@ -312,7 +331,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 10911)),
             data_dir: PathBuf::from("./data"),
-            flush: FlushMode::Async,
+            flush: FlushPolicy::default(),
             flush_interval_ms: 500,
             segment_size: DEFAULT_SEGMENT_SIZE,
             retention_hours: 72,
@@ -372,6 +391,17 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// The commit log's flush policy: `flush`, with `flush_interval_ms` as the interval of
+    /// `Async`.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        match self.flush {
+            FlushPolicy::Async { .. } => FlushPolicy::Async {
+                interval_ms: self.flush_interval_ms,
+            },
+            FlushPolicy::Sync => FlushPolicy::Sync,
+        }
     }
 
     /// Checks every field against its range.
@@ -505,7 +535,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.flush, FlushMode::Sync);
+        assert_eq!(c.flush, FlushPolicy::Sync);
         assert_eq!(c.segment_size, ByteSize(64 << 20));
         assert_eq!(c.max_message_size, ByteSize(1024));
         assert_eq!(c.default_queues, 4);

@@ -32,11 +32,11 @@
 //!
 //! | path under `<data>` | format (version) | written by |
 //! |---|---|---|
-//! | `lock` | empty; an exclusive `flock` held while the broker runs | store, at open |
+//! | `lock` | empty; an exclusive lock ([`commitlog::DirLock`]: std `File::try_lock`, an `flock`) held while the broker runs | store, at open |
 //! | `commitlog/<start offset, 20 digits>` | segments of CRC-checked records and an end-of-segment marker, record version 1; byte table in [`commitlog::format`]; the next segment is created ahead of need | commit log: the store's single writer appends, its flusher syncs |
 //! | `commitlog/checkpoint` | 20-byte meta, version 1: the durable end; recovery checks records from here | commit-log flusher, atomically |
 //! | `commitlog/clean_shutdown` | 20-byte meta, version 1: the log end at a clean close; removed at open | commit log, atomically at close |
-//! | `commitlog/lock` | empty; the commit log's own `flock` on its folder | commit log, at open |
+//! | `commitlog/lock` | empty; the commit log's own lock on its folder, the same [`commitlog::DirLock`] | commit log, at open |
 //! | `queues/arena/<arena no, 10 digits>.cqa` | consume-queue arenas: a header block, then blocks of 20-byte entries, version 2; byte tables in [`consumequeue::format`]; allocated on disk in steps before use | consume-queue store: sends reserve blocks (growing an arena when short), the dispatcher thread fills them |
 //! | `queues/journal/<generation, 20 digits>.cqj` | CRC-framed journal of queue ends, block lists and the dispatched log offset, version 2 | store dispatcher and checkpoints |
 //! | `queues/snapshot` | the whole queue table at the start of a journal generation, version 2 | consume-queue store, atomically when the journal rolls |

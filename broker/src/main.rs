@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use broker::config::{ByteSize, Config, DiskReserve, FlushMode, HttpListen, MetricsPerQueue};
+use broker::config::{
+    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, MetricsPerQueue,
+};
 use broker::{Broker, BrokerError};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -31,8 +33,8 @@ struct Cli {
     data_dir: Option<PathBuf>,
     /// When a send is acknowledged: `async` (in the page cache) or `sync` (on disk)
     /// [default: async].
-    #[arg(long, value_name = "MODE")]
-    flush: Option<FlushMode>,
+    #[arg(long, value_name = "MODE", value_parser = parse_flush_policy)]
+    flush: Option<FlushPolicy>,
     /// With async flush, the longest data stays unflushed, in ms [default: 500].
     #[arg(long, value_name = "MS")]
     flush_interval_ms: Option<u64>,
@@ -305,7 +307,7 @@ mod tests {
         let file_config = Config::from_file(cli.config.as_deref().unwrap()).unwrap();
         let c = cli.apply(file_config);
         assert_eq!(c.listen.port(), 9100);
-        assert_eq!(c.flush, FlushMode::Sync);
+        assert_eq!(c.flush, FlushPolicy::Sync);
         assert_eq!(c.default_queues, 8);
         assert_eq!(c.segment_size, ByteSize(64 << 20));
         assert_eq!(c.retention_bytes, Some(ByteSize(10 << 30)));

@@ -1,44 +1,19 @@
 //! Making data durable: group commit, the background flusher and the checkpoint.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::format::{Meta, MetaKind};
 use crate::segment::now_ms;
 use crate::shared::{lock, Inner};
-use crate::{Error, FlushPolicy, Signal};
+use crate::{Error, FlushPolicy};
+
+pub(crate) mod state;
 
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean_shutdown";
-
-/// Group commit and the flusher thread's state.
-#[derive(Debug)]
-pub(crate) struct FlushState {
-    /// End of the durable data.
-    pub(crate) flushed_offset: AtomicU64,
-    /// True while one thread (the group-commit leader) runs a flush.
-    flushing: Mutex<bool>,
-    done: Condvar,
-    /// Flushed offset last written to the checkpoint file.
-    checkpointed: Mutex<u64>,
-    /// Wakes the flusher (dirty-bytes trigger) and stops it.
-    pub(crate) signal: Signal,
-}
-
-impl FlushState {
-    pub(crate) fn new(flushed: u64, checkpointed: u64) -> Self {
-        FlushState {
-            flushed_offset: AtomicU64::new(flushed),
-            flushing: Mutex::new(false),
-            done: Condvar::new(),
-            checkpointed: Mutex::new(checkpointed),
-            signal: Signal::new(),
-        }
-    }
-}
 
 impl Inner {
     /// Blocks until everything below `end` is durable. Concurrent callers share one flush:

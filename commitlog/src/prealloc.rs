@@ -2,39 +2,18 @@
 //! ready and the first appends into it take no page faults.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::segment::Segment;
 use crate::shared::{lock, Inner};
-use crate::sys::MapWriter;
-use crate::{PhysicalOffset, Signal};
+use crate::PhysicalOffset;
+
+pub(crate) mod state;
 
 /// Retry pause after a failed creation (e.g. disk full), so the thread does not spin.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Sleep between wake-ups when nothing is asked for.
 const IDLE: Duration = Duration::from_secs(3600);
-
-/// The preallocator's state.
-#[derive(Debug)]
-pub(crate) struct Prealloc {
-    /// Serialises segment creation; holds the start of the next segment not yet created.
-    pub(crate) next_start: Mutex<u64>,
-    /// A segment created (and pre-faulted) ahead of need by the background thread.
-    pub(crate) ready: Mutex<Option<(Arc<Segment>, MapWriter)>>,
-    /// Wakes the preallocator (a spare segment was used) and stops it.
-    pub(crate) signal: Signal,
-}
-
-impl Prealloc {
-    pub(crate) fn new(next_start: u64) -> Self {
-        Prealloc {
-            next_start: Mutex::new(next_start),
-            ready: Mutex::new(None),
-            signal: Signal::new(),
-        }
-    }
-}
 
 impl Inner {
     pub(crate) fn run_preallocator(&self) {

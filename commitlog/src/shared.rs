@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::flush::FlushState;
-use crate::prealloc::Prealloc;
+use crate::flush::state::FlushState;
+use crate::prealloc::state::Prealloc;
 use crate::segment::Segment;
 use crate::sys::MapWriter;
 use crate::{Config, Error, FlushPolicy, PhysicalOffset};
@@ -40,8 +40,10 @@ pub(crate) struct Counters {
 }
 
 /// The log's state, in parts each owned by the file that uses it: the segment list and the
-/// write end here, `writer` by `append`, `flush` by `flush`, `prealloc` by `prealloc`,
-/// `visible` (wake-ups of `wait_visible`) here.
+/// write end here, `writer` by `append`, `flush` by `flush` (its type in `flush::state`),
+/// `prealloc` by `prealloc` (in `prealloc::state`), `visible` (wake-ups of `wait_visible`)
+/// here. The part types are leaves, so this file and the ones working on it do not import
+/// each other.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cfg: Config,

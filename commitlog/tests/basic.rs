@@ -1,3 +1,6 @@
+//! The commit log through its public API: append, batch, read and iterate across segment
+//! rolls, reopen with and without a clean close, the directory lock, typed read errors,
+//! visibility waits and the background flusher and preallocator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -1,3 +1,5 @@
+//! Retention: the byte budget and the age limit remove the oldest sealed segments only,
+//! never the active one, and records still held by readers survive a removal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::send::Appender;
 use super::services::Services;
 use super::{background, listener, resources};
-use crate::config::{ByteSize, Config, ConfigError, FlushMode, HttpListen, DEFAULT_HTTP_LISTEN};
+use crate::config::{ByteSize, Config, ConfigError, HttpListen, DEFAULT_HTTP_LISTEN};
 use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
 use crate::http::{HttpServer, Recorder};
 use crate::long_polling::LongPolling;
@@ -192,7 +192,7 @@ impl Broker {
         tracing::debug!(
             listen = %local_addr,
             data_dir = %services.config.data_dir.display(),
-            flush = ?services.config.flush,
+            flush = ?services.config.flush_policy(),
             "broker started"
         );
         Ok(RunningBroker {
@@ -491,12 +491,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn store_config(config: &Config) -> StoreConfig {
     let mut c = StoreConfig::new(config.data_dir.clone());
     c.commitlog.segment_size_bytes = config.segment_size.get();
-    c.commitlog.flush = match config.flush {
-        FlushMode::Async => commitlog::FlushPolicy::Async {
-            interval_ms: config.flush_interval_ms,
-        },
-        FlushMode::Sync => commitlog::FlushPolicy::Sync,
-    };
+    c.commitlog.flush = config.flush_policy();
     c.commitlog.retention = commitlog::Retention {
         max_age_ms: (config.retention_hours > 0).then(|| config.retention_hours * 3_600_000),
         max_total_bytes: config.retention_bytes.map(ByteSize::get),

@@ -62,11 +62,11 @@ impl StoreConfig {
 
     pub(crate) fn validate(&self) -> StoreResult<()> {
         if self.default_queue_count == 0
-            || self.default_queue_count > super::topics::MAX_QUEUE_COUNT
+            || self.default_queue_count > super::topic_config::MAX_QUEUE_COUNT
         {
             return Err(StoreError::InvalidConfig(format!(
                 "default_queue_count must be in 1..={}, got {}",
-                super::topics::MAX_QUEUE_COUNT,
+                super::topic_config::MAX_QUEUE_COUNT,
                 self.default_queue_count
             )));
         }

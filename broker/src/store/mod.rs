@@ -6,14 +6,10 @@
 //! lock, so concurrent producers share flushes. Reads look up the consume queue and return
 //! zero-copy [`RecordRef`]s into the log's mappings.
 //!
-//! On disk, under `<data>`: `commitlog/`; `queues/` (the consume queues: `arena/*.cqa`,
-//! 64 MiB arena files cut into 4 KiB blocks of 204 entries, allocated on disk in 1 MiB
-//! steps before use;
-//! `journal/*.cqj`, a CRC-framed journal of queue ends, block lists and the dispatched
-//! offset; `snapshot`; byte tables in `consumequeue::format`); `config/topics.snap` and
-//! `config/topics.jnl` (topic metadata: a compact snapshot and a CRC-framed journal); `lock`.
-//! No file exists per queue, so fds, mappings, start-up work and checkpoints do not grow
-//! with the number of queues. For a moment after a full disk, `space_probe` ([`disk`]).
+//! Its files under `<data>` (`lock`, `commitlog/`, `queues/`, `config/topics.*`,
+//! `space_probe`) are listed with their formats and versions in one place, the crate's
+//! [on-disk map](crate#on-disk). No file exists per queue, so fds, mappings, start-up work
+//! and checkpoints do not grow with the number of queues.
 
 mod config;
 pub mod disk;
@@ -28,6 +24,7 @@ mod queues;
 mod recovery;
 mod repair;
 mod tags;
+mod topic_config;
 mod topics;
 mod topics_format;
 mod topics_journal;
@@ -49,7 +46,7 @@ pub use get::{GetRequest, GetResult, GetStatus};
 pub use message_id::MessageId;
 pub use put::{GroupsAppended, InvalidSend, PutMessage, PutResult, ValidatedSend};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
-pub use topics::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
+pub use topic_config::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
 
 use put::Writer;
 use queues::QueueTable;

@@ -12,7 +12,7 @@ use protocol::properties::{Properties, DELAY_LEVEL, DELAY_UNSUPPORTED, TAGS};
 use protocol::time::now_ms;
 use protocol::ProtocolError;
 
-use super::topics::validate_topic_name;
+use super::topic_config::validate_topic_name;
 use super::{MessageId, Shared, StoreError, StoreResult, TopicConfig, TopicScope};
 
 /// A message to store. Borrowed, so a batch straight out of a request frame is appended

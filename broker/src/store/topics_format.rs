@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use super::journal_frame::{encode_frame, read_u32, split_frames};
-use super::topics::{Permission, TopicConfig};
+use super::topic_config::{Permission, TopicConfig};
 const KIND_PUT: u8 = 1;
 const KIND_REMOVE: u8 = 2;
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 4] = b"FMTS";

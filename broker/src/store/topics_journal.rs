@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::fsutil::{atomic_write, sync_dir};
-use super::topics::TopicConfig;
+use super::topic_config::TopicConfig;
 use super::topics_format::{decode_frames, decode_snapshot, encode_snapshot, Change};
 use super::{StoreError, StoreResult};
 

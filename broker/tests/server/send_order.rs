@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::server::start;
-use broker::config::FlushMode;
+use broker::config::FlushPolicy;
 use client::protocol::batch::{BatchMessage, BatchWriter};
 use client::{Producer, ProducerOptions};
 use tempfile::TempDir;
@@ -20,7 +20,7 @@ fn one(body: &[u8]) -> BatchWriter {
     w
 }
 
-async fn pipelined_sends_keep_their_order(flush: FlushMode, count: u64) {
+async fn pipelined_sends_keep_their_order(flush: FlushPolicy, count: u64) {
     let dir = TempDir::new().unwrap();
     let broker = start(dir.path(), |c| c.flush = flush).await;
     let addr = broker.local_addr().to_string();
@@ -77,10 +77,10 @@ async fn pipelined_sends_keep_their_order(flush: FlushMode, count: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_pipelined_sends_stored_out_of_order_async_flush() {
-    pipelined_sends_keep_their_order(FlushMode::Async, 3000).await;
+    pipelined_sends_keep_their_order(FlushPolicy::default(), 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_pipelined_sends_stored_out_of_order_sync_flush() {
-    pipelined_sends_keep_their_order(FlushMode::Sync, 500).await;
+    pipelined_sends_keep_their_order(FlushPolicy::Sync, 500).await;
 }
