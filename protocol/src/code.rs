@@ -72,11 +72,15 @@ wire_enum!(
         GetMessage = 51,
         /// Reads the broker's counters.
         BrokerStats = 52,
-        /// Per-message acknowledgement ([`crate::receive`]).
+        /// Receives messages under an invisibility lease ([`crate::receive`]).
         Receive = 60,
+        /// Acknowledges received messages by their receipt handles.
         AckMessages = 61,
+        /// Moves a lease's deadline; answers a new handle.
         ChangeInvisibility = 62,
+        /// Sends a received (or pulled) message straight to the group's dead-letter queue.
         Reject = 63,
+        /// In-flight leases of a group, per queue.
         LeaseInfo = 64,
         /// A message or batch delivered to its queue at a given time (timer messages).
         SendTimer = 21,

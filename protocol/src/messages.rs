@@ -215,9 +215,13 @@ pub enum DeliverAt {
 /// further ahead than the broker's `--max-timer-delay-ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendTimerRequest {
+    /// The topic the messages are delivered to.
     pub topic: String,
+    /// The queue they are delivered to.
     pub queue_id: u32,
+    /// Messages in the body's batch.
     pub count: u32,
+    /// When they become due.
     pub deliver_at: DeliverAt,
 }
 
@@ -234,8 +238,10 @@ pub struct TimerReceipt {
     pub recall_handle: String,
 }
 
+/// The answer to a [`SendTimerRequest`]: one receipt per message, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendTimerResponse {
+    /// Where each message waits and how to recall it.
     pub receipts: Vec<TimerReceipt>,
 }
 request!(SendTimerRequest, SendTimer, SendTimerResponse);
@@ -243,7 +249,9 @@ request!(SendTimerRequest, SendTimer, SendTimerResponse);
 /// Removes a timer message that is not yet due, durably.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecallRequest {
+    /// The topic the message was sent to.
     pub topic: String,
+    /// The handle its send was answered with.
     pub recall_handle: String,
 }
 
@@ -259,8 +267,10 @@ pub enum RecallStatus {
     AlreadyDelivered,
 }
 
+/// The answer to a [`RecallRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecallResponse {
+    /// What the recall did.
     pub status: RecallStatus,
 }
 request!(RecallRequest, Recall, RecallResponse);

@@ -14,8 +14,10 @@ use protocol::properties::{self, Properties, PropertiesBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::routes::ApiError;
-use super::{now_ms, HttpState};
+use protocol::time::now_ms;
+
+use super::error::ApiError;
+use super::HttpState;
 use crate::server::services::Services;
 use crate::store::{
     GetRequest, MessageId, PutMessage, QueueOffset, RecordRef, StoreError, TagFilter, TopicConfig,

@@ -18,11 +18,11 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::api::{dlq_depth, group_names, group_queues};
-use super::now_ms;
 use super::recorder::{HistogramSnapshot, Recorder, REQUEST_KINDS};
 use crate::config::MetricsPerQueue;
 use crate::server::services::Services;
 use crate::store::DiskState;
+use protocol::time::now_ms;
 
 /// One group series: labels and the four values.
 #[derive(Debug, Default, Clone)]

@@ -9,6 +9,7 @@
 
 mod api;
 mod dashboard;
+mod error;
 mod metrics;
 mod recorder;
 mod routes;
@@ -167,11 +168,6 @@ async fn accept_loop(
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Answers a connection past the cap with 503 and closes it, without reading it.
 async fn refuse_busy(mut stream: TcpStream) {
