@@ -1,7 +1,7 @@
 //! [`PopService`]: the lease tables of every receiving group and the work on them. The
 //! methods that touch the store block; the server calls them on its blocking pool.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -158,6 +158,12 @@ impl PopService {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// `n` fresh epochs taken at once.
+    fn next_epochs(&self, n: usize) -> std::ops::Range<u64> {
+        let first = self.epochs.fetch_add(n as u64, Ordering::Relaxed) + 1;
+        first..first + n as u64
+    }
+
     /// Leases up to `max_count` messages (and `max_bytes`) of the request's topic and the
     /// group's retry topic, visiting queues round robin. Returns none when nothing is
     /// ready or the group is at its lease limit.
@@ -186,7 +192,7 @@ impl PopService {
         self.check_reset(ctx, &req.group, &mut st);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut skipped_some = BTreeSet::new();
+        let mut skipped_some: Vec<u32> = Vec::new();
         for i in 0..n {
             let want = max_count.saturating_sub(out.len()).min(st.table.room());
             if want == 0 || bytes >= max_bytes {
@@ -235,15 +241,16 @@ impl PopService {
                 }
             }
             if scanned_to.saturating_sub(cursor) > offsets.len() as u64 {
-                skipped_some.insert(q);
+                skipped_some.push(q);
             }
-            let epochs: Vec<u64> = offsets.iter().map(|_| self.next_epoch()).collect();
+            let epochs = self.next_epochs(offsets.len());
+            let epochs: Vec<u64> = epochs.collect();
             st.table.grant(q, scanned_to, &offsets, &epochs, deadline);
             for ((record, offset), epoch) in records.into_iter().zip(offsets).zip(epochs) {
                 let receipt = Receipt {
                     run: self.run,
                     epoch,
-                    topic: name.to_owned(),
+                    topic: name,
                     queue_id,
                     offset,
                 };
@@ -290,7 +297,7 @@ impl PopService {
                 .collect());
         };
         let mut refused = Vec::new();
-        let mut touched = BTreeSet::new();
+        let mut touched: Vec<u32> = Vec::new();
         let mut st = entry.lock();
         self.check_reset(ctx, group, &mut st);
         for (i, h) in handles.iter().enumerate() {
@@ -298,7 +305,9 @@ impl PopService {
                 Err(reason) => refused.push(refuse(i, reason)),
                 Ok((q, r)) => match st.table.ack(q, r.offset, r.epoch) {
                     Ok(()) => {
-                        touched.insert(q);
+                        if !touched.contains(&q) {
+                            touched.push(q);
+                        }
                     }
                     Err(Stale) => refused.push(refuse(i, STALE)),
                 },
@@ -369,12 +378,12 @@ impl PopService {
             .begin_end(q, r.offset, r.epoch, self.next_epoch())
             .map_err(|Stale| invalid(STALE))?;
         drop(st);
-        let written = copy(ctx, group, &r.topic, r.queue_id, r.offset, true);
+        let written = copy(ctx, group, r.topic, r.queue_id, r.offset, true);
         let mut st = entry.lock();
         match written {
             Ok(_) => {
                 st.table.end(q, r.offset);
-                commit(ctx, group, &st.table, &BTreeSet::from([q]))?;
+                commit(ctx, group, &st.table, &[q])?;
                 drop(st);
                 entry.room.notify_waiters();
                 Ok(())
@@ -431,12 +440,14 @@ impl PopService {
             .map(|(_, t, id, o)| copy(ctx, group, t, *id, *o, false))
             .collect();
         let mut st = entry.lock();
-        let mut touched = BTreeSet::new();
+        let mut touched: Vec<u32> = Vec::new();
         for ((q, t, id, o), result) in due.iter().zip(results) {
             match result {
                 Ok(_) => {
                     st.table.end(*q, *o);
-                    touched.insert(*q);
+                    if !touched.contains(q) {
+                        touched.push(*q);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%group, topic = %t, queue_id = id, offset = o, error = %e,
@@ -511,13 +522,17 @@ impl PopService {
         }
     }
 
-    fn resolve(&self, table: &GroupTable, handle: &str) -> Result<(u32, Receipt), &'static str> {
+    fn resolve<'h>(
+        &self,
+        table: &GroupTable,
+        handle: &'h str,
+    ) -> Result<(u32, Receipt<'h>), &'static str> {
         let r = Receipt::decode(handle).ok_or("it is not a receipt handle")?;
         if r.run != self.run {
             return Err("it was issued before the broker restarted");
         }
         let q = table
-            .find(&r.topic, r.queue_id)
+            .find(r.topic, r.queue_id)
             .ok_or("the group holds no lease on that queue")?;
         Ok((q, r))
     }
@@ -541,12 +556,7 @@ impl GroupEntry {
 }
 
 /// Records the committed state of `queues` in the consumer offsets.
-fn commit(
-    ctx: &Ctx<'_>,
-    group: &str,
-    table: &GroupTable,
-    queues: &BTreeSet<u32>,
-) -> Result<(), PopError> {
+fn commit(ctx: &Ctx<'_>, group: &str, table: &GroupTable, queues: &[u32]) -> Result<(), PopError> {
     if queues.is_empty() {
         return Ok(());
     }
