@@ -72,6 +72,9 @@ struct GroupState {
     reset_epoch: u64,
     /// Where the next receive starts its round of the queues.
     rotate: usize,
+    /// Queues with acks not yet in the consumer offsets: recorded by
+    /// [`PopService::flush_acks`] once per offsets write rather than once per ack request.
+    acked: Vec<u32>,
 }
 
 impl PopService {
@@ -139,6 +142,7 @@ impl PopService {
                     table: GroupTable::new(self.max_in_flight),
                     reset_epoch: 0,
                     rotate: 0,
+                    acked: Vec::new(),
                 }),
                 room: Notify::new(),
                 last_receive_ms: AtomicU64::new(0),
@@ -277,10 +281,11 @@ impl PopService {
         Ok(out)
     }
 
-    /// Acks a batch of handles; returns those refused (stale or malformed).
+    /// Acks a batch of handles; returns those refused (stale or malformed). The acks
+    /// reach the consumer offsets at the next [`PopService::flush_acks`].
     ///
     /// # Errors
-    /// The committed state refused the new progress (never for a well-formed table).
+    /// None today; kept for the callers' single error path.
     pub(crate) fn ack(
         &self,
         ctx: &Ctx<'_>,
@@ -297,28 +302,53 @@ impl PopService {
                 .collect());
         };
         let mut refused = Vec::new();
-        let mut touched: Vec<u32> = Vec::new();
         let mut st = entry.lock();
         self.check_reset(ctx, group, &mut st);
+        let mut any = false;
         for (i, h) in handles.iter().enumerate() {
             match self.resolve(&st.table, h) {
                 Err(reason) => refused.push(refuse(i, reason)),
                 Ok((q, r)) => match st.table.ack(q, r.offset, r.epoch) {
                     Ok(()) => {
-                        if !touched.contains(&q) {
-                            touched.push(q);
+                        any = true;
+                        if !st.acked.contains(&q) {
+                            st.acked.push(q);
                         }
                     }
                     Err(Stale) => refused.push(refuse(i, STALE)),
                 },
             }
         }
-        if !touched.is_empty() {
-            commit(ctx, group, &st.table, &touched)?;
+        if any {
             drop(st);
             entry.room.notify_waiters();
         }
         Ok(refused)
+    }
+
+    /// Records the acks of every group in the consumer offsets. Called before each
+    /// offsets write that answers acks, and before the last write at shutdown.
+    ///
+    /// # Errors
+    /// The committed state refused the progress (never for a well-formed table).
+    pub(crate) fn flush_acks(&self, ctx: &Ctx<'_>) -> Result<(), PopError> {
+        let groups: Vec<(String, Arc<GroupEntry>)> = self
+            .groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(g, e)| (g.clone(), Arc::clone(e)))
+            .collect();
+        for (group, entry) in groups {
+            let mut st = entry.lock();
+            self.check_reset(ctx, &group, &mut st);
+            if st.acked.is_empty() {
+                continue;
+            }
+            let acked = std::mem::take(&mut st.acked);
+            commit(ctx, &group, &st.table, &acked)?;
+        }
+        Ok(())
     }
 
     /// Moves a lease's deadline to `invisible_ms` from now; returns its new handle.
@@ -542,6 +572,7 @@ impl PopService {
         let epoch = ctx.offsets.reset_epoch(group);
         if epoch != st.reset_epoch {
             st.table = GroupTable::new(self.max_in_flight);
+            st.acked.clear();
             st.reset_epoch = epoch;
         }
     }
