@@ -1,7 +1,7 @@
 //! [`PopService`]: the lease tables of every receiving group and the work on them. The
 //! methods that touch the store block; the server calls them on its blocking pool.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -72,6 +72,9 @@ struct GroupState {
     reset_epoch: u64,
     /// Where the next receive starts its round of the queues.
     rotate: usize,
+    /// Queues with acks not yet in the consumer offsets: recorded by
+    /// [`PopService::flush_acks`] once per offsets write rather than once per ack request.
+    acked: Vec<u32>,
 }
 
 impl PopService {
@@ -139,6 +142,7 @@ impl PopService {
                     table: GroupTable::new(self.max_in_flight),
                     reset_epoch: 0,
                     rotate: 0,
+                    acked: Vec::new(),
                 }),
                 room: Notify::new(),
                 last_receive_ms: AtomicU64::new(0),
@@ -156,6 +160,12 @@ impl PopService {
 
     fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// `n` fresh epochs taken at once.
+    fn next_epochs(&self, n: usize) -> std::ops::Range<u64> {
+        let first = self.epochs.fetch_add(n as u64, Ordering::Relaxed) + 1;
+        first..first + n as u64
     }
 
     /// Leases up to `max_count` messages (and `max_bytes`) of the request's topic and the
@@ -186,7 +196,7 @@ impl PopService {
         self.check_reset(ctx, &req.group, &mut st);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut skipped_some = BTreeSet::new();
+        let mut skipped_some: Vec<u32> = Vec::new();
         for i in 0..n {
             let want = max_count.saturating_sub(out.len()).min(st.table.room());
             if want == 0 || bytes >= max_bytes {
@@ -235,15 +245,16 @@ impl PopService {
                 }
             }
             if scanned_to.saturating_sub(cursor) > offsets.len() as u64 {
-                skipped_some.insert(q);
+                skipped_some.push(q);
             }
-            let epochs: Vec<u64> = offsets.iter().map(|_| self.next_epoch()).collect();
+            let epochs = self.next_epochs(offsets.len());
+            let epochs: Vec<u64> = epochs.collect();
             st.table.grant(q, scanned_to, &offsets, &epochs, deadline);
             for ((record, offset), epoch) in records.into_iter().zip(offsets).zip(epochs) {
                 let receipt = Receipt {
                     run: self.run,
                     epoch,
-                    topic: name.to_owned(),
+                    topic: name,
                     queue_id,
                     offset,
                 };
@@ -270,10 +281,11 @@ impl PopService {
         Ok(out)
     }
 
-    /// Acks a batch of handles; returns those refused (stale or malformed).
+    /// Acks a batch of handles; returns those refused (stale or malformed). The acks
+    /// reach the consumer offsets at the next [`PopService::flush_acks`].
     ///
     /// # Errors
-    /// The committed state refused the new progress (never for a well-formed table).
+    /// None today; kept for the callers' single error path.
     pub(crate) fn ack(
         &self,
         ctx: &Ctx<'_>,
@@ -290,26 +302,53 @@ impl PopService {
                 .collect());
         };
         let mut refused = Vec::new();
-        let mut touched = BTreeSet::new();
         let mut st = entry.lock();
         self.check_reset(ctx, group, &mut st);
+        let mut any = false;
         for (i, h) in handles.iter().enumerate() {
             match self.resolve(&st.table, h) {
                 Err(reason) => refused.push(refuse(i, reason)),
                 Ok((q, r)) => match st.table.ack(q, r.offset, r.epoch) {
                     Ok(()) => {
-                        touched.insert(q);
+                        any = true;
+                        if !st.acked.contains(&q) {
+                            st.acked.push(q);
+                        }
                     }
                     Err(Stale) => refused.push(refuse(i, STALE)),
                 },
             }
         }
-        if !touched.is_empty() {
-            commit(ctx, group, &st.table, &touched)?;
+        if any {
             drop(st);
             entry.room.notify_waiters();
         }
         Ok(refused)
+    }
+
+    /// Records the acks of every group in the consumer offsets. Called before each
+    /// offsets write that answers acks, and before the last write at shutdown.
+    ///
+    /// # Errors
+    /// The committed state refused the progress (never for a well-formed table).
+    pub(crate) fn flush_acks(&self, ctx: &Ctx<'_>) -> Result<(), PopError> {
+        let groups: Vec<(String, Arc<GroupEntry>)> = self
+            .groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(g, e)| (g.clone(), Arc::clone(e)))
+            .collect();
+        for (group, entry) in groups {
+            let mut st = entry.lock();
+            self.check_reset(ctx, &group, &mut st);
+            if st.acked.is_empty() {
+                continue;
+            }
+            let acked = std::mem::take(&mut st.acked);
+            commit(ctx, &group, &st.table, &acked)?;
+        }
+        Ok(())
     }
 
     /// Moves a lease's deadline to `invisible_ms` from now; returns its new handle.
@@ -369,12 +408,12 @@ impl PopService {
             .begin_end(q, r.offset, r.epoch, self.next_epoch())
             .map_err(|Stale| invalid(STALE))?;
         drop(st);
-        let written = copy(ctx, group, &r.topic, r.queue_id, r.offset, true);
+        let written = copy(ctx, group, r.topic, r.queue_id, r.offset, true);
         let mut st = entry.lock();
         match written {
             Ok(_) => {
                 st.table.end(q, r.offset);
-                commit(ctx, group, &st.table, &BTreeSet::from([q]))?;
+                commit(ctx, group, &st.table, &[q])?;
                 drop(st);
                 entry.room.notify_waiters();
                 Ok(())
@@ -431,12 +470,14 @@ impl PopService {
             .map(|(_, t, id, o)| copy(ctx, group, t, *id, *o, false))
             .collect();
         let mut st = entry.lock();
-        let mut touched = BTreeSet::new();
+        let mut touched: Vec<u32> = Vec::new();
         for ((q, t, id, o), result) in due.iter().zip(results) {
             match result {
                 Ok(_) => {
                     st.table.end(*q, *o);
-                    touched.insert(*q);
+                    if !touched.contains(q) {
+                        touched.push(*q);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%group, topic = %t, queue_id = id, offset = o, error = %e,
@@ -511,13 +552,17 @@ impl PopService {
         }
     }
 
-    fn resolve(&self, table: &GroupTable, handle: &str) -> Result<(u32, Receipt), &'static str> {
+    fn resolve<'h>(
+        &self,
+        table: &GroupTable,
+        handle: &'h str,
+    ) -> Result<(u32, Receipt<'h>), &'static str> {
         let r = Receipt::decode(handle).ok_or("it is not a receipt handle")?;
         if r.run != self.run {
             return Err("it was issued before the broker restarted");
         }
         let q = table
-            .find(&r.topic, r.queue_id)
+            .find(r.topic, r.queue_id)
             .ok_or("the group holds no lease on that queue")?;
         Ok((q, r))
     }
@@ -527,6 +572,7 @@ impl PopService {
         let epoch = ctx.offsets.reset_epoch(group);
         if epoch != st.reset_epoch {
             st.table = GroupTable::new(self.max_in_flight);
+            st.acked.clear();
             st.reset_epoch = epoch;
         }
     }
@@ -541,12 +587,7 @@ impl GroupEntry {
 }
 
 /// Records the committed state of `queues` in the consumer offsets.
-fn commit(
-    ctx: &Ctx<'_>,
-    group: &str,
-    table: &GroupTable,
-    queues: &BTreeSet<u32>,
-) -> Result<(), PopError> {
+fn commit(ctx: &Ctx<'_>, group: &str, table: &GroupTable, queues: &[u32]) -> Result<(), PopError> {
     if queues.is_empty() {
         return Ok(());
     }

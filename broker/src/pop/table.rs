@@ -14,14 +14,20 @@
 //! the dead-letter queue; then it is ended (done), or, if the write failed, leased again
 //! to nobody with a new deadline so the write is retried when that passes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use protocol::messages::OffsetRange;
 
 use crate::groups::ack::{self, MAX_ACK_RANGES};
 
-/// Deadline of an ending lease: never in the expiry index.
+/// Deadline of an ending lease: never due.
 const ENDING: u64 = u64::MAX;
+/// Epoch of a slot whose lease is over (epochs handed out start at 1).
+const DONE: u64 = 0;
+/// Done slots a queue may keep beyond one per live lease before it compacts, and stale
+/// due-time entries beyond two per lease before that index is rebuilt. Tiny under test so
+/// that the model test goes through both.
+const SLACK: usize = if cfg!(test) { 1 } else { 64 };
 
 /// One lease: the epoch its receipt handle must carry and when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +40,13 @@ pub(crate) struct Lease {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stale;
 
+/// A leased offset; `epoch == DONE` once its lease is over and it waits to be dropped.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: u64,
+    lease: Lease,
+}
+
 #[derive(Debug)]
 struct QueueState {
     topic: String,
@@ -41,16 +54,72 @@ struct QueueState {
     cursor: u64,
     /// Acked ranges of the committed state at or above the cursor (canonical, sorted).
     skip: Vec<OffsetRange>,
-    in_flight: BTreeMap<u64, Lease>,
+    /// Leases by ascending offset (grants only ever append above the cursor). The front
+    /// is always live, so the committed floor is read off it; done slots in the middle
+    /// are dropped in bulk once they outnumber the live ones.
+    slots: VecDeque<Slot>,
+    done_slots: usize,
+}
+
+impl QueueState {
+    fn live(&self) -> usize {
+        self.slots.len() - self.done_slots
+    }
+
+    fn position(&self, offset: u64) -> Option<usize> {
+        self.slots.binary_search_by_key(&offset, |s| s.offset).ok()
+    }
+
+    fn get(&self, offset: u64) -> Option<Lease> {
+        let i = self.position(offset)?;
+        let l = self.slots[i].lease;
+        (l.epoch != DONE).then_some(l)
+    }
+
+    fn get_mut(&mut self, offset: u64) -> Option<&mut Lease> {
+        let i = self.position(offset)?;
+        let l = &mut self.slots[i].lease;
+        (l.epoch != DONE).then_some(l)
+    }
+
+    /// Marks the lease at `offset` done; returns whether there was one.
+    fn remove(&mut self, offset: u64) -> bool {
+        let Some(l) = self.get_mut(offset) else {
+            return false;
+        };
+        l.epoch = DONE;
+        self.done_slots += 1;
+        while self.slots.front().is_some_and(|s| s.lease.epoch == DONE) {
+            self.slots.pop_front();
+            self.done_slots -= 1;
+        }
+        if self.done_slots > self.live() + SLACK {
+            self.slots.retain(|s| s.lease.epoch != DONE);
+            self.done_slots = 0;
+        }
+        true
+    }
+}
+
+/// Due-time index entry: the lease at (queue, offset) if it still carries `epoch`.
+/// Entries are not removed when a lease ends or changes; they are skipped when found
+/// stale, and the index is rebuilt when stale ones outnumber the live leases.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    q: u32,
+    offset: u64,
+    epoch: u64,
 }
 
 /// In-flight leases of one group over all the queues it receives from.
 #[derive(Debug)]
 pub(crate) struct GroupTable {
     queues: Vec<QueueState>,
-    index: HashMap<(String, u32), u32>,
-    /// (deadline, queue index, offset) of every lease that is not ending.
-    expiry: BTreeSet<(u64, u32, u64)>,
+    /// topic -> (queue id, index into `queues`).
+    index: HashMap<String, Vec<(u32, u32)>>,
+    /// Deadline -> leases granted or changed to it (one entry per grant, not per lease).
+    expiry: BTreeMap<u64, Vec<Due>>,
+    expiry_len: usize,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -69,7 +138,8 @@ impl GroupTable {
         Self {
             queues: Vec::new(),
             index: HashMap::new(),
-            expiry: BTreeSet::new(),
+            expiry: BTreeMap::new(),
+            expiry_len: 0,
             in_flight: 0,
             max_in_flight,
         }
@@ -83,8 +153,8 @@ impl GroupTable {
         queue_id: u32,
         committed: impl FnOnce() -> Option<(u64, Vec<OffsetRange>)>,
     ) -> u32 {
-        if let Some(i) = self.index.get(&(topic.to_owned(), queue_id)) {
-            return *i;
+        if let Some(i) = self.find(topic, queue_id) {
+            return i;
         }
         let (cursor, skip) = committed().unwrap_or((0, Vec::new()));
         let i = u32::try_from(self.queues.len()).unwrap_or(u32::MAX);
@@ -93,15 +163,23 @@ impl GroupTable {
             queue_id,
             cursor,
             skip,
-            in_flight: BTreeMap::new(),
+            slots: VecDeque::new(),
+            done_slots: 0,
         });
-        self.index.insert((topic.to_owned(), queue_id), i);
+        self.index
+            .entry(topic.to_owned())
+            .or_default()
+            .push((queue_id, i));
         i
     }
 
     /// The index of (topic, queue) if it was ever used.
     pub(crate) fn find(&self, topic: &str, queue_id: u32) -> Option<u32> {
-        self.index.get(&(topic.to_owned(), queue_id)).copied()
+        self.index
+            .get(topic)?
+            .iter()
+            .find(|(id, _)| *id == queue_id)
+            .map(|(_, i)| *i)
     }
 
     pub(crate) fn name(&self, q: u32) -> (&str, u32) {
@@ -125,12 +203,12 @@ impl GroupTable {
     /// Whether `offset` is acked by the committed state loaded at start.
     pub(crate) fn is_skipped(&self, q: u32, offset: u64) -> bool {
         let s = &self.queues[q as usize];
-        ack::is_acked(0, &s.skip, offset)
+        !s.skip.is_empty() && ack::is_acked(0, &s.skip, offset)
     }
 
     /// Leases `offsets` (each at or above the cursor and below `scanned_to`, ascending,
-    /// none skipped) with `epochs[i]` until `deadline_ms`, and moves the cursor to
-    /// `scanned_to`: what lies between was read and not leased, so it is done.
+    /// none skipped) with `epochs[i]` (never 0) until `deadline_ms`, and moves the cursor
+    /// to `scanned_to`: what lies between was read and not leased, so it is done.
     pub(crate) fn grant(
         &mut self,
         q: u32,
@@ -140,39 +218,43 @@ impl GroupTable {
         deadline_ms: u64,
     ) {
         let s = &mut self.queues[q as usize];
+        let mut due = Vec::with_capacity(offsets.len());
         for (o, e) in offsets.iter().zip(epochs) {
-            debug_assert!(*o >= s.cursor && *o < scanned_to);
-            s.in_flight.insert(
-                *o,
-                Lease {
+            debug_assert!(*o >= s.cursor && *o < scanned_to && *e != DONE);
+            debug_assert!(s.slots.back().is_none_or(|b| b.offset < *o));
+            s.slots.push_back(Slot {
+                offset: *o,
+                lease: Lease {
                     epoch: *e,
                     deadline_ms,
                 },
-            );
-            self.expiry.insert((deadline_ms, q, *o));
+            });
+            due.push(Due {
+                q,
+                offset: *o,
+                epoch: *e,
+            });
         }
         self.in_flight += offsets.len();
         s.cursor = s.cursor.max(scanned_to);
         let cursor = s.cursor;
-        s.skip.retain(|r| r.end > cursor);
+        if !s.skip.is_empty() {
+            s.skip.retain(|r| r.end > cursor);
+        }
+        self.add_due(deadline_ms, due);
     }
 
     /// The live (not ending) lease at `offset` if it carries `epoch`.
     pub(crate) fn check(&self, q: u32, offset: u64, epoch: u64) -> Result<Lease, Stale> {
-        match self
-            .queues
-            .get(q as usize)
-            .and_then(|s| s.in_flight.get(&offset))
-        {
-            Some(l) if l.epoch == epoch && l.deadline_ms != ENDING => Ok(*l),
+        match self.queues.get(q as usize).and_then(|s| s.get(offset)) {
+            Some(l) if l.epoch == epoch && l.deadline_ms != ENDING => Ok(l),
             _ => Err(Stale),
         }
     }
 
     /// Ends a lease for good (acked).
     pub(crate) fn ack(&mut self, q: u32, offset: u64, epoch: u64) -> Result<(), Stale> {
-        let l = self.check(q, offset, epoch)?;
-        self.expiry.remove(&(l.deadline_ms, q, offset));
+        self.check(q, offset, epoch)?;
         self.remove(q, offset);
         Ok(())
     }
@@ -186,15 +268,20 @@ impl GroupTable {
         new_epoch: u64,
         deadline_ms: u64,
     ) -> Result<(), Stale> {
-        let l = self.check(q, offset, epoch)?;
-        self.expiry.remove(&(l.deadline_ms, q, offset));
-        self.expiry.insert((deadline_ms, q, offset));
-        self.queues[q as usize].in_flight.insert(
-            offset,
-            Lease {
+        self.check(q, offset, epoch)?;
+        if let Some(l) = self.queues[q as usize].get_mut(offset) {
+            *l = Lease {
                 epoch: new_epoch,
                 deadline_ms,
-            },
+            };
+        }
+        self.add_due(
+            deadline_ms,
+            vec![Due {
+                q,
+                offset,
+                epoch: new_epoch,
+            }],
         );
         Ok(())
     }
@@ -208,7 +295,6 @@ impl GroupTable {
         ending_epoch: u64,
     ) -> Result<Lease, Stale> {
         let l = self.check(q, offset, epoch)?;
-        self.expiry.remove(&(l.deadline_ms, q, offset));
         self.mark_ending(q, offset, ending_epoch);
         Ok(l)
     }
@@ -218,13 +304,29 @@ impl GroupTable {
     pub(crate) fn expire(&mut self, now_ms: u64, max: usize, ending_epoch: u64) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         while out.len() < max {
-            match self.expiry.first() {
-                Some(&(d, q, o)) if d <= now_ms => {
-                    self.expiry.pop_first();
-                    self.mark_ending(q, o, ending_epoch);
-                    out.push((q, o));
+            let Some(entry) = self.expiry.first_entry() else {
+                break;
+            };
+            let d = *entry.key();
+            if d > now_ms {
+                break;
+            }
+            let mut dues = entry.remove();
+            let mut taken = 0;
+            for due in &dues {
+                if out.len() == max {
+                    break;
                 }
-                _ => break,
+                taken += 1;
+                if self.is_due(due, d) {
+                    self.mark_ending(due.q, due.offset, ending_epoch);
+                    out.push((due.q, due.offset));
+                }
+            }
+            self.expiry_len -= taken;
+            if taken < dues.len() {
+                dues.drain(..taken);
+                self.expiry.insert(d, dues);
             }
         }
         out
@@ -232,7 +334,7 @@ impl GroupTable {
 
     /// Ends an ending lease: its copy was written, the offset is done.
     pub(crate) fn end(&mut self, q: u32, offset: u64) {
-        if matches!(self.queues.get(q as usize).and_then(|s| s.in_flight.get(&offset)), Some(l) if l.deadline_ms == ENDING)
+        if matches!(self.queues.get(q as usize).and_then(|s| s.get(offset)), Some(l) if l.deadline_ms == ENDING)
         {
             self.remove(q, offset);
         }
@@ -241,21 +343,43 @@ impl GroupTable {
     /// An ending lease whose copy could not be written: held by nobody until
     /// `deadline_ms`, when it expires again.
     pub(crate) fn unend(&mut self, q: u32, offset: u64, epoch: u64, deadline_ms: u64) {
-        if let Some(l) = self
+        let Some(l) = self
             .queues
             .get_mut(q as usize)
-            .and_then(|s| s.in_flight.get_mut(&offset))
-        {
-            if l.deadline_ms == ENDING {
-                *l = Lease { epoch, deadline_ms };
-                self.expiry.insert((deadline_ms, q, offset));
-            }
+            .and_then(|s| s.get_mut(offset))
+        else {
+            return;
+        };
+        if l.deadline_ms == ENDING {
+            *l = Lease { epoch, deadline_ms };
+            self.add_due(deadline_ms, vec![Due { q, offset, epoch }]);
         }
     }
 
-    /// The earliest deadline of a live lease.
-    pub(crate) fn next_deadline(&self) -> Option<u64> {
-        self.expiry.first().map(|e| e.0)
+    /// The earliest deadline of a live lease. Drops the stale index entries it passes.
+    pub(crate) fn next_deadline(&mut self) -> Option<u64> {
+        loop {
+            let mut entry = self.expiry.first_entry()?;
+            let d = *entry.key();
+            let dues = entry.get_mut();
+            let stale = dues
+                .iter()
+                .position(|due| {
+                    let s = &self.queues[due.q as usize];
+                    matches!(s.get(due.offset), Some(l) if l.epoch == due.epoch && l.deadline_ms == d)
+                })
+                .unwrap_or(dues.len());
+            if stale == dues.len() {
+                self.expiry_len -= dues.len();
+                entry.remove();
+                continue;
+            }
+            if stale > 0 {
+                dues.drain(..stale);
+                self.expiry_len -= stale;
+            }
+            return Some(d);
+        }
     }
 
     /// The committed state of a queue: everything below the floor and inside the ranges
@@ -263,25 +387,21 @@ impl GroupTable {
     /// redelivery after a restart.
     pub(crate) fn committed(&self, q: u32) -> (u64, Vec<OffsetRange>) {
         let s = &self.queues[q as usize];
-        let floor = s
-            .in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(s.cursor)
-            .min(s.cursor);
+        // The front slot is always live (see `QueueState::remove`).
+        let floor = s.slots.front().map_or(s.cursor, |f| f.offset).min(s.cursor);
         let mut ranges = Vec::new();
         let mut prev = floor;
-        for o in s.in_flight.keys().take(MAX_ACK_RANGES + 1) {
-            if *o > prev {
+        let live = s.slots.iter().filter(|x| x.lease.epoch != DONE);
+        for o in live.map(|x| x.offset).take(MAX_ACK_RANGES + 1) {
+            if o > prev {
                 ranges.push(OffsetRange {
                     start: prev,
-                    end: *o,
+                    end: o,
                 });
             }
             prev = o + 1;
         }
-        if s.in_flight.len() <= MAX_ACK_RANGES + 1 {
+        if s.live() <= MAX_ACK_RANGES + 1 {
             if s.cursor > prev {
                 ranges.push(OffsetRange {
                     start: prev,
@@ -305,14 +425,57 @@ impl GroupTable {
             .map(|s| QueueReport {
                 topic: s.topic.clone(),
                 queue_id: s.queue_id,
-                in_flight: s.in_flight.len(),
+                in_flight: s.live(),
                 cursor: s.cursor,
             })
             .collect()
     }
 
+    fn is_due(&self, due: &Due, deadline_ms: u64) -> bool {
+        matches!(self.queues[due.q as usize].get(due.offset),
+            Some(l) if l.epoch == due.epoch && l.deadline_ms == deadline_ms)
+    }
+
+    fn add_due(&mut self, deadline_ms: u64, mut due: Vec<Due>) {
+        if due.is_empty() {
+            return;
+        }
+        self.expiry_len += due.len();
+        match self.expiry.get_mut(&deadline_ms) {
+            Some(v) => v.append(&mut due),
+            None => {
+                self.expiry.insert(deadline_ms, due);
+            }
+        }
+        if self.expiry_len > 2 * self.in_flight + 2 * SLACK {
+            self.rebuild_expiry();
+        }
+    }
+
+    /// Drops the stale entries of the due-time index: it then holds one per live lease.
+    fn rebuild_expiry(&mut self) {
+        let mut expiry: BTreeMap<u64, Vec<Due>> = BTreeMap::new();
+        let mut len = 0;
+        for (q, s) in self.queues.iter().enumerate() {
+            let q = u32::try_from(q).unwrap_or(u32::MAX);
+            for slot in &s.slots {
+                let l = slot.lease;
+                if l.epoch != DONE && l.deadline_ms != ENDING {
+                    expiry.entry(l.deadline_ms).or_default().push(Due {
+                        q,
+                        offset: slot.offset,
+                        epoch: l.epoch,
+                    });
+                    len += 1;
+                }
+            }
+        }
+        self.expiry = expiry;
+        self.expiry_len = len;
+    }
+
     fn mark_ending(&mut self, q: u32, offset: u64, ending_epoch: u64) {
-        if let Some(l) = self.queues[q as usize].in_flight.get_mut(&offset) {
+        if let Some(l) = self.queues[q as usize].get_mut(offset) {
             *l = Lease {
                 epoch: ending_epoch,
                 deadline_ms: ENDING,
@@ -321,7 +484,7 @@ impl GroupTable {
     }
 
     fn remove(&mut self, q: u32, offset: u64) {
-        if self.queues[q as usize].in_flight.remove(&offset).is_some() {
+        if self.queues[q as usize].remove(offset) {
             self.in_flight -= 1;
         }
     }

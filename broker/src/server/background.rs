@@ -54,9 +54,18 @@ fn offsets_file_bytes(services: &Services) -> u64 {
 /// A sentence describing the failure.
 pub(crate) async fn persist_now(services: &Arc<Services>) -> Result<(), String> {
     let s = Arc::clone(services);
-    tokio::task::spawn_blocking(move || s.offsets.persist().map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| format!("offset writer task failed: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        // Acks received since the ack writer's last write.
+        let ctx = crate::pop::Ctx {
+            store: &s.store,
+            offsets: &s.offsets,
+            retry: &s.retry,
+        };
+        s.pop.flush_acks(&ctx).map_err(|e| e.to_string())?;
+        s.offsets.persist().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("offset writer task failed: {e}"))?
 }
 
 /// Drops group members that stopped heartbeating, so their queues move to others.

@@ -281,8 +281,13 @@ async fn ack_writer(services: Arc<Services>) {
         }
         let through = services.pop.durable.wanted();
         let s = Arc::clone(&services);
-        let result = match tokio::task::spawn_blocking(move || s.offsets.persist()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+        let result = match tokio::task::spawn_blocking(move || {
+            s.pop.flush_acks(&ctx(&s)).map_err(|e| e.to_string())?;
+            s.offsets.persist().map_err(|e| e.to_string())
+        })
+        .await
+        {
+            Ok(r) => r,
             Err(e) => Err(format!("offsets writer task failed: {e}")),
         };
         services.pop.durable.written(through, result);
