@@ -28,8 +28,9 @@ pub(crate) struct TimerFigures {
     lateness: Histogram,
     /// Delivered before their due time (the timer promises none).
     early: u64,
-    /// Highest broker RSS seen while timers were pending, in KiB.
-    broker_rss_kib: Option<u64>,
+    /// Highest broker RSS seen while timers were pending, in KiB: all of it, and its
+    /// anonymous part (the rest is mapped commit-log pages, which the kernel may drop).
+    broker_rss_kib: Option<Rss>,
 }
 
 pub(crate) async fn timer(
@@ -76,7 +77,10 @@ pub(crate) async fn timer(
             if last_rss.elapsed() >= Duration::from_millis(500) {
                 last_rss = Instant::now();
                 let rss = broker_rss_kib(pid)?;
-                rss_max = Some(rss_max.map_or(rss, |m: u64| m.max(rss)));
+                rss_max = Some(rss_max.map_or(rss, |m: Rss| Rss {
+                    total: m.total.max(rss.total),
+                    anon: m.anon.max(rss.anon),
+                }));
             }
         }
         if scheduler
@@ -188,15 +192,32 @@ async fn schedule(
     Ok(())
 }
 
-/// The `VmRSS` line of `/proc/<pid>/status`, in KiB.
-fn broker_rss_kib(pid: u32) -> CliResult<u64> {
+/// Resident memory in KiB.
+#[derive(Clone, Copy)]
+struct Rss {
+    total: u64,
+    anon: u64,
+}
+
+/// The `VmRSS` and `RssAnon` lines of `/proc/<pid>/status`.
+fn broker_rss_kib(pid: u32) -> CliResult<Rss> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmRSS line in {path}").into())
+    let field = |name: &str| -> CliResult<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no {name} line in {path}").into())
+    };
+    Ok(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
 pub(crate) fn report(args: &BenchArgs, f: &TimerFigures) {
@@ -215,7 +236,8 @@ pub(crate) fn report(args: &BenchArgs, f: &TimerFigures) {
         "lateness_max_ms": f.lateness.max() / 1000,
     });
     if let Some(rss) = f.broker_rss_kib {
-        v["broker_rss_max_mib"] = ((rss as f64 / 1024.0 * 10.0).round() / 10.0).into();
+        v["broker_rss_max_mib"] = mib(rss.total).into();
+        v["broker_rss_anon_max_mib"] = mib(rss.anon).into();
     }
     if args.json {
         println!("{v}");
@@ -235,6 +257,10 @@ pub(crate) fn report(args: &BenchArgs, f: &TimerFigures) {
         f.lateness.max() / 1000
     );
     if let Some(rss) = f.broker_rss_kib {
-        println!("broker rss while pending: max {} MiB", rss / 1024);
+        println!(
+            "broker rss while pending: max {} MiB, of it anonymous {} MiB",
+            mib(rss.total),
+            mib(rss.anon)
+        );
     }
 }
