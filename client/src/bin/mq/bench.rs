@@ -1,7 +1,8 @@
-//! `mq bench WORKLOAD`: produce, consume, sync-latency and e2e, with a live progress line
+//! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop and timer, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
 mod pop;
+mod timer;
 mod workloads;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,10 @@ pub(crate) enum Workload {
     /// C receivers of one group drain N messages already in the topic with per-message
     /// acks: receive batches of R, one ack request per batch.
     Pop,
+    /// Schedule N timer messages (default 1,000,000) spread over `--spread-s` seconds in
+    /// pipelined batches of B, consume them with a group; scheduling throughput, delivery
+    /// lateness and (with `--broker-pid`) the broker's memory while they are pending.
+    Timer,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,6 +87,12 @@ pub(crate) struct BenchArgs {
     /// Messages per receive (pop).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     receive_batch: u32,
+    /// Timer: the timers' due times spread evenly over this many seconds from the start.
+    #[arg(long, default_value_t = 60)]
+    spread_s: u64,
+    /// Timer: the broker's process id, to sample its resident memory (/proc/PID/status).
+    #[arg(long)]
+    broker_pid: Option<u32>,
     /// Print one JSON object with the figures on stdout.
     #[arg(long)]
     json: bool,
@@ -113,6 +124,9 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
     if args.size == 0 && args.workload == Workload::E2e {
         return Err("e2e needs --size of at least 8 bytes (the body carries a timestamp)".into());
     }
+    if args.workload == Workload::Timer {
+        return run_timer(broker, args).await;
+    }
     let progress = Progress::default();
     let ticker = tokio::spawn(show_progress(
         progress.clone(),
@@ -129,6 +143,7 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
                 Workload::SyncLatency => workloads::sync_latency(&broker, &args, &progress).await,
                 Workload::E2e => workloads::e2e(&broker, &args, &progress).await,
                 Workload::Pop => pop::pop(&broker, &args, &progress).await,
+                Workload::Timer => Err("the timer workload reports its own figures".into()),
             }
         })
     };
@@ -139,6 +154,23 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
     eprintln!();
     let figures = figures?;
     report(&args, &figures);
+    Ok(())
+}
+
+/// The timer workload: its figures are of another shape (scheduling and lateness).
+async fn run_timer(broker: &str, args: BenchArgs) -> CliResult {
+    let progress = Progress::default();
+    let ticker = tokio::spawn(show_progress(progress.clone(), "timer (acked)".into()));
+    let work = {
+        let (broker, args, progress) = (broker.to_string(), args.clone(), progress.clone());
+        tokio::spawn(async move { timer::timer(&broker, &args, &progress).await })
+    };
+    let figures = work
+        .await
+        .unwrap_or_else(|e| Err(format!("the timer workload failed: {e}").into()));
+    ticker.abort();
+    eprintln!();
+    timer::report(&args, &figures?);
     Ok(())
 }
 

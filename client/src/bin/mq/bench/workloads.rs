@@ -17,7 +17,7 @@ use crate::CliResult;
 /// Topic creations in flight while `--topics N` sets up its topics.
 const CREATES_IN_FLIGHT: usize = 64;
 
-async fn ensure_topic(broker: &str, topic: &str, queues: u32) -> CliResult {
+pub(crate) async fn ensure_topic(broker: &str, topic: &str, queues: u32) -> CliResult {
     ensure_topics(broker, vec![topic.to_string()], queues).await
 }
 
@@ -359,7 +359,7 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
 /// Waits until `consumer` owns queues of `topic` and its assignment has been stable for a
 /// moment (its first pulls are then out), so that e2e latency is measured in steady state
 /// rather than including the group join.
-async fn settle(consumer: &PullConsumer, topic: &str) -> CliResult {
+pub(crate) async fn settle(consumer: &PullConsumer, topic: &str) -> CliResult {
     const STABLE_FOR: Duration = Duration::from_millis(300);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = consumer.assignment();
