@@ -1,6 +1,7 @@
 //! `/metrics` read by a real Prometheus text parser (Python's `prometheus_client`, installed
 //! by `scripts/test-deps`), checked against known traffic: N sends and M acks show as
-//! counters and lag; plus per-topic aggregation and a scrape of 10,000 queues.
+//! counters and lag; receive leases and pending timers; plus per-topic aggregation and a
+//! scrape of 10,000 queues.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use broker::config::MetricsPerQueue;
-use client::{Message, PullConsumer};
+use client::{DeliverAt, Message, PullConsumer, SimpleConsumer, SimpleConsumerOptions};
 use http_support::{get, parse_metrics, select, sum};
 use protocol::messages::{CommitOffsetRequest, QueueCommit};
 use support::{fast_options, TestBroker, PATIENCE};
@@ -208,4 +209,130 @@ async fn a_scrape_of_ten_thousand_lagging_queues_completes() {
     // The native protocol kept answering meanwhile.
     admin.stats().await.unwrap();
     b.shutdown().await;
+}
+
+/// Receives until `n` leases are held by `c`, within the test's patience.
+async fn receive_n(c: &SimpleConsumer, n: usize) -> Vec<client::LeasedMessage> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.extend(
+            c.receive(u32::try_from(n - got.len()).unwrap())
+                .await
+                .unwrap(),
+        );
+        assert!(Instant::now() < deadline, "received {} of {n}", got.len());
+    }
+    got
+}
+
+/// Scrapes until the unlabelled gauge `name` reads `want` or the test's patience is spent;
+/// returns the last scrape.
+async fn scrape_until(b: &TestBroker, name: &str, want: f64) -> Vec<http_support::Sample> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = parse_metrics(&get(http(b), "/metrics").await.body);
+        if sum(&s, name, &[]) == want || Instant::now() >= deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_in_flight_and_pending_timers_are_shown() {
+    const LEASED: usize = 7;
+    const TIMERS: usize = 4;
+    let b = TestBroker::start().await;
+    let admin = b.admin().await;
+    admin.create_topic("tasks", 2).await.unwrap();
+    admin.create_topic("later", 1).await.unwrap();
+    let p = b.producer().await;
+    for i in 0..LEASED + 3 {
+        p.send("tasks", &Message::new(format!("task-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for i in 0..TIMERS {
+        // An hour away: still pending whatever the test's speed.
+        let r = p
+            .send_timer(
+                "later",
+                &Message::new(format!("later-{i}")),
+                DeliverAt::DelayMs(3_600_000),
+            )
+            .await
+            .unwrap();
+        handles.push(r.recall_handle);
+    }
+    let opts = SimpleConsumerOptions {
+        // Far longer than the test: no lease expires while it is checked.
+        invisible: Duration::from_secs(600),
+        wait: Duration::from_millis(500),
+        ..SimpleConsumerOptions::default()
+    };
+    let c = SimpleConsumer::connect(&b.addr, "workers", "tasks", opts)
+        .await
+        .unwrap();
+    let leased = receive_n(&c, LEASED).await;
+    assert_eq!(leased.len(), LEASED);
+
+    // The timer indexes what was sent in the background: wait until it has.
+    let s = scrape_until(&b, "ferromq_timers_pending_all_topics", TIMERS as f64).await;
+    let workers = [("group", "workers"), ("topic", "tasks")];
+    let series = select(&s, "ferromq_group_leases_in_flight", &workers);
+    assert!(!series.is_empty() && series.iter().all(|l| l.labels.contains_key("queue")));
+    assert_eq!(
+        sum(&s, "ferromq_group_leases_in_flight", &workers),
+        LEASED as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_timers_pending", &[("topic", "later")]),
+        TIMERS as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_timers_pending_all_topics", &[]),
+        TIMERS as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_group_retries_pending", &[("group", "workers")]),
+        0.0
+    );
+
+    // Two acks and one recall later, the gauges follow.
+    c.ack(&leased[0]).await.unwrap();
+    c.ack(&leased[1]).await.unwrap();
+    assert_eq!(
+        p.recall("later", &handles[0]).await.unwrap(),
+        client::RecallStatus::Recalled
+    );
+    let s = scrape_until(&b, "ferromq_timers_pending_all_topics", (TIMERS - 1) as f64).await;
+    assert_eq!(
+        sum(&s, "ferromq_group_leases_in_flight", &workers),
+        (LEASED - 2) as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_timers_pending", &[("topic", "later")]),
+        (TIMERS - 1) as f64
+    );
+    assert_eq!(
+        sum(&s, "ferromq_timers_pending_all_topics", &[]),
+        (TIMERS - 1) as f64
+    );
+
+    // The JSON API the dashboard reads says the same.
+    let groups = get(http(&b), "/api/groups").await.json();
+    let g = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "workers")
+        .expect("the receiving group is listed");
+    assert_eq!(g["leases_in_flight"], (LEASED - 2) as u64);
+    let later = get(http(&b), "/api/topics/later").await.json();
+    assert_eq!(later["timers_pending"], (TIMERS - 1) as u64);
+    let overview = get(http(&b), "/api/overview").await.json();
+    assert_eq!(overview["timers_pending"], (TIMERS - 1) as u64);
+    p.close().await;
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::messages::QueueCommit;
-use protocol::names::{dlq_topic, DLQ_PREFIX, RETRY_PREFIX};
+use protocol::names::{dlq_topic, retry_topic, DLQ_PREFIX, RETRY_PREFIX};
 use protocol::properties::{self, Properties, PropertiesBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -72,10 +72,12 @@ pub(super) struct QueueState {
     pub(super) oldest_unacked_age_s: Option<f64>,
 }
 
-/// Every group the broker knows: with offsets, live members, or a dead-letter topic.
+/// Every group the broker knows: with offsets, live members, receive leases, or a
+/// dead-letter topic.
 pub(super) fn group_names(services: &Services) -> Vec<String> {
     let mut names: BTreeSet<String> = services.offsets.groups().into_iter().collect();
     names.extend(services.groups.groups());
+    names.extend(services.pop.group_names());
     for t in services.store.topics() {
         if let Some(g) = t.name.strip_prefix(DLQ_PREFIX) {
             names.insert(g.to_owned());
@@ -196,6 +198,7 @@ pub(super) async fn overview(State(state): AppState) -> ApiResult {
             "bytes_out": st.bytes_out,
             "commitlog_min_offset": log.min_offset().get(),
             "commitlog_write_offset": log.write_offset().get(),
+            "timers_pending": s.timer.pending_total(),
             "disk_full": disk.state == crate::store::DiskState::Full,
             "disk_free_bytes": disk.free_bytes,
             "disk_reserve_bytes": disk.reserve_bytes,
@@ -231,6 +234,7 @@ fn topic_json(s: &Services, t: &TopicConfig, counters: Option<&[u64; 4]>) -> Val
     json!({
         "name": t.name,
         "queue_count": t.queue_count,
+        "timers_pending": s.timer.pending_of(&t.name),
         "messages": messages,
         "messages_in": c[0],
         "bytes_in": c[1],
@@ -286,9 +290,14 @@ fn group_summary(s: &Services, group: &str, now: u64) -> Value {
         .iter()
         .filter_map(|q| q.oldest_unacked_age_s)
         .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+    // `null` for a group that never received in this broker run (it pulls).
+    let leases = s.pop.report(group);
+    let leases = leases.receives.then_some(leases.in_flight);
     json!({
         "name": group,
         "members": s.groups.members(group).len(),
+        "leases_in_flight": leases,
+        "retries_pending": s.timer.pending_of(&retry_topic(group)),
         "lag": lag,
         "oldest_unacked_age_s": oldest,
         "dlq": dlq_depth(s, group),

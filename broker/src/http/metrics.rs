@@ -1,11 +1,14 @@
 //! `/metrics`: the Prometheus text exposition, encoded by `prometheus-client`. Traffic and
 //! latency come from the [`Recorder`]; offsets, lag, ages, members, dead letters, disk
-//! and memory are read from the broker's state at scrape time (a custom collector), so the
-//! hot paths pay nothing for them.
+//! memory, receive leases and pending timers are read from the broker's state at scrape
+//! time (a custom collector), so the hot paths pay nothing for them.
 //!
 //! Label cardinality: group series are per (group, topic, queue) or, when
 //! `metrics_per_queue` says so, per (group, topic) with the queue label left out (offsets
-//! and lag summed, the oldest age the maximum).
+//! and lag summed, the oldest age the maximum; leases in flight summed).
+//!
+//! Retries wait on the timer under the group's `%RETRY%<group>` topic, so the timer's
+//! pending count of that topic is the group's scheduled retries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +19,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use protocol::names::RETRY_PREFIX;
 
 use super::api::{dlq_depth, group_names, group_queues};
 use super::recorder::{HistogramSnapshot, Recorder, REQUEST_KINDS};
@@ -44,6 +48,13 @@ struct Scrape {
     groups: BTreeMap<(String, String, Option<u32>), GroupRow>,
     members: Vec<(String, u64)>,
     dlq: Vec<(String, u64)>,
+    /// In-flight receive leases of receiving groups, keyed as `groups`.
+    leases: BTreeMap<(String, String, Option<u32>), u64>,
+    /// Timer messages waiting per topic (retry topics included) and in all.
+    timers: Vec<(String, u64)>,
+    timers_total: u64,
+    /// Retries parked on the timer, per group.
+    retries_pending: Vec<(String, u64)>,
     retries_scheduled: u64,
     dead_lettered: u64,
     requests: Vec<(&'static str, HistogramSnapshot)>,
@@ -111,6 +122,24 @@ fn read(services: &Services, recorder: &Recorder, per_queue: MetricsPerQueue) ->
             .push((g.clone(), services.groups.members(&g).len() as u64));
         s.dlq.push((g.clone(), dlq_depth(services, &g)));
     }
+    for g in services.pop.group_names() {
+        let report = services.pop.report(&g);
+        if !report.receives {
+            continue;
+        }
+        for q in report.queues {
+            let key = (g.clone(), q.topic, per_queue.then_some(q.queue_id));
+            *s.leases.entry(key).or_default() += u64::from(q.in_flight);
+        }
+    }
+    s.timers = services.timer.pending_by_topic();
+    s.timers.sort();
+    s.timers_total = services.timer.pending_total();
+    s.retries_pending = s
+        .timers
+        .iter()
+        .filter_map(|(t, n)| Some((t.strip_prefix(RETRY_PREFIX)?.to_owned(), *n)))
+        .collect();
     (s.retries_scheduled, s.dead_lettered) = recorder.sent_back_totals();
     s.requests = recorder
         .request_histograms()
@@ -206,10 +235,12 @@ impl Collector for Scrape {
         )?;
         self.encode_topics(&mut e)?;
         self.encode_groups(&mut e)?;
+        self.encode_timers(&mut e)?;
         counter(
             &mut e,
             "ferromq_retries_scheduled",
-            "Nacked messages scheduled for a retry since start.",
+            "Messages sent back by pull consumers and scheduled for a retry since start \
+             (ferromq_group_retries_pending counts retries still waiting on the timer).",
             self.retries_scheduled,
         )?;
         counter(
@@ -351,6 +382,30 @@ impl Scrape {
             }
         }
         let mut m = e.encode_descriptor(
+            "ferromq_group_leases_in_flight",
+            "Messages received by the group and not yet acked, rejected or expired.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((group, topic, queue), n) in &self.leases {
+            let v = ConstGauge::new(*n);
+            match queue {
+                Some(q) => {
+                    let q = q.to_string();
+                    let labels = [
+                        ("group", group.as_str()),
+                        ("topic", topic.as_str()),
+                        ("queue", q.as_str()),
+                    ];
+                    v.encode(m.encode_family(&labels)?)?;
+                }
+                None => {
+                    let labels = [("group", group.as_str()), ("topic", topic.as_str())];
+                    v.encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut m = e.encode_descriptor(
             "ferromq_group_members",
             "Live members of the group.",
             None,
@@ -366,6 +421,34 @@ impl Scrape {
             MetricType::Gauge,
         )?;
         for (g, n) in &self.dlq {
+            ConstGauge::new(*n).encode(m.encode_family(&[("group", g.as_str())])?)?;
+        }
+        Ok(())
+    }
+
+    fn encode_timers(&self, e: &mut Enc<'_>) -> Result<(), std::fmt::Error> {
+        let mut m = e.encode_descriptor(
+            "ferromq_timers_pending",
+            "Timer messages waiting for their delivery time, per topic (retry topics included).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (topic, n) in &self.timers {
+            ConstGauge::new(*n).encode(m.encode_family(&[("topic", topic.as_str())])?)?;
+        }
+        gauge(
+            e,
+            "ferromq_timers_pending_all_topics",
+            "Timer messages waiting for their delivery time, all topics.",
+            self.timers_total,
+        )?;
+        let mut m = e.encode_descriptor(
+            "ferromq_group_retries_pending",
+            "Retries of the group parked on the timer, waiting for their delay.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (g, n) in &self.retries_pending {
             ConstGauge::new(*n).encode(m.encode_family(&[("group", g.as_str())])?)?;
         }
         Ok(())

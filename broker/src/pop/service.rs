@@ -150,6 +150,16 @@ impl PopService {
         }))
     }
 
+    /// Names of the groups that received in this broker run.
+    pub(crate) fn group_names(&self) -> Vec<String> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn find(&self, group: &str) -> Option<Arc<GroupEntry>> {
         self.groups
             .read()

@@ -161,6 +161,7 @@ async function refreshTopics() {
       <td class="name">${esc(t.name)}</td>
       <td class="num queues">${t.queue_count}</td>
       <td class="num messages">${t.messages}</td>
+      <td class="num timers">${t.timers_pending}</td>
       <td class="num">${ri == null ? "–" : fmtCount(ri)}</td>
       <td class="num">${ro == null ? "–" : fmtCount(ro)}</td>
       <td><canvas class="spark"></canvas></td></tr>`;
@@ -188,6 +189,8 @@ async function refreshGroups() {
       <td class="bar"><div class="lagbar"><span style="width:${(100 * g.lag) / maxLag}%"></span></div></td>
       <td class="num age">${fmtAge(age)}</td>
       <td class="num members">${g.members}</td>
+      <td class="num leases" title="received, not yet acked">${g.leases_in_flight == null ? "–" : g.leases_in_flight}</td>
+      <td class="num retries" title="retries waiting on the timer">${g.retries_pending}</td>
       <td class="num dlq ${g.dlq ? "dlq-some" : ""}">${g.dlq}</td></tr>`;
   }).join("");
   if (state.selected) await renderGroup(state.selected);
