@@ -26,19 +26,24 @@ macro_rules! request {
 /// (capped at 30 s) while nothing is ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiveRequest {
+    /// The consumer group.
     pub group: String,
+    /// The topic to receive from.
     pub topic: String,
     /// `*`, `a`, or `a || b`. Fixed per group and topic by the first receive of a run.
     pub tag_expr: String,
+    /// Most messages returned.
     pub max_messages: u32,
     /// How long each message stays invisible to other receivers (1 ms to 12 h).
     pub invisible_ms: u64,
+    /// How long the request is held while nothing is ready.
     pub max_wait_ms: u64,
 }
 
 /// One received message's lease; the body carries the records in the same order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    /// Names this lease to ack, change or reject.
     pub receipt_handle: String,
     /// 1 on first delivery; one more on each redelivery.
     pub delivery_attempt: u32,
@@ -49,6 +54,7 @@ pub struct Lease {
 /// Body: one commit-log record per lease, end to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiveResponse {
+    /// One lease per returned record, in order.
     pub leases: Vec<Lease>,
 }
 request!(ReceiveRequest, Receive, ReceiveResponse);
@@ -56,7 +62,9 @@ request!(ReceiveRequest, Receive, ReceiveResponse);
 /// Acknowledges a batch of received messages: done for good.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckMessagesRequest {
+    /// The consumer group.
     pub group: String,
+    /// The handles to acknowledge.
     pub receipt_handles: Vec<String>,
 }
 
@@ -65,6 +73,7 @@ pub struct AckMessagesRequest {
 pub struct HandleRefused {
     /// Index of the handle in the request.
     pub index: u32,
+    /// Why it was refused.
     pub message: String,
 }
 
@@ -72,6 +81,7 @@ pub struct HandleRefused {
 /// response comes once the acks are written to disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckMessagesResponse {
+    /// The refused handles; empty when every ack applied.
     pub refused: Vec<HandleRefused>,
 }
 request!(AckMessagesRequest, AckMessages, AckMessagesResponse);
@@ -79,15 +89,20 @@ request!(AckMessagesRequest, AckMessages, AckMessagesResponse);
 /// Moves a lease's deadline to `invisible_ms` from now (0: visible again at once, a nack).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeInvisibilityRequest {
+    /// The consumer group.
     pub group: String,
+    /// The lease to change.
     pub receipt_handle: String,
+    /// The new invisibility, from now.
     pub invisible_ms: u64,
 }
 
 /// The lease's new handle; the old one is refused from now on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeInvisibilityResponse {
+    /// The lease's new handle.
     pub receipt_handle: String,
+    /// Wall-clock ms at which the lease now ends.
     pub invisible_until_ms: u64,
 }
 request!(
@@ -99,7 +114,9 @@ request!(
 /// The message is poison: it goes to `%DLQ%<group>` now, with no further attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectRequest {
+    /// The consumer group.
     pub group: String,
+    /// The lease of the message to reject.
     pub receipt_handle: String,
 }
 request!(RejectRequest, Reject, Empty);
@@ -107,25 +124,33 @@ request!(RejectRequest, Reject, Empty);
 /// The in-flight leases of a group that receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfoRequest {
+    /// The consumer group.
     pub group: String,
 }
 
 /// In-flight leases on one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueLeases {
+    /// The topic.
     pub topic: String,
+    /// The queue.
     pub queue_id: u32,
+    /// Leases in flight on it.
     pub in_flight: u32,
     /// Next offset not handed out yet in this broker run.
     pub next_offset: u64,
 }
 
+/// A group's in-flight leases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfoResponse {
     /// True when the group consumes by receive (it received since the broker started).
     pub receives: bool,
+    /// Leases in flight in the group.
     pub in_flight: u32,
+    /// The broker's limit per group (`--max-in-flight-leases`).
     pub max_in_flight: u32,
+    /// Per queue with leases.
     pub queues: Vec<QueueLeases>,
 }
 request!(LeaseInfoRequest, LeaseInfo, LeaseInfoResponse);

@@ -167,8 +167,6 @@ async fn accept_loop(
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-
 /// Answers a connection past the cap with 503 and closes it, without reading it.
 async fn refuse_busy(mut stream: TcpStream) {
     let body = r#"{"error":"too many HTTP connections; try again"}"#;

@@ -30,8 +30,11 @@ pub struct AtomicHistogram {
 /// `+Inf`, not cumulative (the encoder sums them into Prometheus' cumulative buckets).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
+    /// Sum of all observations, in seconds.
     pub sum_s: f64,
+    /// Number of observations.
     pub count: u64,
+    /// The buckets, as above.
     pub buckets: Vec<(f64, u64)>,
 }
 
@@ -75,9 +78,13 @@ impl AtomicHistogram {
 /// Traffic of one topic since the broker started.
 #[derive(Debug, Default)]
 pub struct TopicCounters {
+    /// Messages stored by sends.
     pub messages_in: AtomicU64,
+    /// Body bytes stored by sends.
     pub bytes_in: AtomicU64,
+    /// Messages delivered to consumers.
     pub messages_out: AtomicU64,
+    /// Body bytes delivered to consumers.
     pub bytes_out: AtomicU64,
 }
 
@@ -120,6 +127,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Every counter at zero.
     pub fn new() -> Self {
         Self::default()
     }

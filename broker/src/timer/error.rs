@@ -11,19 +11,30 @@ pub enum TimerError {
     /// A file of the timer could not be read or written.
     #[error("timer: cannot {op} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A timer file does not parse.
     #[error("timer: {} is corrupt: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The store refused a read or a write.
     #[error("timer: {op} {target}: {source}")]
     Store {
+        /// What was being done.
         op: &'static str,
+        /// The topic or message concerned.
         target: String,
+        /// The store's error.
         #[source]
         source: Box<StoreError>,
     },
@@ -33,8 +44,11 @@ pub enum TimerError {
          timer delay of {max_delay_ms} ms (--max-timer-delay-ms)"
     )]
     DelayTooLong {
+        /// The requested delivery time (wall-clock ms).
         deliver_at_ms: u64,
+        /// How far ahead that is.
         delay_ms: u64,
+        /// The broker's maximum (`--max-timer-delay-ms`).
         max_delay_ms: u64,
     },
     /// A send named both a delivery time and a delay.
@@ -43,12 +57,19 @@ pub enum TimerError {
     /// A recall handle that does not decode.
     #[error("bad recall handle {handle:?}: {reason}")]
     BadHandle {
+        /// The handle as given.
         handle: String,
+        /// Why it does not decode.
         reason: &'static str,
     },
     /// A recall handle of no timer message of this topic.
     #[error("no timer message {handle:?} for topic {topic}")]
-    NotFound { handle: String, topic: String },
+    NotFound {
+        /// The handle as given.
+        handle: String,
+        /// The topic named with it.
+        topic: String,
+    },
     /// The timer is stopping.
     #[error("the timer is stopping")]
     Closed,

@@ -45,6 +45,7 @@ impl Default for SimpleConsumerOptions {
 /// A received message and its lease.
 #[derive(Debug, Clone)]
 pub struct LeasedMessage {
+    /// The message itself.
     pub message: ReceivedMessage,
     /// Opaque; names this lease. Replaced by [`SimpleConsumer::change_invisibility`].
     pub receipt_handle: String,
@@ -109,14 +110,17 @@ impl SimpleConsumer {
         })
     }
 
+    /// The consumer group this consumer receives for.
     pub fn group(&self) -> &str {
         &self.group
     }
 
+    /// The topic it receives from.
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
+    /// Its connection to the broker.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
