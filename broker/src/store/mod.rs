@@ -44,7 +44,9 @@ pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use get::{GetRequest, GetResult, GetStatus};
 pub use message_id::MessageId;
-pub use put::{GroupsAppended, InvalidSend, PutMessage, PutResult, ValidatedSend};
+pub use put::{
+    GroupsAppended, InvalidSend, PutMessage, PutRange, PutResult, ValidatedBatch, ValidatedSend,
+};
 pub use tags::{tag_hash, tag_hash_of, TagFilter};
 pub use topic_config::{validate_topic_name, Permission, TopicConfig, TopicScope, MAX_QUEUE_COUNT};
 
@@ -223,6 +225,24 @@ impl MessageStore {
     ) -> Result<ValidatedSend<'a>, InvalidSend> {
         self.shared
             .validate_send(scope, topic.into(), queue_id, msgs.into())
+    }
+
+    /// [`MessageStore::validate_send`] for messages given as ranges of `data` (a request
+    /// body, say), giving a send that owns its data: checked on one thread, appended on
+    /// another through [`ValidatedBatch::send`] without being checked again.
+    ///
+    /// # Errors
+    /// As for `validate_send`; a range outside `data` is refused as `BadProperties`.
+    pub fn validate_batch(
+        &self,
+        scope: TopicScope,
+        topic: String,
+        queue_id: u32,
+        data: bytes::Bytes,
+        msgs: Vec<PutRange>,
+    ) -> Result<ValidatedBatch, InvalidSend> {
+        self.shared
+            .validate_batch(scope, topic, queue_id, data, msgs)
     }
 
     /// Stores several groups of messages (each for one queue, each all or nothing) with one

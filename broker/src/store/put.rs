@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError, TryLockError};
 
+use bytes::Bytes;
 use commitlog::{FlushPolicy, PhysicalOffset, RecordIn};
 use consumequeue::QueueOffset;
 use protocol::hash::tag_hash;
@@ -41,7 +43,7 @@ pub struct ValidatedSend<'a> {
     topic: Cow<'a, str>,
     queue_id: u32,
     msgs: Cow<'a, [PutMessage<'a>]>,
-    tag_hashes: Vec<u64>,
+    tag_hashes: Cow<'a, [u64]>,
 }
 
 impl ValidatedSend<'_> {
@@ -58,6 +60,62 @@ impl ValidatedSend<'_> {
     /// The messages, in order.
     pub fn messages(&self) -> &[PutMessage<'_>] {
         &self.msgs
+    }
+}
+
+/// A message of a [`ValidatedBatch`]: where its property blob and body lie in the
+/// batch's data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutRange {
+    /// The property blob's bytes in the data.
+    pub properties: Range<usize>,
+    /// The body's bytes in the data.
+    pub body: Range<usize>,
+    /// When the producer made the message (wall-clock ms).
+    pub born_timestamp_ms: u64,
+    /// Deliveries so far: 0 for a producer's message, more for a retry's copy.
+    pub reconsume_times: u32,
+}
+
+/// A [`ValidatedSend`] that owns its data (a request body, shared, not copied), so it can
+/// be checked on one thread and appended on another. Built only by
+/// [`MessageStore::validate_batch`], with the same checks as `validate_send`.
+///
+/// [`MessageStore::validate_batch`]: crate::store::MessageStore::validate_batch
+#[derive(Clone, Debug)]
+pub struct ValidatedBatch {
+    data: Bytes,
+    topic: String,
+    queue_id: u32,
+    /// Every range lies within `data` (checked when built).
+    msgs: Vec<PutRange>,
+    tag_hashes: Vec<u64>,
+}
+
+impl ValidatedBatch {
+    /// The topic the messages go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The send to append, borrowing this batch; checks nothing again.
+    pub fn send(&self) -> ValidatedSend<'_> {
+        let msgs: Vec<PutMessage<'_>> = self
+            .msgs
+            .iter()
+            .map(|r| PutMessage {
+                properties: &self.data[r.properties.clone()],
+                body: &self.data[r.body.clone()],
+                born_timestamp_ms: r.born_timestamp_ms,
+                reconsume_times: r.reconsume_times,
+            })
+            .collect();
+        ValidatedSend {
+            topic: Cow::Borrowed(&self.topic),
+            queue_id: self.queue_id,
+            msgs: Cow::Owned(msgs),
+            tag_hashes: Cow::Borrowed(&self.tag_hashes),
+        }
     }
 }
 
@@ -164,13 +222,69 @@ impl Shared {
         queue_id: u32,
         msgs: Cow<'a, [PutMessage<'a>]>,
     ) -> Result<ValidatedSend<'a>, InvalidSend> {
-        validate_topic_name(&topic, scope).map_err(|error| InvalidSend {
+        let tag_hashes = self.check_send(scope, &topic, msgs.iter().copied())?;
+        Ok(ValidatedSend {
+            topic,
+            queue_id,
+            msgs,
+            tag_hashes: Cow::Owned(tag_hashes),
+        })
+    }
+
+    /// The same check as [`Shared::validate_send`], for messages given as ranges of
+    /// `data`; a range outside `data` is refused as malformed.
+    pub(crate) fn validate_batch(
+        &self,
+        scope: TopicScope,
+        topic: String,
+        queue_id: u32,
+        data: Bytes,
+        msgs: Vec<PutRange>,
+    ) -> Result<ValidatedBatch, InvalidSend> {
+        let mut resolved = Vec::with_capacity(msgs.len());
+        for (i, r) in msgs.iter().enumerate() {
+            match (data.get(r.properties.clone()), data.get(r.body.clone())) {
+                (Some(properties), Some(body)) => resolved.push(PutMessage {
+                    properties,
+                    body,
+                    born_timestamp_ms: r.born_timestamp_ms,
+                    reconsume_times: r.reconsume_times,
+                }),
+                _ => {
+                    return Err(InvalidSend {
+                        message: Some(i),
+                        error: StoreError::BadProperties(ProtocolError::Batch(format!(
+                            "message {i} lies outside the {} bytes of its batch",
+                            data.len()
+                        ))),
+                    })
+                }
+            }
+        }
+        let tag_hashes = self.check_send(scope, &topic, resolved.into_iter())?;
+        Ok(ValidatedBatch {
+            data,
+            topic,
+            queue_id,
+            msgs,
+            tag_hashes,
+        })
+    }
+
+    /// Checks the topic name and every message; returns the messages' tag hashes.
+    fn check_send<'m>(
+        &self,
+        scope: TopicScope,
+        topic: &str,
+        msgs: impl ExactSizeIterator<Item = PutMessage<'m>>,
+    ) -> Result<Vec<u64>, InvalidSend> {
+        validate_topic_name(topic, scope).map_err(|error| InvalidSend {
             message: None,
             error,
         })?;
         let max = self.config.max_body_bytes;
         let mut tag_hashes = Vec::with_capacity(msgs.len());
-        for (i, m) in msgs.iter().enumerate() {
+        for (i, m) in msgs.enumerate() {
             let refuse = |error| InvalidSend {
                 message: Some(i),
                 error,
@@ -192,12 +306,7 @@ impl Shared {
             }
             tag_hashes.push(tag_hash);
         }
-        Ok(ValidatedSend {
-            topic,
-            queue_id,
-            msgs,
-            tag_hashes,
-        })
+        Ok(tag_hashes)
     }
 
     pub(crate) fn put_batch(
@@ -350,7 +459,7 @@ impl Shared {
             // undone below if the append fails.
             writer.set_next(g.topic(), g.queue_id, base + g.msgs.len() as u64);
             bases.push((i, base));
-            records.extend(g.msgs.iter().zip(&g.tag_hashes).zip(base..).map(
+            records.extend(g.msgs.iter().zip(g.tag_hashes.iter()).zip(base..).map(
                 |((m, &tag_hash), queue_offset)| RecordIn {
                     topic: g.topic(),
                     queue_id: g.queue_id,

@@ -120,6 +120,61 @@ fn append_groups_refuses_bad_groups_alone_and_continues_a_queue_across_groups() 
     store.close().unwrap();
 }
 
+/// A batch validated from ranges of a shared buffer (how the server hands a request body
+/// from its connection task to the appender) stores exactly the bytes those ranges name,
+/// tag hash included, and a range outside the buffer is refused, never read.
+#[test]
+fn validate_batch_stores_its_ranges_and_refuses_ranges_outside_its_data() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = MessageStore::open(StoreConfig::new(dir.path())).unwrap();
+    store.create_topic(TopicConfig::new("t", 1)).unwrap();
+    let red = PropertiesBuilder::new().with(TAGS, "red").build();
+    let mut data = red.to_vec();
+    data.extend_from_slice(b"one");
+    data.extend_from_slice(b"two");
+    let n = red.len();
+    let data = bytes::Bytes::from(data);
+    let range = |properties, body| PutRange {
+        properties,
+        body,
+        born_timestamp_ms: 0,
+        reconsume_times: 0,
+    };
+    let msgs = vec![range(0..n, n..n + 3), range(0..0, n + 3..n + 6)];
+    let batch = store
+        .validate_batch(TopicScope::Client, "t".into(), 0, data.clone(), msgs)
+        .unwrap();
+    let done = store.append_groups(&[batch.send()]).unwrap();
+    assert!(done.results[0].is_ok());
+    assert!(store.wait_for_message("t", 0, QueueOffset::new(1), Duration::from_secs(10)));
+    let read = |filter: &str| {
+        let r = store
+            .get_messages(GetRequest {
+                topic: "t",
+                queue_id: 0,
+                from: QueueOffset::new(0),
+                max_count: 10,
+                max_bytes: usize::MAX,
+                filter: &TagFilter::parse(filter).unwrap(),
+            })
+            .unwrap();
+        r.messages
+            .iter()
+            .map(|m| m.view().body().to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read("*"), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(read("red"), vec![b"one".to_vec()]);
+
+    let outside = vec![range(0..0, 0..1), range(0..0, n + 3..n + 7)];
+    let refused = store
+        .validate_batch(TopicScope::Client, "t".into(), 0, data, outside)
+        .unwrap_err();
+    assert_eq!(refused.message, Some(1));
+    assert!(matches!(refused.error, StoreError::BadProperties(_)));
+    store.close().unwrap();
+}
+
 /// A stored message is indexed by the time the write returns (async flush) or its durability
 /// wait returns (sync flush), when no other write is being indexed at that moment: a
 /// consumer asking right after the acknowledgement finds it, without waiting on the

@@ -2,9 +2,10 @@
 //!
 //! A lone send under async flush is stored by its connection's task directly when the
 //! store's writer is free and nothing of that connection is queued (`SendQueue::submit`).
-//! Every other send goes, in arrival order, into one bounded channel. The
-//! appender takes everything queued, prepares each request, stores all valid ones with a
-//! single store call (one writer lock, one commit-log append) and answers each request
+//! Every other send goes, in arrival order, into one bounded channel. Each send is
+//! decoded and validated by its connection's task before either (the tasks run in
+//! parallel); the appender takes everything queued, stores all valid ones with a single
+//! store call (one writer lock, one commit-log append) and answers each request
 //! straight to its connection's writer. One thread in arrival order keeps pipelined sends
 //! of a connection in order, and many small sends become one large append.
 //!
@@ -27,6 +28,12 @@ use crate::server::response::{HandlerError, Response};
 use crate::server::session::Session;
 use crate::stats::Stats;
 use crate::store::{GroupsAppended, MessageStore, PhysicalOffset, StoreResult, ValidatedSend};
+
+/// A send with its checks done: the validated batch, or why it is refused.
+struct Queued {
+    job: SendJob,
+    prepared: Result<PreparedSend, HandlerError>,
+}
 
 /// Sends queued towards the appender from all connections together.
 const QUEUE_DEPTH: usize = 4096;
@@ -57,7 +64,7 @@ struct Answer {
 
 /// Handle on the appender thread.
 pub(crate) struct Appender {
-    tx: Mutex<Option<mpsc::Sender<SendJob>>>,
+    tx: Mutex<Option<mpsc::Sender<Queued>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     worker: Arc<Worker>,
 }
@@ -66,7 +73,7 @@ pub(crate) struct Appender {
 /// else queued for the appender thread.
 #[derive(Clone)]
 pub(crate) struct SendQueue {
-    tx: mpsc::Sender<SendJob>,
+    tx: mpsc::Sender<Queued>,
     worker: Arc<Worker>,
 }
 
@@ -76,21 +83,27 @@ impl SendQueue {
     /// `alone` (the connection has no further request already buffered, so there is no
     /// batch to gain by queueing) and the store's writer lock free. Otherwise queues it
     /// for the appender thread. This saves a lone send the hand-off to the appender thread
-    /// and back. Gives the job back when the appender is stopping.
+    /// and back. Either way the send is decoded and validated here, on the calling task, so
+    /// the appender thread only appends. Gives the job back when the appender is stopping.
     pub(crate) async fn submit(&self, job: SendJob, alone: bool) -> Result<(), SendJob> {
-        let mut job = job;
-        if alone && !self.worker.store.is_sync() && job.conn.queued_sends() == 0 {
-            match self.worker.try_store_now(job) {
+        let prepared = prepare::prepare(
+            &self.worker.store,
+            self.worker.max_batch_messages,
+            &job.frame,
+        );
+        let mut queued = Queued { job, prepared };
+        if alone && !self.worker.store.is_sync() && queued.job.conn.queued_sends() == 0 {
+            match self.worker.try_store_now(queued) {
                 Ok(()) => return Ok(()),
-                Err(back) => job = back,
+                Err(back) => queued = *back,
             }
         }
-        job.conn.sends_queued(1);
-        match self.tx.send(job).await {
+        queued.job.conn.sends_queued(1);
+        match self.tx.send(queued).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(job)) => {
-                job.conn.sends_done(1);
-                Err(job)
+            Err(mpsc::error::SendError(queued)) => {
+                queued.job.conn.sends_done(1);
+                Err(queued.job)
             }
         }
     }
@@ -177,14 +190,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&self, mut rx: mpsc::Receiver<SendJob>) {
+    fn run(&self, mut rx: mpsc::Receiver<Queued>) {
         let mut jobs = Vec::with_capacity(MAX_JOBS_PER_APPEND);
         while let Some(first) = rx.blocking_recv() {
-            let mut bytes = first.frame.body.len();
+            let mut bytes = first.job.frame.body.len();
             jobs.push(first);
             while jobs.len() < MAX_JOBS_PER_APPEND && bytes < MAX_BYTES_PER_APPEND {
                 let Ok(job) = rx.try_recv() else { break };
-                bytes += job.frame.body.len();
+                bytes += job.job.frame.body.len();
                 jobs.push(job);
             }
             let (end, answers) = self.store_all(&mut jobs);
@@ -196,18 +209,16 @@ impl Worker {
     }
 
     /// Checks and stores `jobs` (emptied) with one append; returns the end to wait for.
-    fn store_all(&self, jobs: &mut Vec<SendJob>) -> (PhysicalOffset, Vec<Answer>) {
+    fn store_all(&self, jobs: &mut Vec<Queued>) -> (PhysicalOffset, Vec<Answer>) {
         let stored = self.store_with(jobs, |groups| Some(self.store.append_groups(groups)));
         // A blocking append always happens.
         stored.unwrap_or((PhysicalOffset::new(0), Vec::new()))
     }
 
     /// Stores and answers one send on the calling thread if the store's writer lock is
-    /// free; gives the job back otherwise.
-    // The job comes back by value when the writer is busy: boxing it would cost an
-    // allocation per send for a move of a few words.
-    #[allow(clippy::result_large_err)]
-    fn try_store_now(&self, job: SendJob) -> Result<(), SendJob> {
+    /// free; gives the job back otherwise (boxed: only on the slow path, where it then
+    /// queues anyway).
+    fn try_store_now(&self, job: Queued) -> Result<(), Box<Queued>> {
         let mut jobs = vec![job];
         let stored = self.store_with(&mut jobs, |groups| self.store.try_append_groups(groups));
         match (stored, jobs.pop()) {
@@ -215,18 +226,17 @@ impl Worker {
                 self.wait_and_answer(end, answers);
                 Ok(())
             }
-            (None, Some(job)) => Err(job),
+            (None, Some(job)) => Err(Box::new(job)),
             // Unreachable: `jobs` keeps its job when nothing was stored.
             (None, None) => Ok(()),
         }
     }
 
-    /// Prepares `jobs` and stores the valid ones with `append` (one store call). `None`
-    /// when `append` declined, with `jobs` untouched; else `jobs` is emptied into the
-    /// answers.
+    /// Stores the valid sends of `jobs` with `append` (one store call). `None` when
+    /// `append` declined, with `jobs` untouched; else `jobs` is emptied into the answers.
     fn store_with(
         &self,
-        jobs: &mut Vec<SendJob>,
+        jobs: &mut Vec<Queued>,
         append: impl FnOnce(&[ValidatedSend<'_>]) -> Option<StoreResult<GroupsAppended>>,
     ) -> Option<(PhysicalOffset, Vec<Answer>)> {
         // The valid sends go to the store in one slice; `prepared` keeps, per job, its
@@ -234,13 +244,12 @@ impl Worker {
         let mut groups: Vec<ValidatedSend<'_>> = Vec::with_capacity(jobs.len());
         let prepared: Vec<Result<u64, HandlerError>> = jobs
             .iter()
-            .map(|j| {
-                prepare::prepare(&self.store, self.max_batch_messages, &j.frame).map(
-                    |PreparedSend { send, body_bytes }| {
-                        groups.push(send);
-                        body_bytes
-                    },
-                )
+            .map(|q| match &q.prepared {
+                Ok(PreparedSend { batch, body_bytes }) => {
+                    groups.push(batch.send());
+                    Ok(*body_bytes)
+                }
+                Err(e) => Err(e.clone()),
             })
             .collect();
         let started = Instant::now();
@@ -288,13 +297,13 @@ impl Worker {
                 }
             }
         }
-        // The validated sends borrow the frames the answers take away.
+        // The validated sends borrow the batches the answers drop.
         drop(groups);
         let answers = jobs
             .drain(..)
             .zip(responses)
-            .map(|(job, (response, stored))| Answer {
-                job,
+            .map(|(q, (response, stored))| Answer {
+                job: q.job,
                 response,
                 stored,
             })

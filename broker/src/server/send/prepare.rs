@@ -1,7 +1,8 @@
 //! Preparing a send: one message or a batch to one queue, stored all or nothing. The wire
 //! checks (header, batch size, batch encoding) happen here; the rest of the checking is
-//! the store's [`MessageStore::validate_send`], run once, whose result is the only thing
-//! the store appends.
+//! the store's [`MessageStore::validate_batch`], run once, whose result is the only thing
+//! the store appends. It runs on the connection's task, so the appender thread only
+//! appends.
 
 use protocol::batch;
 use protocol::messages::{SendReceipt, SendRequest, SendResponse};
@@ -11,12 +12,12 @@ use protocol::{Frame, Status};
 use crate::server::request::decode;
 use crate::server::response::{HandlerError, Response};
 use crate::store::{
-    InvalidSend, MessageStore, PutMessage, PutResult, StoreError, TopicScope, ValidatedSend,
+    InvalidSend, MessageStore, PutRange, PutResult, StoreError, TopicScope, ValidatedBatch,
 };
 
-/// A validated send, borrowing its messages from the request frame.
-pub(super) struct PreparedSend<'a> {
-    pub(super) send: ValidatedSend<'a>,
+/// A validated send, sharing the request frame's body.
+pub(super) struct PreparedSend {
+    pub(super) batch: ValidatedBatch,
     /// Sum of the message bodies, for the broker's counters.
     pub(super) body_bytes: u64,
 }
@@ -25,13 +26,13 @@ pub(super) struct PreparedSend<'a> {
 ///
 /// # Errors
 /// A malformed header or batch, an empty batch or one over `max_batch_messages`, and
-/// whatever [`MessageStore::validate_send`] refuses: a reserved or invalid topic, an
+/// whatever [`MessageStore::validate_batch`] refuses: a reserved or invalid topic, an
 /// oversized body, malformed or unsupported properties.
-pub(super) fn prepare<'a>(
+pub(super) fn prepare(
     store: &MessageStore,
     max_batch_messages: u32,
-    frame: &'a Frame,
-) -> Result<PreparedSend<'a>, HandlerError> {
+    frame: &Frame,
+) -> Result<PreparedSend, HandlerError> {
     let req: SendRequest = decode(frame)?;
     if req.count == 0 {
         return Err(HandlerError::bad_request(
@@ -52,19 +53,31 @@ pub(super) fn prepare<'a>(
     let msgs = batch::decode(&frame.body, req.count, u32::MAX)
         .map_err(|e| HandlerError::bad_request(e.to_string()))?;
     let body_bytes = msgs.iter().map(|m| m.body.len() as u64).sum();
-    let msgs: Vec<PutMessage<'a>> = msgs
+    let msgs: Vec<PutRange> = msgs
         .iter()
-        .map(|m| PutMessage {
-            properties: m.properties,
-            body: m.body,
+        .map(|m| PutRange {
+            properties: range_in(&frame.body, m.properties),
+            body: range_in(&frame.body, m.body),
             born_timestamp_ms: m.born_timestamp_ms,
             reconsume_times: 0,
         })
         .collect();
-    let send = store
-        .validate_send(TopicScope::Client, req.topic, req.queue_id, msgs)
+    let batch = store
+        .validate_batch(
+            TopicScope::Client,
+            req.topic,
+            req.queue_id,
+            frame.body.clone(),
+            msgs,
+        )
         .map_err(refused)?;
-    Ok(PreparedSend { send, body_bytes })
+    Ok(PreparedSend { batch, body_bytes })
+}
+
+/// Where `part`, a slice the batch decoder cut out of `whole`, lies in `whole`.
+fn range_in(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    start..start.wrapping_add(part.len())
 }
 
 /// The acknowledgement of a stored send: one receipt per message, in order.
