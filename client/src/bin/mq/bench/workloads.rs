@@ -321,13 +321,16 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
         PullConsumer::connect(broker, &bench_group(), &[(&args.topic, "*")], opts).await?;
     settle(&consumer, &args.topic).await?;
     let base = Instant::now();
+    // A group starting at "latest" can still be handed messages sent before it joined
+    // whose dispatch was in flight; only this run's messages carry this run's mark.
+    let run = run_mark();
     let producer = tokio::spawn(paced_producer(
         broker.to_string(),
         args.topic.clone(),
         total,
         args.rate.max(1),
-        args.size.max(8),
-        base,
+        args.size.max(16),
+        (base, run),
     ));
     let mut latency = new_histogram();
     let mut bytes = 0u64;
@@ -335,6 +338,10 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
         let Some(m) = consumer.recv_timeout(Duration::from_secs(10)).await else {
             return Err(format!("e2e stalled after {} of {total} messages", latency.len()).into());
         };
+        if m.body().get(8..16) != Some(&run.to_le_bytes()[..]) {
+            consumer.ack(&m);
+            continue;
+        }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&m.body()[..8]);
         latency.saturating_record(micros(base.elapsed()).saturating_sub(u64::from_le_bytes(ts)));
@@ -353,7 +360,16 @@ pub(crate) async fn e2e(broker: &str, args: &BenchArgs, progress: &Progress) -> 
     })
 }
 
-/// Sends `total` messages at `rate` per second, each stamped with µs since `base`. Paced
+/// A number that tells this run's messages from any other run's on the same topic.
+pub(crate) fn run_mark() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+}
+
+/// Sends `total` messages at `rate` per second, each stamped with µs since `base` (bytes
+/// 0..8) and with the run's mark (bytes 8..16). Paced
 /// one message at a time from a thread of its own (tokio timers tick in whole
 /// milliseconds, which would send in bursts and measure the bursts' queueing).
 /// Waits until `consumer` owns queues of `topic` and its assignment has been stable for a
@@ -385,7 +401,7 @@ async fn paced_producer(
     total: u64,
     rate: u64,
     size: usize,
-    base: Instant,
+    (base, run): (Instant, u64),
 ) -> CliResult {
     let producer = Arc::new(Producer::connect(&broker, ProducerOptions::default()).await?);
     let (tx, mut rx) = mpsc::channel::<SendHandle>(4096);
@@ -399,6 +415,7 @@ async fn paced_producer(
     let p = Arc::clone(&producer);
     let paced = tokio::task::spawn_blocking(move || -> Result<(), client::Error> {
         let mut body = vec![b'x'; size];
+        body[8..16].copy_from_slice(&run.to_le_bytes());
         let interval_ns = 1_000_000_000 / u128::from(rate);
         let start = Instant::now();
         for sent in 0..total {
