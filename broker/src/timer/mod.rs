@@ -23,7 +23,10 @@
 //! delivered copies flushed, so after a SIGKILL the thread re-indexes from the
 //! checkpoint (a duplicate entry is dropped when its slot loads) and redelivers at most
 //! the second being delivered: nothing acknowledged is lost, and start-up reads the
-//! pending slots, never the history of `%TIMER%`.
+//! pending slots, never the history of `%TIMER%`. The delivering thread never waits on
+//! the disk for a save: it waits for the flusher to pass the delivered copies and hands
+//! the slot syncs and the checkpoint write to a save thread (`ferromq-timer-save`), and
+//! it indexes a burst of new timers a slice at a time between deliveries.
 //!
 //! Recall: the send's answer carries a recall handle (the timer message's id). A recall
 //! appends a tombstone entry to the timer's slot file and syncs it before answering; a
@@ -36,6 +39,7 @@
 mod error;
 mod format;
 mod props;
+mod saver;
 mod service;
 mod slots;
 mod wheel;

@@ -12,7 +12,8 @@ use protocol::time::now_ms;
 use super::error::TimerError;
 use super::format::{Entry, Kind};
 use super::props;
-use super::wheel::{RecallOutcome, Wheel};
+use super::saver::{Leftover, Saver};
+use super::wheel::{RecallOutcome, SaveSnapshot, Wheel};
 use crate::store::disk::is_out_of_space;
 use crate::store::{
     GetRequest, GetStatus, MessageId, MessageStore, PhysicalOffset, PutMessage, QueueOffset,
@@ -24,10 +25,14 @@ pub const DEFAULT_MAX_TIMER_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 /// `%TIMER%` messages indexed per read.
 const INDEX_BATCH: usize = 1024;
 const INDEX_MAX_BYTES: usize = 16 << 20;
+/// Reads of `%TIMER%` between two deliveries while a backlog is indexed.
+const INDEX_SLICE_BATCHES: usize = 4;
 /// Due timers delivered per step (the wheel's lock is held meanwhile).
 const DELIVER_BATCH: usize = 512;
 /// How often delivery progress is checkpointed while timers are being delivered.
 const SAVE_EVERY_MS: u64 = 500;
+/// How often a begun save looks whether the flusher has made its copies durable.
+const SAVE_POLL_MS: u64 = 20;
 /// Pause before trying again after the store refused a read or a write.
 const BACKOFF_MS: u64 = 1_000;
 /// How long a recall waits for its timer to be indexed (dispatch runs just behind sends).
@@ -73,6 +78,7 @@ struct Inner {
     store: Arc<MessageStore>,
     config: TimerConfig,
     wheel: Mutex<Wheel>,
+    saver: Saver,
     wake: Mutex<WakeState>,
     cond: Condvar,
 }
@@ -102,6 +108,7 @@ impl TimerService {
             store: Arc::clone(&store),
             config,
             wheel: Mutex::new(wheel),
+            saver: Saver::start()?,
             wake: Mutex::new(WakeState::default()),
             cond: Condvar::new(),
         });
@@ -220,8 +227,10 @@ impl TimerService {
         let q = view.queue_offset();
         store.wait_for_message(TIMER_TOPIC, 0, QueueOffset::new(q), RECALL_INDEX_WAIT);
         let mut wheel = self.inner.lock_wheel();
+        // The tombstone's checkpoint covers slot files a save may still be syncing.
+        self.inner.saver.wait_idle();
         if q >= wheel.indexed_next() {
-            self.inner.index_new(&mut wheel)?;
+            self.inner.index_new(&mut wheel, usize::MAX)?;
         }
         match wheel.recall(q, w.due_ms)? {
             Some(RecallOutcome::Recalled) => Ok(RecallStatus::Recalled),
@@ -293,6 +302,7 @@ impl Inner {
 
     fn run(&self) {
         let mut last_save = now_ms();
+        let mut saving: Option<(SaveSnapshot, u64)> = None;
         loop {
             let seen = *self.wake.lock().unwrap_or_else(PoisonError::into_inner);
             if seen.stop {
@@ -309,35 +319,77 @@ impl Inner {
                 }
             };
             let now = now_ms();
-            if wheel.is_dirty() {
-                if now >= last_save.saturating_add(SAVE_EVERY_MS) {
-                    match self.save(&mut wheel) {
-                        Ok(()) => last_save = now,
+            // A save never waits on the disk on this thread: it takes the progress, notes
+            // where the log ends (every copy delivered so far lies below), and once the
+            // flusher has made that much durable hands the slot syncs and the checkpoint
+            // write to the save thread.
+            let saver_busy = self.saver.is_busy();
+            if saving.is_none()
+                && !saver_busy
+                && wheel.is_dirty()
+                && now >= last_save.saturating_add(SAVE_EVERY_MS)
+            {
+                let end = self.store.commit_log().write_offset().get();
+                saving = wheel.begin_save().map(|snapshot| (snapshot, end));
+            }
+            if let Some((snapshot, end)) = saving.take() {
+                if self.store.commit_log().flushed_offset().get() >= end {
+                    last_save = now;
+                    match wheel.prepare_save(snapshot) {
+                        Ok(save) => {
+                            if let Err(save) = self.saver.submit(save) {
+                                let mut left = Leftover::default();
+                                if let Err(e) = save.write(&mut left.unsynced, &mut left.remove)
+                                {
+                                    tracing::warn!(error = %e, "timer checkpoint not saved");
+                                }
+                            }
+                        }
                         Err(e) => tracing::warn!(error = %e, "timer checkpoint not saved"),
                     }
+                } else {
+                    saving = Some((snapshot, end));
                 }
-                if wheel.is_dirty() {
-                    let at = last_save.saturating_add(SAVE_EVERY_MS).max(now + 1);
-                    wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
-                }
+            }
+            if wheel.is_dirty() || saving.is_some() {
+                let at = if saving.is_some() || saver_busy {
+                    now + SAVE_POLL_MS
+                } else {
+                    last_save.saturating_add(SAVE_EVERY_MS).max(now + 1)
+                };
+                wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
             }
             drop(wheel);
             self.wait(seen.seq, wake_at);
         }
+        let mut left = self.saver.close();
         let mut wheel = self.lock_wheel();
-        if let Err(e) = self.save(&mut wheel) {
+        if let Some((snapshot, _)) = saving {
+            wheel.abandon_save(snapshot);
+        }
+        if let Err(e) = self.save(&mut wheel, &mut left) {
             tracing::warn!(error = %e, "timer checkpoint not saved at close");
         }
     }
 
     /// Indexes new timers and delivers due ones; returns when to look again.
     fn step(&self, wheel: &mut Wheel) -> Result<Option<u64>, TimerError> {
-        self.index_new(wheel)?;
+        // A backlog of new timers (a burst of sends) is indexed a slice at a time, with
+        // the due ones delivered in between, so it never holds up timers falling due.
+        while !self.index_new(wheel, INDEX_SLICE_BATCHES)? {
+            self.deliver_due(wheel)?;
+        }
+        self.deliver_due(wheel)?;
+        Ok(wheel.next_due_ms())
+    }
+
+    /// Delivers every timer due now.
+    fn deliver_due(&self, wheel: &mut Wheel) -> Result<(), TimerError> {
         loop {
             let now = now_ms();
             let due = wheel.take_due(now, DELIVER_BATCH)?;
             if due.is_empty() {
-                return Ok(wheel.next_due_ms());
+                return Ok(());
             }
             let done = self.deliver(&due);
             let (ok, rest) = due.split_at(done.as_ref().map_or_else(|(n, _)| *n, |()| due.len()));
@@ -349,18 +401,23 @@ impl Inner {
         }
     }
 
-    fn save(&self, wheel: &mut Wheel) -> Result<(), TimerError> {
-        wheel.save(|| {
-            self.store
-                .commit_log()
-                .flush()
-                .map_err(|e| TimerError::store("flushing delivered timers", "", e.into()))
-        })
+    fn save(&self, wheel: &mut Wheel, left: &mut Leftover) -> Result<(), TimerError> {
+        wheel.save_carrying(
+            || {
+                self.store
+                    .commit_log()
+                    .flush()
+                    .map_err(|e| TimerError::store("flushing delivered timers", "", e.into()))
+            },
+            &mut left.unsynced,
+            &mut left.remove,
+        )
     }
 
-    /// Reads `%TIMER%` from the wheel's index position into slot files.
-    fn index_new(&self, wheel: &mut Wheel) -> Result<(), TimerError> {
-        loop {
+    /// Reads `%TIMER%` from the wheel's index position into slot files, at most
+    /// `max_batches` reads; `true` once caught up with the log.
+    fn index_new(&self, wheel: &mut Wheel, max_batches: usize) -> Result<bool, TimerError> {
+        for _ in 0..max_batches {
             let from = wheel.indexed_next();
             let got = self
                 .store
@@ -396,7 +453,7 @@ impl Inner {
                     }
                     wheel.add(&entries, got.next_offset.get())?;
                     if got.messages.len() < INDEX_BATCH {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
                 GetStatus::OffsetBelowMin { min } => {
@@ -409,11 +466,12 @@ impl Inner {
                 }
                 GetStatus::OffsetPastMax => {
                     wheel.reset_indexed(got.max_offset.get());
-                    return Ok(());
+                    return Ok(true);
                 }
-                GetStatus::NoMatchedMessage | GetStatus::NoNewMessage => return Ok(()),
+                GetStatus::NoMatchedMessage | GetStatus::NoNewMessage => return Ok(true),
             }
         }
+        Ok(false)
     }
 
     /// Delivers `due` to their real queues, in order, batching runs with one destination.

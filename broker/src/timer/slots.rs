@@ -15,6 +15,55 @@ use super::format::{self, Entry, Kind, ENTRY_LEN, HEADER_LEN};
 /// seconds (timers spread over a week) never holds many descriptors.
 const MAX_OPEN: usize = 256;
 
+/// Slot files written to but not yet synced, taken out of the [`SlotDir`].
+#[derive(Debug, Default)]
+pub(crate) struct Unsynced {
+    files: Vec<(PathBuf, File)>,
+    /// The folder, when a file was created in it.
+    dir: Option<PathBuf>,
+}
+
+impl Unsynced {
+    /// Adds `other`'s files to these.
+    pub(crate) fn absorb(&mut self, other: Unsynced) {
+        self.files.extend(other.files);
+        if other.dir.is_some() {
+            self.dir = other.dir;
+        }
+    }
+
+    /// Syncs every file, then the folder when a file was created. On error the files not
+    /// yet synced stay, for the next try.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn sync(&mut self) -> Result<(), TimerError> {
+        while let Some((path, file)) = self.files.last() {
+            file.sync_data()
+                .map_err(|e| TimerError::io("sync", path, e))?;
+            self.files.pop();
+        }
+        if let Some(dir) = &self.dir {
+            crate::store::fsutil::sync_dir(dir)
+                .map_err(|e| TimerError::store("syncing", dir.display().to_string(), e))?;
+            self.dir = None;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the file of a delivered second by its path; gone already is fine.
+///
+/// # Errors
+/// I/O errors other than the file being gone.
+pub(crate) fn remove_file(path: &Path) -> Result<(), TimerError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(TimerError::io("remove", path, e)),
+    }
+}
+
 /// The slot folder.
 #[derive(Debug)]
 pub(crate) struct SlotDir {
@@ -104,15 +153,19 @@ impl SlotDir {
     /// # Errors
     /// I/O errors.
     pub(crate) fn sync(&mut self) -> Result<(), TimerError> {
-        for (second, file) in self.open.drain() {
-            file.sync_data()
-                .map_err(|e| TimerError::io("sync", self.dir.join(format::slot_name(second)), e))?;
-        }
-        if std::mem::take(&mut self.created) {
-            crate::store::fsutil::sync_dir(&self.dir)
-                .map_err(|e| TimerError::store("syncing", self.dir.display().to_string(), e))?;
-        }
-        Ok(())
+        self.take_unsynced().sync()
+    }
+
+    /// Takes the files appended to since the last sync (and whether the folder needs a
+    /// sync), so that another thread can make them durable.
+    pub(crate) fn take_unsynced(&mut self) -> Unsynced {
+        let files = self
+            .open
+            .drain()
+            .map(|(second, file)| (self.dir.join(format::slot_name(second)), file))
+            .collect();
+        let dir = std::mem::take(&mut self.created).then(|| self.dir.clone());
+        Unsynced { files, dir }
     }
 
     /// Every readable entry of the file of `second`, in file order; none if it has no
@@ -138,18 +191,18 @@ impl SlotDir {
         Ok(format::decode_entries(&bytes[HEADER_LEN..]))
     }
 
+    /// The path of the file of `second`.
+    pub(crate) fn path_of(&self, second: u64) -> PathBuf {
+        self.path(second)
+    }
+
     /// Removes the file of a delivered second.
     ///
     /// # Errors
     /// I/O errors other than the file being gone already.
     pub(crate) fn remove(&mut self, second: u64) -> Result<(), TimerError> {
         self.open.remove(&second);
-        let path = self.path(second);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TimerError::io("remove", path, e)),
-        }
+        remove_file(&self.path(second))
     }
 }
 

@@ -10,18 +10,21 @@
 //! a model.
 //!
 //! Crash safety: the checkpoint is written only after the slot files it covers are synced
-//! and after the caller made the delivered copies durable (`save`'s hook). A crash
+//! and after the caller made the delivered copies durable (`save`'s hook, or the service
+//! waiting for the flusher between `begin_save` and `prepare_save`). The syncs and the
+//! checkpoint write (`SaveWrite`) can run on another thread while delivery goes on. A crash
 //! before a save re-indexes the timers after `indexed_next` (a duplicate entry is
 //! dropped when its slot loads) and redelivers the current second: at-least-once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::TimerError;
 use super::format::{Entry, Kind};
-use super::slots::{live, SlotDir};
+use super::slots::{self, live, SlotDir, Unsynced};
 use crate::store::fsutil::atomic_write;
 
 const CHECKPOINT_VERSION: u32 = 1;
@@ -55,15 +58,84 @@ struct Current {
     recalled: HashSet<u64>,
 }
 
+/// The checkpoint file and what it last received, shared by the wheel (recalls write
+/// it) and whichever thread writes a save.
+#[derive(Debug)]
+struct CheckpointFile {
+    path: PathBuf,
+    saved: Mutex<Checkpoint>,
+}
+
+impl CheckpointFile {
+    fn saved(&self) -> Checkpoint {
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `next(last written)`, atomically. The index position never moves back: a
+    /// recall may have written a later one with its tombstone.
+    fn write(&self, next: impl FnOnce(Checkpoint) -> Checkpoint) -> Result<(), TimerError> {
+        let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ckpt = next(*saved);
+        ckpt.indexed_next = ckpt.indexed_next.max(saved.indexed_next);
+        let bytes = serde_json::to_vec(&ckpt).unwrap_or_default();
+        atomic_write(&self.path, &bytes)
+            .map_err(|e| TimerError::store("saving", "timer checkpoint", e))?;
+        *saved = ckpt;
+        Ok(())
+    }
+}
+
+/// What a save makes durable, taken by [`Wheel::prepare_save`]: the slot files written
+/// since the last save, then the checkpoint, then the files of delivered seconds go.
+#[derive(Debug)]
+pub(crate) struct SaveWrite {
+    unsynced: Unsynced,
+    ckpt: Checkpoint,
+    remove: Vec<PathBuf>,
+    checkpoint: Arc<CheckpointFile>,
+}
+
+impl SaveWrite {
+    /// Syncs `carry` (what an earlier failed save left) and this save's files, writes the
+    /// checkpoint, removes delivered seconds' files (those left by an earlier failure in
+    /// `remove` too).
+    ///
+    /// # Errors
+    /// Any step failed: the checkpoint is then unchanged on disk and what is left to do
+    /// stays in `carry` and `remove`, for the next save.
+    pub(crate) fn write(
+        self,
+        carry: &mut Unsynced,
+        remove: &mut Vec<PathBuf>,
+    ) -> Result<(), TimerError> {
+        carry.absorb(self.unsynced);
+        remove.extend(self.remove);
+        carry.sync()?;
+        let ckpt = self.ckpt;
+        self.checkpoint.write(|_| ckpt)?;
+        while let Some(path) = remove.last() {
+            slots::remove_file(path)?;
+            remove.pop();
+        }
+        Ok(())
+    }
+}
+
+/// Delivery progress taken by [`Wheel::begin_save`], written by [`Wheel::finish_save`].
+#[derive(Debug)]
+pub(crate) struct SaveSnapshot {
+    ckpt: Checkpoint,
+    marks: Vec<(u64, Entry)>,
+    remove: Vec<u64>,
+}
+
 /// The pending timers, on disk, and the current second in memory.
 #[derive(Debug)]
 pub(crate) struct Wheel {
     slots: SlotDir,
-    checkpoint_path: PathBuf,
+    checkpoint: Arc<CheckpointFile>,
     topics_path: PathBuf,
     ckpt: Checkpoint,
-    /// The checkpoint as last written.
-    saved: Checkpoint,
     /// Seconds at or after the current one that have a slot file.
     seconds: BTreeSet<u64>,
     current: Option<Current>,
@@ -121,10 +193,12 @@ impl Wheel {
         }
         Ok(Self {
             slots,
-            checkpoint_path,
+            checkpoint: Arc::new(CheckpointFile {
+                path: checkpoint_path,
+                saved: Mutex::new(ckpt),
+            }),
             topics_path,
             ckpt,
-            saved: ckpt,
             seconds,
             current: None,
             to_remove: Vec::new(),
@@ -330,36 +404,117 @@ impl Wheel {
         self.dirty
     }
 
-    /// Saves the checkpoint: syncs the slot files, runs `make_durable` (the caller flushes
-    /// the delivered copies), writes the checkpoint, removes delivered seconds' files.
+    /// Saves the checkpoint: [`Self::begin_save`], `make_durable` (the caller flushes the
+    /// delivered copies), then [`Self::finish_save`].
     ///
     /// # Errors
-    /// Any step failed; the checkpoint is then unchanged on disk.
+    /// Any step failed; the checkpoint is then unchanged on disk and the progress is kept
+    /// for the next save.
+    #[cfg(test)]
     pub(crate) fn save(
         &mut self,
         make_durable: impl FnOnce() -> Result<(), TimerError>,
     ) -> Result<(), TimerError> {
-        if !self.dirty {
+        self.save_carrying(make_durable, &mut Unsynced::default(), &mut Vec::new())
+    }
+
+    /// [`Self::save`], also finishing what earlier failed saves left (`carry`, `remove`;
+    /// see [`SaveWrite::write`]). Nothing new to save still finishes those.
+    ///
+    /// # Errors
+    /// As [`Self::save`].
+    pub(crate) fn save_carrying(
+        &mut self,
+        make_durable: impl FnOnce() -> Result<(), TimerError>,
+        carry: &mut Unsynced,
+        remove: &mut Vec<PathBuf>,
+    ) -> Result<(), TimerError> {
+        let Some(snapshot) = self.begin_save() else {
+            carry.sync()?;
+            while let Some(path) = remove.last() {
+                slots::remove_file(path)?;
+                remove.pop();
+            }
             return Ok(());
+        };
+        if let Err(e) = make_durable() {
+            self.abandon_save(snapshot);
+            return Err(e);
         }
-        make_durable()?;
+        self.prepare_save(snapshot)?.write(carry, remove)
+    }
+
+    /// Takes the progress not yet in the checkpoint, to be written by
+    /// [`Self::finish_save`] once every copy delivered so far is durable. Delivery goes on
+    /// meanwhile; what it records goes to the next save. `None` when nothing is new.
+    pub(crate) fn begin_save(&mut self) -> Option<SaveSnapshot> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(SaveSnapshot {
+            ckpt: self.ckpt,
+            marks: std::mem::take(&mut self.marks),
+            remove: std::mem::take(&mut self.to_remove),
+        })
+    }
+
+    /// Writes a snapshot from [`Self::begin_save`] on this thread: [`Self::prepare_save`]
+    /// then [`SaveWrite::write`]. The caller has made the copies delivered before the
+    /// snapshot durable.
+    ///
+    /// # Errors
+    /// Any step failed; the checkpoint is then unchanged on disk.
+    #[cfg(test)]
+    pub(crate) fn finish_save(&mut self, snapshot: SaveSnapshot) -> Result<(), TimerError> {
+        self.prepare_save(snapshot)?
+            .write(&mut Unsynced::default(), &mut Vec::new())
+    }
+
+    /// Appends a snapshot's delivery marks to their slot files and takes everything the
+    /// save must make durable, for [`SaveWrite::write`] (which may run on another thread
+    /// while delivery goes on).
+    ///
+    /// # Errors
+    /// A mark could not be appended; the snapshot's progress is then kept for the next
+    /// save.
+    pub(crate) fn prepare_save(&mut self, snapshot: SaveSnapshot) -> Result<SaveWrite, TimerError> {
         let mut by_second: BTreeMap<u64, Vec<Entry>> = BTreeMap::new();
-        for (second, mark) in std::mem::take(&mut self.marks) {
+        for (second, mark) in &snapshot.marks {
             // A finished second's file goes anyway.
-            if !self.to_remove.contains(&second) {
-                by_second.entry(second).or_default().push(mark);
+            if !snapshot.remove.contains(second) {
+                by_second.entry(*second).or_default().push(*mark);
             }
         }
-        for (second, marks) in by_second {
-            self.slots.append(second, &marks)?;
+        let appended = by_second
+            .iter()
+            .try_for_each(|(second, marks)| self.slots.append(*second, marks));
+        if let Err(e) = appended {
+            // A mark written twice is harmless: a slot's delivered set is a set.
+            self.abandon_save(snapshot);
+            return Err(e);
         }
-        self.slots.sync()?;
-        self.write_checkpoint(self.ckpt)?;
-        self.dirty = false;
-        for s in std::mem::take(&mut self.to_remove) {
-            self.slots.remove(s)?;
-        }
-        Ok(())
+        Ok(SaveWrite {
+            unsynced: self.slots.take_unsynced(),
+            ckpt: snapshot.ckpt,
+            remove: snapshot
+                .remove
+                .iter()
+                .map(|s| self.slots.path_of(*s))
+                .collect(),
+            checkpoint: Arc::clone(&self.checkpoint),
+        })
+    }
+
+    /// Gives a snapshot's progress back to the wheel, for the next save.
+    pub(crate) fn abandon_save(&mut self, snapshot: SaveSnapshot) {
+        let mut marks = snapshot.marks;
+        marks.append(&mut self.marks);
+        self.marks = marks;
+        let mut remove = snapshot.remove;
+        remove.append(&mut self.to_remove);
+        self.to_remove = remove;
+        self.dirty = true;
     }
 
     /// Recalls the timer at `queue_offset` due at `due_ms`: a tombstone, synced, in its
@@ -412,13 +567,6 @@ impl Wheel {
         }
     }
 
-    fn write_checkpoint(&mut self, ckpt: Checkpoint) -> Result<(), TimerError> {
-        let bytes = serde_json::to_vec(&ckpt).unwrap_or_default();
-        atomic_write(&self.checkpoint_path, &bytes)
-            .map_err(|e| TimerError::store("saving", "timer checkpoint", e))?;
-        self.saved = ckpt;
-        Ok(())
-    }
 
     /// Writes a tombstone durably. The index position is saved with it (the slot files
     /// are synced, and the delivered seconds stay as last saved): were the timer indexed
@@ -430,10 +578,11 @@ impl Wheel {
         };
         self.slots.append(second, &[stone])?;
         self.slots.sync()?;
-        if self.saved.indexed_next <= e.queue_offset {
-            self.write_checkpoint(Checkpoint {
-                indexed_next: self.ckpt.indexed_next,
-                ..self.saved
+        if self.checkpoint.saved().indexed_next <= e.queue_offset {
+            let indexed_next = self.ckpt.indexed_next;
+            self.checkpoint.write(|saved| Checkpoint {
+                indexed_next,
+                ..saved
             })?;
         }
         if let Some(n) = self.pending_by_topic.get_mut(&e.topic_id) {

@@ -18,6 +18,10 @@ enum Op {
     Recall(usize),
     Tick(u64),
     Save,
+    /// A save begun (the service then waits for the flusher) ...
+    BeginSave,
+    /// ... and written, with ticks and recalls possibly in between.
+    FinishSave,
     Crash,
 }
 
@@ -27,6 +31,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Recall),
         3 => (0u64..1_500).prop_map(Op::Tick),
         1 => Just(Op::Save),
+        1 => Just(Op::BeginSave),
+        1 => Just(Op::FinishSave),
         1 => Just(Op::Crash),
     ]
 }
@@ -94,6 +100,7 @@ fn run(ops: &[Op]) {
     };
     let mut wheel = Wheel::open(dir.path(), m.now).unwrap();
     assert_eq!(wheel.topic_id("t").unwrap(), 0);
+    let mut saving: Option<SaveSnapshot> = None;
     for op in ops {
         match op {
             Op::Add(delay) => {
@@ -124,8 +131,20 @@ fn run(ops: &[Op]) {
                 m.now += ms;
                 drain(&mut wheel, &mut m);
             }
-            Op::Save => wheel.save(|| Ok(())).unwrap(),
+            Op::Save | Op::FinishSave => {
+                if let Some(snapshot) = saving.take() {
+                    wheel.finish_save(snapshot).unwrap();
+                } else if matches!(op, Op::Save) {
+                    wheel.save(|| Ok(())).unwrap();
+                }
+            }
+            Op::BeginSave => {
+                if saving.is_none() {
+                    saving = wheel.begin_save();
+                }
+            }
             Op::Crash => {
+                saving = None;
                 drop(wheel);
                 m.may_repeat = m.delivered.clone();
                 wheel = reopen(dir.path(), &m);
