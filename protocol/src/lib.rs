@@ -9,6 +9,17 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+/// Ties a request type to its code and response type ([`messages::Request`]); every
+/// module of requests uses this one definition.
+macro_rules! request {
+    ($req:ty, $code:ident, $resp:ty) => {
+        impl Request for $req {
+            const CODE: RequestCode = RequestCode::$code;
+            type Response = $resp;
+        }
+    };
+}
+
 pub mod batch;
 mod code;
 mod error;

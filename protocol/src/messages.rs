@@ -16,15 +16,6 @@ pub trait Request: Serialize + DeserializeOwned + Send + 'static {
     type Response: Serialize + DeserializeOwned + Send + 'static;
 }
 
-macro_rules! request {
-    ($req:ty, $code:ident, $resp:ty) => {
-        impl Request for $req {
-            const CODE: RequestCode = RequestCode::$code;
-            type Response = $resp;
-        }
-    };
-}
-
 /// The header of every response whose status is not `Ok`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {

@@ -12,15 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::messages::{Empty, Request};
 use crate::RequestCode;
 
-macro_rules! request {
-    ($req:ty, $code:ident, $resp:ty) => {
-        impl Request for $req {
-            const CODE: RequestCode = RequestCode::$code;
-            type Response = $resp;
-        }
-    };
-}
-
 /// Takes up to `max_messages` messages of `topic` (any of its queues) and of the group's
 /// retry topic, each leased to the caller for `invisible_ms`. Held up to `max_wait_ms`
 /// (capped at 30 s) while nothing is ready.

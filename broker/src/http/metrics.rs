@@ -202,6 +202,30 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// One series of a group family, labelled by group and topic, and by queue when the
+/// series is per queue (`queue` is `None` for series folded per topic).
+fn group_series(
+    m: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    (group, topic, queue): &(String, String, Option<u32>),
+    v: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    match queue {
+        Some(q) => {
+            let q = q.to_string();
+            let labels = [
+                ("group", group.as_str()),
+                ("topic", topic.as_str()),
+                ("queue", q.as_str()),
+            ];
+            v.encode(m.encode_family(&labels)?)
+        }
+        None => {
+            let labels = [("group", group.as_str()), ("topic", topic.as_str())];
+            v.encode(m.encode_family(&labels)?)
+        }
+    }
+}
+
 fn counter(e: &mut Enc<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
     let c = ConstCounter::new(v);
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
@@ -362,23 +386,8 @@ impl Scrape {
         ];
         for (name, help, pick) in families {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for ((group, topic, queue), row) in &self.groups {
-                let v = ConstGauge::new(pick(row));
-                match queue {
-                    Some(q) => {
-                        let q = q.to_string();
-                        let labels = [
-                            ("group", group.as_str()),
-                            ("topic", topic.as_str()),
-                            ("queue", q.as_str()),
-                        ];
-                        v.encode(m.encode_family(&labels)?)?;
-                    }
-                    None => {
-                        let labels = [("group", group.as_str()), ("topic", topic.as_str())];
-                        v.encode(m.encode_family(&labels)?)?;
-                    }
-                }
+            for (key, row) in &self.groups {
+                group_series(&mut m, key, &ConstGauge::new(pick(row)))?;
             }
         }
         let mut m = e.encode_descriptor(
@@ -387,23 +396,8 @@ impl Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for ((group, topic, queue), n) in &self.leases {
-            let v = ConstGauge::new(*n);
-            match queue {
-                Some(q) => {
-                    let q = q.to_string();
-                    let labels = [
-                        ("group", group.as_str()),
-                        ("topic", topic.as_str()),
-                        ("queue", q.as_str()),
-                    ];
-                    v.encode(m.encode_family(&labels)?)?;
-                }
-                None => {
-                    let labels = [("group", group.as_str()), ("topic", topic.as_str())];
-                    v.encode(m.encode_family(&labels)?)?;
-                }
-            }
+        for (key, n) in &self.leases {
+            group_series(&mut m, key, &ConstGauge::new(*n))?;
         }
         let mut m = e.encode_descriptor(
             "ferromq_group_members",

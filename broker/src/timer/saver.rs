@@ -96,7 +96,12 @@ impl Saver {
 
     /// Stops the thread once its save is written; returns what failed saves left.
     pub(crate) fn close(&self) -> Leftover {
-        drop(self.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let thread = self
             .thread
             .lock()

@@ -339,8 +339,7 @@ impl Inner {
                         Ok(save) => {
                             if let Err(save) = self.saver.submit(save) {
                                 let mut left = Leftover::default();
-                                if let Err(e) = save.write(&mut left.unsynced, &mut left.remove)
-                                {
+                                if let Err(e) = save.write(&mut left.unsynced, &mut left.remove) {
                                     tracing::warn!(error = %e, "timer checkpoint not saved");
                                 }
                             }

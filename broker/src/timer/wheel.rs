@@ -567,7 +567,6 @@ impl Wheel {
         }
     }
 
-
     /// Writes a tombstone durably. The index position is saved with it (the slot files
     /// are synced, and the delivered seconds stay as last saved): were the timer indexed
     /// again after a crash, it could land in a later slot than its tombstone.
