@@ -45,6 +45,7 @@
 //! | `config/offsets` | JSON `{"version": 1, "queues": [...]}`: committed offsets and acked ranges ([`groups::ConsumerOffsets`]) | groups, atomically when the journal is compacted |
 //! | `config/offsets.jnl` | CRC frames, each a JSON batch of the queues changed since the snapshot | groups, on each persist |
 //! | `config/schedule_offsets` | JSON `{"version": 1, "next": {...}}`: next offset per `%SCHEDULE%` level | retry scheduler, atomically after the log is flushed |
+//! | `config/group_policies` | magic `FMGP`, version 1, CRC32, then JSON `{"groups": {...}}`: consumer groups' own retry policies (`retry::policy`) | retry service, atomically on each `mq group set` |
 //! | `space_probe` | a moment after a failed allocation: the same size allocated for real, then deleted | store disk monitor ([`store::disk`]) |
 //! | `<name>.<random>.tmp` | an atomic replacement interrupted by a crash; never read | storage seam |
 //!

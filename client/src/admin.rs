@@ -1,5 +1,8 @@
 //! Administrative calls: topics, groups, offsets, lookups and broker statistics.
 
+use protocol::group_policy::{
+    GetGroupPolicyRequest, GroupPolicyResponse, RetryPolicy, SetGroupPolicyRequest,
+};
 use protocol::messages::{
     CreateTopicRequest, DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest,
     GetMessageRequest, GetTopicRequest, GroupInfoRequest, GroupInfoResponse, ListTopicsRequest,
@@ -187,6 +190,45 @@ impl Admin {
         let req = DeleteGroupRequest {
             group: group.to_string(),
             force,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// Sets a group's own retry policy (max attempts, and a delay table or exponential
+    /// backoff); it is on the broker's disk when this returns and applies to every retry
+    /// of the group from then on. `None` resets the group to the broker's defaults.
+    /// Answers the group's policy now in force.
+    ///
+    /// # Errors
+    /// `InvalidRetryPolicy` for a policy out of range; `Broker` with `BadRequest` for a
+    /// delay over the broker's `--max-timer-delay-ms`; an invalid group name; connection
+    /// failures.
+    pub async fn set_group_policy(
+        &self,
+        group: &str,
+        policy: Option<RetryPolicy>,
+    ) -> Result<GroupPolicyResponse> {
+        check_user_name(group)?;
+        if let Some(p) = &policy {
+            // The broker also checks the delays against its timer's maximum.
+            p.validate(u64::MAX)?;
+        }
+        let req = SetGroupPolicyRequest {
+            group: group.to_string(),
+            policy,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// A group's own retry policy, if any, and the one in force (the broker's defaults
+    /// for a group without one).
+    ///
+    /// # Errors
+    /// An invalid group name; connection failures.
+    pub async fn group_policy(&self, group: &str) -> Result<GroupPolicyResponse> {
+        check_user_name(group)?;
+        let req = GetGroupPolicyRequest {
+            group: group.to_string(),
         };
         Ok(self.conn.call(&req, &[]).await?.0)
     }

@@ -72,6 +72,10 @@ pub enum Error {
     /// An argument out of range (empty batch, body over the broker's limit, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A group retry policy the broker would refuse (multiplier below 1, empty delay
+    /// table, zero max attempts, ...).
+    #[error("invalid retry policy: {0}")]
+    InvalidRetryPolicy(#[from] protocol::group_policy::RetryPolicyError),
 }
 
 impl Error {

@@ -1,5 +1,6 @@
 //! Timer messages end to end: delivered in due order and never before due, across a
-//! restart; recall before and after due; the maximum delay; pending counts; and the
+//! restart; recall before and after due (twice after delivery, by the library and by
+//! `mq recall`); the maximum delay; pending counts; and the
 //! `%SCHEDULE%` messages an older broker left still delivered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -173,6 +174,50 @@ async fn recall_before_due_removes_it_and_after_delivery_says_so() {
         ),
         "{err}"
     );
+    c.close().await.unwrap();
+    p.close().await;
+    b.shutdown().await;
+}
+
+/// `mq recall TOPIC HANDLE` against `addr`: its stdout, after checking it succeeded.
+async fn mq_recall(addr: &str, topic: &str, handle: &str) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mq"))
+        .args(["--broker", addr, "recall", topic, handle])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_timer_recalled_twice_answers_already_delivered_both_times() {
+    let b = Restartable::start().await;
+    one_queue_topic(&b.addr, "d").await;
+    let p = Producer::connect(&b.addr, ProducerOptions::default())
+        .await
+        .unwrap();
+    let sent = p
+        .send_timer("d", &Message::new("due soon"), DeliverAt::DelayMs(200))
+        .await
+        .unwrap();
+    let mut c = PullConsumer::connect(&b.addr, "g", &[("d", "*")], opts())
+        .await
+        .unwrap();
+    assert_eq!(receive(&mut c, 1).await[0].msg_id(), sent.msg_id);
+    for _ in 0..2 {
+        assert_eq!(
+            p.recall("d", &sent.recall_handle).await.unwrap(),
+            RecallStatus::AlreadyDelivered
+        );
+    }
+    // And `mq recall` says so, each time, as the documented JSON line.
+    for _ in 0..2 {
+        assert_eq!(
+            mq_recall(&b.addr, "d", &sent.recall_handle).await,
+            "{\"status\":\"already_delivered\"}\n"
+        );
+    }
     c.close().await.unwrap();
     p.close().await;
     b.shutdown().await;

@@ -86,6 +86,10 @@ wire_enum!(
         SendTimer = 21,
         /// Removes a timer message that is not yet due.
         Recall = 22,
+        /// Sets or removes a consumer group's retry policy ([`crate::group_policy`]).
+        SetGroupPolicy = 90,
+        /// Reads a consumer group's retry policy.
+        GetGroupPolicy = 91,
     }
 );
 

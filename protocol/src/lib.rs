@@ -24,6 +24,7 @@ pub mod batch;
 mod code;
 mod error;
 pub mod frame;
+pub mod group_policy;
 pub mod hash;
 pub mod header;
 pub mod messages;

@@ -93,6 +93,23 @@ pub enum RetryError {
     /// The timer refused to park a retry, or did not start.
     #[error("retry: {0}")]
     Timer(#[from] crate::timer::TimerError),
+    /// The group policies file does not decode or fails its checksum.
+    #[error("group policies file {} is corrupt: {reason}", path.display())]
+    CorruptPolicies {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A group's retry policy is out of range (bad request).
+    #[error("invalid retry policy for group {group}: {source}")]
+    InvalidPolicy {
+        /// The group.
+        group: String,
+        /// What is out of range.
+        #[source]
+        source: protocol::group_policy::RetryPolicyError,
+    },
 }
 
 impl RetryError {
@@ -105,6 +122,7 @@ impl RetryError {
                 | Self::MessageNotFound { .. }
                 | Self::NotRetryable { .. }
                 | Self::InvalidGroup { .. }
+                | Self::InvalidPolicy { .. }
         )
     }
 }

@@ -8,6 +8,16 @@
 //! demand) and stays there. Otherwise it is due after the delay of that attempt and goes
 //! to `%RETRY%<group>` (one queue, created on demand) when due.
 //!
+//! # Per-group retry policy
+//!
+//! A group may have its own policy (`protocol::group_policy::RetryPolicy`): max reconsume
+//! times and either a delay table or an exponential backoff. It is saved to
+//! `<data>/config/group_policies` (`policy`) before the request that set it is answered
+//! and applies to every retry path: a send-back's delay and dead-lettering, and the
+//! dead-lettering of per-message acknowledgement when a lease ends (whose delay is the
+//! lease's invisibility, chosen by the client from the same policy). Groups without one
+//! use the broker's `retry_delays_ms` and `max_reconsume_times`.
+//!
 //! # How delays survive a restart
 //!
 //! RocketMQ's design, chosen because it needs nothing but the store: a delayed copy is
@@ -29,6 +39,7 @@
 mod config;
 mod copy;
 mod error;
+mod policy;
 mod progress;
 mod scheduler;
 mod service;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use commitlog::Signal;
+use protocol::group_policy::{RetryDelays, RetryPolicy};
 use protocol::messages::{SendBackRequest, SendBackResponse};
 use protocol::names::{dlq_topic, retry_topic, validate_user_name, DLQ_PREFIX, TIMER_TOPIC};
 use protocol::time::now_ms;
@@ -16,6 +17,7 @@ pub(crate) use redeliver::Redelivered;
 use super::config::RetryConfig;
 use super::copy::{copy_properties, Origin};
 use super::error::RetryError;
+use super::policy::GroupPolicies;
 use super::progress::ScheduleProgress;
 use super::scheduler;
 use super::shared::Shared;
@@ -61,6 +63,8 @@ impl RetryService {
         let config_dir = store.config().config_dir();
         let progress =
             ScheduleProgress::load(&config_dir, Arc::clone(&store.config().commitlog.storage))?;
+        let policies =
+            GroupPolicies::load(&config_dir, Arc::clone(&store.config().commitlog.storage))?;
         let levels = scheduled_levels(&store, &progress);
         let waker = Arc::new(Signal::new());
         let weak = Arc::downgrade(&waker);
@@ -71,7 +75,7 @@ impl RetryService {
                 }
             }
         }));
-        let shared = Arc::new(Shared::new(store, config, waker));
+        let shared = Arc::new(Shared::new(store, config, policies, waker));
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ferromq-retry-scheduler".into())
@@ -170,8 +174,7 @@ impl RetryService {
                 due_at_ms: 0,
             });
         }
-        let level = self.shared.config.level_of_attempt(reconsume_times);
-        let due_at_ms = now_ms().saturating_add(self.shared.config.delay_of_level_ms(level));
+        let due_at_ms = now_ms().saturating_add(self.retry_delay_ms(&req.group, reconsume_times));
         let retry = retry_topic(&req.group);
         // Created now so members are assigned its queue before the first retry is due.
         self.shared.ensure_topic(&retry)?;
@@ -198,27 +201,83 @@ impl RetryService {
         self.shared.ensure_topic(&retry_topic(group))
     }
 
-    /// Sets (or with `None` clears) a group's own max reconsume times.
-    pub fn set_group_max_reconsume_times(&self, group: &str, max: Option<u32>) {
-        let mut map = self
-            .shared
-            .group_max
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match max {
-            Some(m) => map.insert(group.to_string(), m),
-            None => map.remove(group),
+    /// Sets (`Some`) or removes (`None`) a group's own retry policy, saved to
+    /// `<data>/config/group_policies` before it returns; returns whether the group had one.
+    /// Blocking (a file write).
+    ///
+    /// # Errors
+    /// A bad group name or a policy out of range (bad request: `InvalidGroup`,
+    /// `InvalidPolicy`, the latter also for a delay over the timer's maximum); the save
+    /// failed (the policies in force are then unchanged).
+    pub fn set_group_policy(
+        &self,
+        group: &str,
+        policy: Option<RetryPolicy>,
+    ) -> Result<bool, RetryError> {
+        let Some(p) = policy else {
+            return self.remove_group_policy(group);
         };
+        validate_user_name(group).map_err(|source| RetryError::InvalidGroup {
+            group: group.to_string(),
+            source,
+        })?;
+        p.validate(self.timer.config().max_delay_ms)
+            .map_err(|source| RetryError::InvalidPolicy {
+                group: group.to_string(),
+                source,
+            })?;
+        self.shared.policies.set(group, Some(p))
     }
 
-    /// The max reconsume times set for a group, if any.
+    /// Removes a group's own retry policy (the broker's defaults apply again); returns
+    /// whether it had one. Blocking (a file write when it had one).
+    ///
+    /// # Errors
+    /// The save failed (the policy is then still in force).
+    pub fn remove_group_policy(&self, group: &str) -> Result<bool, RetryError> {
+        self.shared.policies.set(group, None)
+    }
+
+    /// A group's own retry policy, if it has one.
+    pub fn group_policy(&self, group: &str) -> Option<RetryPolicy> {
+        self.shared.policies.get(group)
+    }
+
+    /// The policy that applies to a group: its own, with the broker's delay table when it
+    /// sets none, or the broker's defaults. `delays` is always set.
+    pub fn effective_policy(&self, group: &str) -> RetryPolicy {
+        let broker_table = || RetryDelays::Table(self.shared.config.delay_levels_ms.clone());
+        match self.group_policy(group) {
+            Some(p) => RetryPolicy {
+                max_reconsume_times: p.max_reconsume_times,
+                delays: p.delays.or_else(|| Some(broker_table())),
+            },
+            None => RetryPolicy {
+                max_reconsume_times: self.shared.config.max_reconsume_times,
+                delays: Some(broker_table()),
+            },
+        }
+    }
+
+    /// The max reconsume times of a group's own policy, if it has one.
     pub fn group_max_reconsume_times(&self, group: &str) -> Option<u32> {
         self.shared
-            .group_max
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .policies
             .get(group)
-            .copied()
+            .map(|p| p.max_reconsume_times)
+    }
+
+    /// The delay before retry `n` (1 for the first) of a group's message: its policy's
+    /// delays, else the broker's table. Capped at the timer's maximum, which may have been
+    /// lowered since the policy was set.
+    pub(crate) fn retry_delay_ms(&self, group: &str, n: u32) -> u64 {
+        match self.group_policy(group).and_then(|p| p.delays) {
+            Some(d) => d.delay_ms(n).min(self.timer.config().max_delay_ms),
+            None => {
+                let config = &self.shared.config;
+                config.delay_of_level_ms(config.level_of_attempt(n))
+            }
+        }
     }
 
     /// The delay table in use.

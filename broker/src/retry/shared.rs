@@ -1,13 +1,13 @@
 //! What the retry API and the scheduler thread share: the store, the settings, and the
 //! waker that rouses the scheduler.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use commitlog::Signal;
 
 use super::config::RetryConfig;
 use super::error::RetryError;
+use super::policy::GroupPolicies;
 use crate::store::{MessageStore, PutMessage, TopicConfig, TopicScope};
 
 /// What the API and the scheduler thread share.
@@ -15,8 +15,8 @@ use crate::store::{MessageStore, PutMessage, TopicConfig, TopicScope};
 pub(crate) struct Shared {
     pub(crate) store: Arc<MessageStore>,
     pub(crate) config: RetryConfig,
-    /// Groups' own max reconsume times.
-    pub(super) group_max: RwLock<HashMap<String, u32>>,
+    /// Groups' own retry policies, persisted.
+    pub(super) policies: GroupPolicies,
     /// Serialises on-demand topic creation so two send-backs do not both create.
     create_lock: Mutex<()>,
     /// Wakes the scheduler (new schedule-topic messages) and stops it.
@@ -25,11 +25,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The shared state of a starting service; `waker` is already hooked to the store.
-    pub(crate) fn new(store: Arc<MessageStore>, config: RetryConfig, waker: Arc<Signal>) -> Self {
+    pub(crate) fn new(
+        store: Arc<MessageStore>,
+        config: RetryConfig,
+        policies: GroupPolicies,
+        waker: Arc<Signal>,
+    ) -> Self {
         Self {
             store,
             config,
-            group_max: RwLock::new(HashMap::new()),
+            policies,
             create_lock: Mutex::new(()),
             waker,
         }

@@ -5,6 +5,8 @@
 
 use crate::support::retry::*;
 use broker::retry::RetryError;
+use broker::store::PutMessage;
+use protocol::group_policy::RetryPolicy;
 use protocol::messages::SendBackRequest;
 use protocol::properties::{
     DUE_AT_MS, KEYS, ORIGIN_MSG_ID, ORIGIN_QUEUE_ID, ORIGIN_QUEUE_OFFSET, ORIGIN_TOPIC, REAL_TOPIC,
@@ -109,14 +111,32 @@ fn past_max_reconsume_times_the_message_is_dead_lettered_intact() {
 }
 
 #[test]
-fn group_setting_and_request_override_of_max_reconsume_times() {
+fn group_policy_and_request_override_of_max_reconsume_times() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let service = start(&store, 16);
-    let id = produce(&store, b"x");
+    // A first retry: nacking it asks for the second.
+    let id = store
+        .put(
+            "orders",
+            1,
+            &PutMessage {
+                properties: &[],
+                body: b"x",
+                born_timestamp_ms: 1_000,
+                reconsume_times: 1,
+            },
+        )
+        .unwrap()
+        .msg_id
+        .to_string();
 
-    service.set_group_max_reconsume_times("strict", Some(0));
-    assert_eq!(service.group_max_reconsume_times("strict"), Some(0));
+    let strict = RetryPolicy {
+        max_reconsume_times: 1,
+        delays: None,
+    };
+    assert!(!service.set_group_policy("strict", Some(strict)).unwrap());
+    assert_eq!(service.group_max_reconsume_times("strict"), Some(1));
     assert!(nack(&service, "strict", &id).dead_lettered);
     // The request's override beats the group's setting.
     let resp = service
@@ -127,7 +147,7 @@ fn group_setting_and_request_override_of_max_reconsume_times() {
         })
         .unwrap();
     assert!(!resp.dead_lettered);
-    service.set_group_max_reconsume_times("strict", None);
+    assert!(service.set_group_policy("strict", None).unwrap());
     assert!(!nack(&service, "strict", &id).dead_lettered);
     shut_down(service, store);
 }

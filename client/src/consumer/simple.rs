@@ -2,11 +2,14 @@
 //! (any queue, shared with the group's other receivers) for an invisibility period; each
 //! comes with a receipt handle to ack, change or reject it. A message neither acked nor
 //! changed before its deadline comes again, to any receiver, with one more attempt; past
-//! the group's max attempts it goes to `%DLQ%<group>`.
+//! the group's max attempts it goes to `%DLQ%<group>`. [`SimpleConsumer::nack`] hides a
+//! failed message for the retry delay of its attempt under the group's retry policy.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use protocol::group_policy::{GetGroupPolicyRequest, RetryPolicy};
 use protocol::names::{validate_any_name, validate_user_name};
 use protocol::receive::{
     AckMessagesRequest, ChangeInvisibilityRequest, HandleRefused, ReceiveRequest, RejectRequest,
@@ -55,6 +58,13 @@ pub struct LeasedMessage {
     pub invisible_until_ms: u64,
 }
 
+/// How long [`SimpleConsumer::nack`] uses the group's retry policy before reading it
+/// from the broker again, so a changed policy reaches running consumers.
+const RETRY_POLICY_REFRESH: Duration = Duration::from_secs(5);
+
+/// The broker's longest invisibility (12 h); a longer retry delay waits this long.
+const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3_600);
+
 /// A consumer that receives with leases and acks each message by its receipt handle.
 /// Many may share a group (and a single-queue topic): each message goes to one of them at
 /// a time. Cheap to share behind an `Arc`; every call may run concurrently.
@@ -63,6 +73,8 @@ pub struct SimpleConsumer {
     group: String,
     topic: String,
     opts: SimpleConsumerOptions,
+    /// The group's retry policy in force and when it was read.
+    policy: Mutex<Option<(Instant, RetryPolicy)>>,
 }
 
 impl SimpleConsumer {
@@ -107,6 +119,7 @@ impl SimpleConsumer {
             group: group.into(),
             topic: topic.into(),
             opts,
+            policy: Mutex::new(None),
         })
     }
 
@@ -222,6 +235,55 @@ impl SimpleConsumer {
         msg.receipt_handle = resp.receipt_handle;
         msg.invisible_until_ms = resp.invisible_until_ms;
         Ok(())
+    }
+
+    /// The retry policy in force for the group: its own (`mq group set`) or the broker's
+    /// defaults. Read from the broker at most once every 5 s.
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub async fn retry_policy(&self) -> Result<RetryPolicy> {
+        let cached = self
+            .policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < RETRY_POLICY_REFRESH)
+            .map(|(_, p)| p.clone());
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let req = GetGroupPolicyRequest {
+            group: self.group.clone(),
+        };
+        let effective = self.conn.call(&req, &[]).await?.0.effective;
+        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), effective.clone()));
+        Ok(effective)
+    }
+
+    /// Fails the message: it is hidden for the retry delay of its attempt under the
+    /// group's retry policy and then comes again with one more attempt, or, when this was
+    /// its last attempt, its lease ends now and the broker dead-letters it. Returns the
+    /// delay.
+    ///
+    /// # Errors
+    /// As [`SimpleConsumer::change_invisibility`]; reading the policy failed.
+    pub async fn nack(&self, msg: &mut LeasedMessage) -> Result<Duration> {
+        let policy = self.retry_policy().await?;
+        let delay = if msg.delivery_attempt > policy.max_reconsume_times {
+            // The lease's end makes the dead-letter copy: no point waiting for it.
+            Duration::ZERO
+        } else {
+            // The retry that follows failed attempt `k` is retry `k`.
+            let ms = policy
+                .delays
+                .as_ref()
+                .map_or(0, |d| d.delay_ms(msg.delivery_attempt));
+            Duration::from_millis(ms).min(MAX_INVISIBLE)
+        };
+        self.change_invisibility(msg, delay).await?;
+        Ok(delay)
     }
 
     /// Sends the message to the group's dead-letter queue now: no more attempts.

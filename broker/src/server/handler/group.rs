@@ -121,8 +121,10 @@ pub(super) async fn delete(services: &Arc<Services>, frame: &Frame) -> HandlerRe
     }
     let s = Arc::clone(services);
     blocking(move || {
+        // A group known only by its retry policy is still a group to delete.
+        let policy = s.retry.group_policy(&req.group).is_some();
         let resp = delete_group(&s, &req.group)?;
-        if resp.members == 0 && resp.offsets == 0 && resp.topics.is_empty() {
+        if resp.members == 0 && resp.offsets == 0 && resp.topics.is_empty() && !policy {
             return Err(HandlerError::new(
                 Status::NotFound,
                 format!("group {} is unknown to this broker", req.group),
@@ -135,11 +137,11 @@ pub(super) async fn delete(services: &Arc<Services>, frame: &Frame) -> HandlerRe
 }
 
 /// Removes everything the broker keeps for a group: its members (a forced delete; they
-/// join afresh at their next heartbeat), its committed offsets and its retry and
-/// dead-letter topics. Blocking (topic removal and the offsets write).
+/// join afresh at their next heartbeat), its committed offsets, its retry and
+/// dead-letter topics and its retry policy. Blocking (topic removal and file writes).
 ///
 /// # Errors
-/// Store failures removing a topic or saving the offsets; what was removed before stays
+/// Store failures removing a topic or saving the offsets or policies; what was removed before stays
 /// removed, and a repeated delete finishes the rest.
 pub(crate) fn delete_group(
     services: &Services,
@@ -155,7 +157,7 @@ pub(crate) fn delete_group(
             topics.push(topic);
         }
     }
-    services.retry.set_group_max_reconsume_times(group, None);
+    services.retry.remove_group_policy(group)?;
     if offsets > 0 || !topics.is_empty() {
         services
             .offsets

@@ -3,6 +3,7 @@
 //! response; errors become error responses with a status and a sentence.
 
 pub(super) mod group;
+mod group_policy;
 mod hello;
 mod lookup;
 mod offset;
@@ -59,6 +60,8 @@ pub(crate) async fn handle(
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),
         RequestCode::SendTimer => timer::send_timer(services, &frame).await,
         RequestCode::Recall => timer::recall(services, &frame).await,
+        RequestCode::SetGroupPolicy => group_policy::set(services, &frame).await,
+        RequestCode::GetGroupPolicy => group_policy::get(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

@@ -3,7 +3,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use client::admin::Admin;
-use protocol::messages::{ResetTarget, PERM_READ, PERM_WRITE};
+use protocol::group_policy::{GroupPolicyResponse, RetryDelays, RetryPolicy};
+use protocol::messages::{GroupInfoResponse, QueueLag, ResetTarget, PERM_READ, PERM_WRITE};
+use protocol::receive::LeaseInfoResponse;
 use protocol::Status;
 
 use crate::CliResult;
@@ -152,11 +154,16 @@ pub(crate) async fn topic_show(broker: &str, name: &str) -> CliResult {
     Ok(())
 }
 
-pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
+pub(crate) async fn group_show(broker: &str, group: &str, json: bool) -> CliResult {
     let admin = Admin::connect(broker).await?;
     let mut info = admin.group_info(group).await?;
     let leases = admin.lease_info(group).await?;
-    if info.queues.is_empty() && info.members.is_empty() && !leases.receives {
+    let policy = admin.group_policy(group).await?;
+    if info.queues.is_empty()
+        && info.members.is_empty()
+        && !leases.receives
+        && policy.policy.is_none()
+    {
         return Err(format!(
             "unknown group {group}: it has no committed offsets and no live members"
         )
@@ -175,6 +182,17 @@ pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
             }
         }
     }
+    let skipped_of = |q: &QueueLag| {
+        let min = min_offsets.get(&(q.topic.clone(), q.queue_id)).copied();
+        match (q.committed, min) {
+            (Some(c), Some(min)) => min.saturating_sub(c),
+            _ => 0,
+        }
+    };
+    if json {
+        println!("{}", group_json(&info, &leases, &policy, &skipped_of));
+        return Ok(());
+    }
     println!("group {}", info.group);
     println!(
         "{:<40} {:>6} {:>14} {:>14} {:>10} {:>10}",
@@ -185,11 +203,7 @@ pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
         let committed = q
             .committed
             .map_or_else(|| "-".to_string(), |c| c.to_string());
-        let min = min_offsets.get(&(q.topic.clone(), q.queue_id)).copied();
-        let skipped = match (q.committed, min) {
-            (Some(c), Some(min)) => min.saturating_sub(c),
-            _ => 0,
-        };
+        let skipped = skipped_of(q);
         println!(
             "{:<40} {:>6} {:>14} {:>14} {:>10} {:>10}",
             q.topic, q.queue_id, committed, q.max_offset, q.lag, skipped
@@ -216,7 +230,94 @@ pub(crate) async fn group_show(broker: &str, group: &str) -> CliResult {
     if leases.receives {
         print_leases(&leases);
     }
+    println!("{}", policy_line(&policy));
     Ok(())
+}
+
+/// `mq group show G --json`: one object with the table's figures, the members, the lease
+/// totals (`null` for an offset group) and the retry policy in force.
+fn group_json(
+    info: &GroupInfoResponse,
+    leases: &LeaseInfoResponse,
+    policy: &GroupPolicyResponse,
+    skipped_of: &dyn Fn(&QueueLag) -> u64,
+) -> serde_json::Value {
+    let queues: Vec<serde_json::Value> = info
+        .queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({"topic": q.topic, "queue": q.queue_id, "committed": q.committed,
+                "max_offset": q.max_offset, "lag": q.lag, "skipped": skipped_of(q)})
+        })
+        .collect();
+    let members: Vec<serde_json::Value> = info
+        .members
+        .iter()
+        .map(|m| {
+            let queues: Vec<serde_json::Value> = m
+                .assignment
+                .iter()
+                .filter(|a| !a.queue_ids.is_empty())
+                .map(|a| serde_json::json!({"topic": a.topic, "queues": a.queue_ids}))
+                .collect();
+            serde_json::json!({"client_id": m.client_id, "queues": queues})
+        })
+        .collect();
+    serde_json::json!({
+        "group": info.group,
+        "queues": queues,
+        "total_lag": info.queues.iter().map(|q| q.lag).sum::<u64>(),
+        "members": members,
+        "leases": leases.receives.then(|| serde_json::json!({
+            "in_flight": leases.in_flight, "max_in_flight": leases.max_in_flight})),
+        "retry_policy": policy_json(policy),
+    })
+}
+
+/// `mq group set G ...`: sets (or with `None` resets) the group's retry policy and prints
+/// the policy now in force.
+pub(crate) async fn group_set(broker: &str, group: &str, policy: Option<RetryPolicy>) -> CliResult {
+    let resp = Admin::connect(broker)
+        .await?
+        .set_group_policy(group, policy)
+        .await?;
+    println!("{}", policy_line(&resp));
+    Ok(())
+}
+
+/// `retry policy (group): max reconsume 5, backoff 1000 ms x2 up to 60000 ms`.
+fn policy_line(p: &GroupPolicyResponse) -> String {
+    let source = if p.policy.is_some() {
+        "group"
+    } else {
+        "broker default"
+    };
+    let delays = match &p.effective.delays {
+        Some(RetryDelays::Table(t)) => {
+            let t: Vec<String> = t.iter().map(u64::to_string).collect();
+            format!("delays {} ms", t.join(","))
+        }
+        Some(RetryDelays::Backoff {
+            initial_ms,
+            multiplier,
+            max_ms,
+        }) => format!("backoff {initial_ms} ms x{multiplier} up to {max_ms} ms"),
+        None => "delays of the broker".to_string(),
+    };
+    format!(
+        "retry policy ({source}): max reconsume {}, {delays}",
+        p.effective.max_reconsume_times
+    )
+}
+
+/// The policy in force as JSON: `{"source": "group", "max_reconsume_times": 5,
+/// "delays": {"backoff": {...}}}` (`"table": [...]` for a delay table).
+fn policy_json(p: &GroupPolicyResponse) -> serde_json::Value {
+    serde_json::json!({
+        "source": if p.policy.is_some() { "group" } else { "broker" },
+        "max_reconsume_times": p.effective.max_reconsume_times,
+        "delays": p.effective.delays,
+    })
 }
 
 /// The in-flight leases of a group that receives (per-message acks), per queue.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::error::{ContextKind, ErrorKind};
 use clap::{Args, Parser, Subcommand};
 use client::StartFrom;
+use protocol::group_policy::{RetryDelays, RetryPolicy};
 use protocol::messages::{ResetTarget, PERM_READ, PERM_WRITE};
 
 /// FerroMQ command-line tool: manage topics and groups, produce, consume, benchmark.
@@ -103,10 +104,14 @@ enum TopicCmd {
 #[derive(Debug, Subcommand)]
 enum GroupCmd {
     /// Per topic and queue: committed offset, max offset, lag and messages skipped
-    /// (removed by retention before the group read them); members and their queues.
+    /// (removed by retention before the group read them); members and their queues; the
+    /// retry policy in force.
     Show {
         /// Consumer group.
         group: String,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Move a group's offsets on every queue of a topic.
     Reset(ResetArgs),
@@ -117,6 +122,35 @@ enum GroupCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Set the group's own retry policy (kept by the broker across restarts), or return it
+    /// to the broker's defaults with --reset-retry.
+    Set(GroupSetArgs),
+}
+
+#[derive(Debug, Args)]
+struct GroupSetArgs {
+    /// Consumer group.
+    group: String,
+    /// Retries a failed message gets; the failure after the last goes to %DLQ%GROUP.
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "reset_retry",
+        conflicts_with = "reset_retry"
+    )]
+    max_reconsume: Option<u32>,
+    /// Delay before retry 1, 2, ... in ms (retries past the end wait the last one)
+    /// [default: the broker's --retry-delays-ms].
+    #[arg(long, value_name = "MS,MS,...", value_parser = parse_delay_table,
+          conflicts_with_all = ["retry_backoff", "reset_retry"])]
+    retry_delays_ms: Option<RetryDelays>,
+    /// Exponential backoff: retry n waits INITIAL_MS × MULTIPLIER^(n-1), at most MAX_MS.
+    #[arg(long, value_name = "INITIAL_MS,MULTIPLIER,MAX_MS", value_parser = parse_backoff,
+          conflicts_with = "reset_retry")]
+    retry_backoff: Option<RetryDelays>,
+    /// Remove the group's own policy: the broker's defaults apply again.
+    #[arg(long)]
+    reset_retry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +217,42 @@ pub(crate) fn parse_start(s: &str) -> Result<StartFrom, String> {
             .map(StartFrom::TimestampMs)
             .map_err(|_| format!("expected earliest, latest or a timestamp in ms, got {ts:?}")),
     }
+}
+
+/// `1000,5000,30000`; an empty list is passed on (the policy check names it).
+fn parse_delay_table(s: &str) -> Result<RetryDelays, String> {
+    let table = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse()
+                .map_err(|_| format!("{d:?} is not a delay in whole milliseconds"))
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    Ok(RetryDelays::Table(table))
+}
+
+/// `INITIAL_MS,MULTIPLIER,MAX_MS`, e.g. `1000,2,60000`.
+fn parse_backoff(s: &str) -> Result<RetryDelays, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [initial, multiplier, max] = parts[..] else {
+        return Err(format!(
+            "expected INITIAL_MS,MULTIPLIER,MAX_MS (three values), got {} value(s)",
+            parts.len()
+        ));
+    };
+    let ms = |v: &str, what: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{what} {v:?} is not a whole number of milliseconds"))
+    };
+    Ok(RetryDelays::Backoff {
+        initial_ms: ms(initial, "INITIAL_MS")?,
+        multiplier: multiplier
+            .parse()
+            .map_err(|_| format!("MULTIPLIER {multiplier:?} is not a number"))?,
+        max_ms: ms(max, "MAX_MS")?,
+    })
 }
 
 fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
@@ -387,12 +457,22 @@ async fn run(cli: Cli) -> CliResult {
         }
         Cmd::Produce(args) => produce::run(broker, args).await,
         Cmd::Consume(args) => consume::run(broker, args).await,
-        Cmd::Group(GroupCmd::Show { group }) => admin_cmds::group_show(broker, &group).await,
+        Cmd::Group(GroupCmd::Show { group, json }) => {
+            admin_cmds::group_show(broker, &group, json).await
+        }
         Cmd::Group(GroupCmd::Reset(a)) => {
             admin_cmds::group_reset(broker, &a.group, &a.topic, a.to, a.force).await
         }
         Cmd::Group(GroupCmd::Delete { group, force }) => {
             admin_cmds::group_delete(broker, &group, force).await
+        }
+        Cmd::Group(GroupCmd::Set(a)) => {
+            let delays = a.retry_delays_ms.or(a.retry_backoff);
+            let policy = a.max_reconsume.map(|max_reconsume_times| RetryPolicy {
+                max_reconsume_times,
+                delays,
+            });
+            admin_cmds::group_set(broker, &a.group, policy).await
         }
         Cmd::Dlq(DlqCmd::Show { group, max }) => dlq::show(broker, &group, max).await,
         Cmd::Dlq(DlqCmd::Resend { group, max }) => dlq::resend(broker, &group, max).await,

@@ -1,7 +1,9 @@
 //! The push consumer's receive mode: a handler per message over a [`SimpleConsumer`]
 //! (per-message acknowledgement). `Ok` acks; `Err(Failure::Retry)` makes the message
-//! invisible for the retry delay of its attempt (it comes again then, with one more
-//! attempt); `Err(Failure::Reject)` sends it to the dead-letter queue at once.
+//! invisible for the retry delay of its attempt under the group's retry policy, or a table
+//! given to [`PushConsumer::start_receiving_with`] (it comes again then, with one more
+//! attempt; past the policy's max attempts the broker dead-letters it); `Err(Failure::Reject)`
+//! sends it to the dead-letter queue at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ pub enum Failure<E> {
 }
 
 /// RocketMQ's retry delays, 1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h: the
-/// broker's default table, used by a receive-mode handler's `Retry`.
+/// broker's default table.
 pub const DEFAULT_RETRY_DELAYS_MS: [u64; 18] = [
     1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
     480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
@@ -38,22 +40,38 @@ pub fn retry_delay(delays_ms: &[u64], attempt: u32) -> Duration {
 }
 
 impl PushConsumer {
-    /// Runs `handler` on messages received by `consumer`, at most `workers` at a time,
-    /// with the default retry delays.
+    /// Runs `handler` on messages received by `consumer`, at most `workers` at a time; a
+    /// `Retry` waits the delay of the group's retry policy ([`SimpleConsumer::nack`]).
     pub fn start_receiving<F, Fut, E>(consumer: SimpleConsumer, workers: usize, handler: F) -> Self
     where
         F: Fn(LeasedMessage) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), Failure<E>>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        Self::start_receiving_with(consumer, workers, DEFAULT_RETRY_DELAYS_MS.to_vec(), handler)
+        Self::start_receiving_on(consumer, workers, None, handler)
     }
 
-    /// [`PushConsumer::start_receiving`] with a retry delay table (ms per attempt).
+    /// [`PushConsumer::start_receiving`] with a retry delay table (ms per attempt) in place
+    /// of the group's policy.
     pub fn start_receiving_with<F, Fut, E>(
         consumer: SimpleConsumer,
         workers: usize,
         retry_delays_ms: Vec<u64>,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(LeasedMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), Failure<E>>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        Self::start_receiving_on(consumer, workers, Some(retry_delays_ms), handler)
+    }
+
+    /// Starts the receive loop; `retry_delays_ms` `None` follows the group's policy.
+    fn start_receiving_on<F, Fut, E>(
+        consumer: SimpleConsumer,
+        workers: usize,
+        retry_delays_ms: Option<Vec<u64>>,
         handler: F,
     ) -> Self
     where
@@ -78,7 +96,7 @@ impl PushConsumer {
 async fn run<F, Fut, E>(
     consumer: Arc<SimpleConsumer>,
     workers: usize,
-    delays: Arc<Vec<u64>>,
+    delays: Arc<Option<Vec<u64>>>,
     handler: Arc<F>,
     stop: CancellationToken,
 ) -> Result<()>
@@ -148,7 +166,7 @@ where
 async fn handle<F, Fut, E>(
     consumer: &SimpleConsumer,
     handler: &F,
-    delays: &[u64],
+    delays: &Option<Vec<u64>>,
     mut msg: LeasedMessage,
 ) where
     F: Fn(LeasedMessage) -> Fut,
@@ -158,11 +176,16 @@ async fn handle<F, Fut, E>(
     let id = msg.message.msg_id();
     let outcome = match handler(msg.clone()).await {
         Ok(()) => consumer.ack(&msg).await,
-        Err(Failure::Retry(e)) => {
-            let delay = retry_delay(delays, msg.delivery_attempt);
-            tracing::debug!(msg_id = %id, error = %e, ?delay, "handler failed, retrying later");
-            consumer.change_invisibility(&mut msg, delay).await
-        }
+        Err(Failure::Retry(e)) => match delays {
+            Some(table) => {
+                let delay = retry_delay(table, msg.delivery_attempt);
+                tracing::debug!(msg_id = %id, error = %e, ?delay, "handler failed, retrying later");
+                consumer.change_invisibility(&mut msg, delay).await
+            }
+            None => consumer.nack(&mut msg).await.map(|delay| {
+                tracing::debug!(msg_id = %id, error = %e, ?delay, "handler failed, retrying later");
+            }),
+        },
         Err(Failure::Reject(e)) => {
             tracing::debug!(msg_id = %id, error = %e, "handler rejected the message");
             consumer.reject(&msg).await

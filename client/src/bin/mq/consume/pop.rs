@@ -1,15 +1,15 @@
 //! `mq consume TOPIC --group G --pop`: receive with per-message acks. Prints the same JSON
 //! lines as `mq consume` plus `"delivery_attempt"`, acking each printed batch; or runs
 //! `--exec CMD` per message: exit 0 acks, 65 rejects to the dead-letter queue, any other
-//! status hides the message for the retry delay of its attempt (it comes again then, to
-//! any consumer of the group). Stopped by a signal while a handler runs, the message is
+//! status hides the message for the retry delay of its attempt under the group's retry
+//! policy (it comes again then, to any consumer of the group; after its last attempt it
+//! goes to the dead-letter queue). Stopped by a signal while a handler runs, the message is
 //! made visible again at once.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use client::admin::Admin;
-use client::consumer::{retry_delay, DEFAULT_RETRY_DELAYS_MS};
 use client::{LeasedMessage, SimpleConsumer, SimpleConsumerOptions};
 
 use super::{exec, to_json, ConsumeArgs, Handled};
@@ -111,10 +111,7 @@ async fn run_one(
     let result = match handled {
         Handled::Succeeded => consumer.ack(&m).await,
         Handled::Rejected => consumer.reject(&m).await,
-        Handled::Failed => {
-            let delay = retry_delay(&DEFAULT_RETRY_DELAYS_MS, m.delivery_attempt);
-            consumer.change_invisibility(&mut m, delay).await
-        }
+        Handled::Failed => consumer.nack(&mut m).await.map(drop),
         Handled::Interrupted => {
             // Its lease ends now: visible again at once, which (as any lease that ends
             // without an ack) counts as an attempt.
