@@ -72,6 +72,15 @@ pub enum Error {
     /// An argument out of range (empty batch, body over the broker's limit, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A broadcast consumer's progress file could not be read, parsed or written.
+    #[error("broadcast progress file {path}: {source}")]
+    ProgressFile {
+        /// The file.
+        path: String,
+        /// What failed (`InvalidData` for a file that does not parse).
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -86,6 +86,10 @@ wire_enum!(
         SendTimer = 21,
         /// Removes a timer message that is not yet due.
         Recall = 22,
+        /// Takes or renews queue locks for ordered consumption ([`crate::ordered`]).
+        LockBatch = 85,
+        /// Releases queue locks ([`crate::ordered`]).
+        UnlockBatch = 86,
     }
 );
 

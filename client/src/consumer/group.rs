@@ -14,7 +14,7 @@ use protocol::Status;
 
 use super::ack::AckTracker;
 use super::queue::{run_puller, QueueShared};
-use super::{Shared, StartFrom};
+use super::{Mode, Shared, StartFrom};
 use crate::error::Result;
 
 /// How often a member heartbeats while queues of its target assignment are still held by
@@ -34,6 +34,9 @@ pub(crate) enum Next {
 
 /// One heartbeat, reporting the queues held; applies the assignment in the reply.
 pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
+    if matches!(shared.mode, Mode::Broadcast(_)) {
+        return super::broadcast::assign_once(shared).await;
+    }
     retry_unreleased(shared).await;
     let req = HeartbeatRequest {
         group: shared.group.clone(),
@@ -196,7 +199,10 @@ fn follow_reset(shared: &Shared, epoch: u64) {
 
 /// Drops lost queues (after committing them) and starts new ones from their committed
 /// position. Returns whether queues were dropped (and their commits sent).
-async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<bool> {
+pub(crate) async fn apply_assignment(
+    shared: &Arc<Shared>,
+    wanted: &BTreeSet<(String, u32)>,
+) -> Result<bool> {
     let (lost, current): (Vec<_>, BTreeSet<_>) = {
         let mut map = shared.queues.lock().map_err(|_| poisoned())?;
         let lost_keys: Vec<_> = map
@@ -209,6 +215,8 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
     };
     if !lost.is_empty() {
         for q in &lost {
+            // An ordered worker finishes (and acks) the message it is handling first.
+            let _idle = q.busy.lock().await;
             q.revoked.store(true, Ordering::Release);
             q.cancel.cancel();
         }
@@ -218,6 +226,9 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
             // from the older commit and delivers again what was acked here.
             keep_unreleased(shared, keep);
             return Err(e);
+        }
+        if matches!(shared.mode, Mode::Ordered) {
+            super::push::unlock_queues(shared, &lost).await;
         }
     }
     let unreleased: BTreeSet<(String, u32)> = shared
@@ -263,8 +274,11 @@ async fn open_queue(shared: &Arc<Shared>, topic: &str, queue_id: u32) -> Result<
         topic: topic.to_string(),
         queue_id,
     };
-    let (resp, _) = shared.conn.call(&req, &[]).await?;
-    let tracker = match resp.committed {
+    let committed = match &shared.mode {
+        Mode::Broadcast(progress) => progress.get(topic, queue_id),
+        _ => shared.conn.call(&req, &[]).await?.0.committed,
+    };
+    let tracker = match committed {
         Some(c) => AckTracker::new(c.offset, &c.acked_above),
         None => AckTracker::new(start_offset(shared, topic, queue_id).await?, &[]),
     };
@@ -345,6 +359,9 @@ async fn send_commits(
     if commits.is_empty() {
         return Ok(());
     }
+    if let Mode::Broadcast(progress) = &shared.mode {
+        return progress.save(commits).await;
+    }
     let req = CommitOffsetRequest {
         group: shared.group.clone(),
         commits,
@@ -359,6 +376,10 @@ async fn send_commits(
 }
 
 pub(crate) async fn leave(shared: &Shared) -> Result<()> {
+    if matches!(shared.mode, Mode::Broadcast(_)) {
+        // Never joined: a broadcast instance is not a member on the broker.
+        return Ok(());
+    }
     let req = LeaveGroupRequest {
         group: shared.group.clone(),
         client_id: shared.conn.client_id().to_string(),

@@ -6,6 +6,7 @@ pub(super) mod group;
 mod hello;
 mod lookup;
 mod offset;
+mod ordered;
 mod pull;
 mod receive;
 mod stats;
@@ -59,6 +60,8 @@ pub(crate) async fn handle(
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),
         RequestCode::SendTimer => timer::send_timer(services, &frame).await,
         RequestCode::Recall => timer::recall(services, &frame).await,
+        RequestCode::LockBatch => ordered::lock(services, &frame),
+        RequestCode::UnlockBatch => ordered::unlock(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
