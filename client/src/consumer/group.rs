@@ -53,9 +53,12 @@ pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
         .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
         .collect();
     let released = apply_assignment(shared, &wanted).await?;
+    // An ordered member opens a granted queue only once it holds the queue's lock.
+    let waiting_for_locks = matches!(shared.mode, Mode::Ordered)
+        && shared.queues.lock().map_err(|_| poisoned())?.len() < wanted.len();
     Ok(if released {
         Next::Now
-    } else if resp.pending_queues > 0 {
+    } else if resp.pending_queues > 0 || waiting_for_locks {
         Next::Soon
     } else {
         Next::Later
@@ -238,16 +241,37 @@ pub(crate) async fn apply_assignment(
         .iter()
         .map(|c| (c.topic.clone(), c.queue_id))
         .collect();
-    for (topic, queue_id) in wanted.difference(&current) {
+    // Granted back before its last commit landed: opened once that commit did, so that
+    // it starts from it.
+    let to_open: Vec<(String, u32)> = wanted
+        .difference(&current)
+        .filter(|k| !unreleased.contains(*k))
+        .cloned()
+        .collect();
+    // An ordered member takes the queue's lock before it reads where to start: the old
+    // owner commits before it unlocks, so the start includes its every ack.
+    let locks = match shared.mode {
+        Mode::Ordered => Some(super::push::lock_queues(shared, &to_open).await),
+        _ => None,
+    };
+    for (topic, queue_id) in &to_open {
         if shared.cancel.is_cancelled() {
             break;
         }
-        if unreleased.contains(&(topic.clone(), *queue_id)) {
-            // Granted back before its last commit landed: open it once that commit did,
-            // so that it starts from it.
-            continue;
-        }
+        let lock = match &locks {
+            Some(held) => match held.get(&(topic.clone(), *queue_id)) {
+                Some(lock) => Some(*lock),
+                // Still locked by its old owner: asked again at the next heartbeat.
+                None => continue,
+            },
+            None => None,
+        };
         let q = open_queue(shared, topic, *queue_id).await?;
+        if let Some(lock) = lock {
+            *q.lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
+        }
         let puller = run_puller(
             Arc::clone(&q),
             Arc::clone(shared),

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 mod ordered;
 mod receive_mode;
 
-pub(crate) use ordered::unlock_queues;
 pub use ordered::OrderedOptions;
+pub(crate) use ordered::{lock_queues, unlock_queues};
 pub use receive_mode::{retry_delay, Failure, DEFAULT_RETRY_DELAYS_MS};
 
 use super::{ConsumerEvent, Delivery, PullConsumer};

@@ -317,6 +317,49 @@ async fn lock_held(shared: &Shared, q: &QueueShared) -> bool {
     }
 }
 
+/// Takes the broker's locks on queues this member was just granted; returns the ones it
+/// holds now, each with the end of its lease (counted from when the request was sent).
+/// A failed request holds none: they are asked for again at the next heartbeat.
+pub(crate) async fn lock_queues(
+    shared: &Shared,
+    queues: &[(String, u32)],
+) -> HashMap<(String, u32), (Instant, Duration)> {
+    let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (topic, q) in queues {
+        by_topic.entry(topic.clone()).or_default().push(*q);
+    }
+    if by_topic.is_empty() {
+        return HashMap::new();
+    }
+    let req = LockBatchRequest {
+        group: shared.group.clone(),
+        client_id: shared.conn.client_id().to_owned(),
+        queues: by_topic
+            .into_iter()
+            .map(|(topic, queue_ids)| QueueAssignment { topic, queue_ids })
+            .collect(),
+    };
+    let sent = Instant::now();
+    match shared.conn.call(&req, &[]).await {
+        Ok((resp, _)) => {
+            let lease = Duration::from_millis(resp.lease_ms);
+            resp.locked
+                .into_iter()
+                .flat_map(|a| {
+                    let topic = a.topic;
+                    a.queue_ids
+                        .into_iter()
+                        .map(move |q| ((topic.clone(), q), (sent + lease, lease)))
+                })
+                .collect()
+        }
+        Err(e) => {
+            tracing::warn!(group = %shared.group, error = %e, "queue lock request failed; trying again at the next heartbeat");
+            HashMap::new()
+        }
+    }
+}
+
 /// Releases the broker's locks on queues this member gave up (after their final commit),
 /// so that their new owners start at once. A failure only delays them until the leases
 /// run out.

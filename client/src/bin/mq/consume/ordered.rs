@@ -54,6 +54,7 @@ pub(super) async fn run(broker: &str, args: &ConsumeArgs, stop: &mut Signals) ->
         exec: args.exec.clone(),
         max: args.max,
         started: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
         activity: Notify::new(),
         interrupt: CancellationToken::new(),
     });
@@ -89,7 +90,9 @@ struct State {
     max: Option<u64>,
     /// Handler runs started (retries included), for --max.
     started: AtomicU64,
-    /// Fired at each handler run, for --idle-exit-ms and --max.
+    /// Handler runs finished, for --max: mq stops once the last allowed run finished.
+    finished: AtomicU64,
+    /// Fired as each handler run starts and ends, for --idle-exit-ms and --max.
     activity: Notify,
     /// Cancelled when mq stops: a running --exec gets SIGTERM.
     interrupt: CancellationToken,
@@ -98,16 +101,26 @@ struct State {
 impl State {
     fn max_reached(&self) -> bool {
         self.max
-            .is_some_and(|m| self.started.load(Ordering::Acquire) >= m)
+            .is_some_and(|m| self.finished.load(Ordering::Acquire) >= m)
     }
 
     async fn handle(&self, msg: ReceivedMessage) -> Result<(), Failure<String>> {
+        if self.interrupt.is_cancelled() {
+            return Err(Failure::Retry("mq is stopping".into()));
+        }
         let n = self.started.fetch_add(1, Ordering::AcqRel);
-        self.activity.notify_one();
-        if self.max.is_some_and(|m| n >= m) || self.interrupt.is_cancelled() {
+        if self.max.is_some_and(|m| n >= m) {
             // Past --max: left unacked for the next run rather than handled.
             return Err(Failure::Retry("mq is stopping".into()));
         }
+        self.activity.notify_one();
+        let outcome = self.run(msg).await;
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        self.activity.notify_one();
+        outcome
+    }
+
+    async fn run(&self, msg: ReceivedMessage) -> Result<(), Failure<String>> {
         let Some(cmd) = &self.exec else {
             let print = || -> std::io::Result<()> {
                 let mut line = serde_json::to_vec(&to_json(&msg))?;
