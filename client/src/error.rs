@@ -76,6 +76,15 @@ pub enum Error {
     /// table, zero max attempts, ...).
     #[error("invalid retry policy: {0}")]
     InvalidRetryPolicy(#[from] protocol::group_policy::RetryPolicyError),
+    /// A broadcast consumer's progress file could not be read, parsed or written.
+    #[error("broadcast progress file {path}: {source}")]
+    ProgressFile {
+        /// The file.
+        path: String,
+        /// What failed (`InvalidData` for a file that does not parse).
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

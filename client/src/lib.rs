@@ -14,6 +14,7 @@ mod producer;
 mod route;
 
 pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
+pub use consumer::{BroadcastOptions, OrderedOptions};
 pub use consumer::{
     ConsumerEvent, ConsumerOptions, Delivery, Failure, LeasedMessage, PullConsumer, PushConsumer,
     SimpleConsumer, SimpleConsumerOptions, StartFrom,

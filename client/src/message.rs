@@ -17,6 +17,8 @@ pub struct Message {
     pub(crate) properties: PropertiesBuilder,
     /// Hash of the keys, when set: messages with equal keys go to the same queue.
     pub(crate) key_hash: Option<u64>,
+    /// Set by [`Message::with_message_group`]: the group, not the keys, picks the queue.
+    pub(crate) routed_by_group: bool,
 }
 
 impl Message {
@@ -40,7 +42,9 @@ impl Message {
     #[must_use]
     pub fn with_keys(mut self, keys: &str) -> Self {
         self.properties.push(properties::KEYS, keys);
-        self.key_hash = Some(key_hash(keys));
+        if !self.routed_by_group {
+            self.key_hash = Some(key_hash(keys));
+        }
         self
     }
 
@@ -55,6 +59,18 @@ impl Message {
     #[must_use]
     pub fn with_properties_blob(mut self, blob: &[u8]) -> Self {
         self.properties = PropertiesBuilder::from_blob(blob);
+        self
+    }
+
+    /// Sets the message group (e.g. an order id). A receiving group ([`crate::SimpleConsumer`])
+    /// gets one message group's messages in send order, the next only once the previous
+    /// one is acked; different message groups go in parallel. The producer routes the
+    /// messages of one message group to one queue (the group, not the keys, picks it).
+    #[must_use]
+    pub fn with_message_group(mut self, group: &str) -> Self {
+        self.properties.push(properties::MESSAGE_GROUP, group);
+        self.key_hash = Some(key_hash(group));
+        self.routed_by_group = true;
         self
     }
 
@@ -230,6 +246,11 @@ impl ReceivedMessage {
     /// Its business keys, if it has any.
     pub fn keys(&self) -> Option<&str> {
         self.property(properties::KEYS)
+    }
+
+    /// Its message group, if it has one ([`Message::with_message_group`]).
+    pub fn message_group(&self) -> Option<&str> {
+        self.property(properties::MESSAGE_GROUP)
     }
 
     /// The payload.

@@ -90,6 +90,10 @@ wire_enum!(
         SetGroupPolicy = 90,
         /// Reads a consumer group's retry policy.
         GetGroupPolicy = 91,
+        /// Takes or renews queue locks for ordered consumption ([`crate::ordered`]).
+        LockBatch = 85,
+        /// Releases queue locks ([`crate::ordered`]).
+        UnlockBatch = 86,
     }
 );
 

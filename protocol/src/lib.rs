@@ -29,6 +29,7 @@ pub mod hash;
 pub mod header;
 pub mod messages;
 pub mod names;
+pub mod ordered;
 pub mod properties;
 pub mod receive;
 pub mod record;

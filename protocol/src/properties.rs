@@ -37,6 +37,9 @@ pub const DUE_AT_MS: &str = "DUE_AT_MS";
 /// On a timer message delivered to its topic: the delivery time it was sent with
 /// (wall-clock ms). Its `ORIGIN_MSG_ID` is the id its send was acknowledged with.
 pub const DELIVER_AT_MS: &str = "TIMER_DELIVER_MS";
+/// A message's message group (e.g. an order id): a receiving group gets the messages of
+/// one message group in send order, the next only once the previous one is acked.
+pub const MESSAGE_GROUP: &str = "MSG_GROUP";
 
 /// Builds a property blob.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

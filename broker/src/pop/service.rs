@@ -208,8 +208,8 @@ impl PopService {
         let mut bytes = 0usize;
         let mut skipped_some: Vec<u32> = Vec::new();
         for i in 0..n {
-            let want = max_count.saturating_sub(out.len()).min(st.table.room());
-            if want == 0 || bytes >= max_bytes {
+            let left = max_count.saturating_sub(out.len());
+            if left == 0 || bytes >= max_bytes {
                 break;
             }
             let k = (st.rotate + i) % n;
@@ -227,6 +227,24 @@ impl PopService {
                     .get(&req.group, name, queue_id)
                     .map(|c| (c.offset, c.acked_above))
             });
+            // Message-group messages whose turn came (or whose lease ran out) go first:
+            // they are in flight already, so they need no room.
+            for offset in st.table.ready(q, left) {
+                let Some(record) = read_at(ctx, name, queue_id, offset)? else {
+                    st.table.drop_ready(q, offset);
+                    continue;
+                };
+                let epoch = self.next_epoch();
+                let Some(retries) = st.table.lease_ready(q, offset, epoch, deadline) else {
+                    continue;
+                };
+                bytes += record.bytes().len();
+                out.push(self.received(record, name, queue_id, offset, epoch, retries, deadline));
+            }
+            let want = max_count.saturating_sub(out.len()).min(st.table.room());
+            if want == 0 || bytes >= max_bytes {
+                continue;
+            }
             let cursor = st.table.cursor(q);
             let got = ctx.store.get_messages(GetRequest {
                 topic: name,
@@ -246,10 +264,11 @@ impl PopService {
             };
             let mut offsets = Vec::with_capacity(got.messages.len());
             let mut records = Vec::with_capacity(got.messages.len());
+            let mut groups = Vec::with_capacity(got.messages.len());
             for r in got.messages {
                 let o = r.view().queue_offset();
                 if o >= cursor && !st.table.is_skipped(q, o) {
-                    bytes += r.bytes().len();
+                    groups.push(message_group(&r));
                     offsets.push(o);
                     records.push(r);
                 }
@@ -259,24 +278,17 @@ impl PopService {
             }
             let epochs = self.next_epochs(offsets.len());
             let epochs: Vec<u64> = epochs.collect();
-            st.table.grant(q, scanned_to, &offsets, &epochs, deadline);
-            for ((record, offset), epoch) in records.into_iter().zip(offsets).zip(epochs) {
-                let receipt = Receipt {
-                    run: self.run,
-                    epoch,
-                    topic: name,
-                    queue_id,
-                    offset,
-                };
-                let attempt = record.view().reconsume_times().saturating_add(1);
-                out.push(Received {
-                    lease: Lease {
-                        receipt_handle: receipt.encode(),
-                        delivery_attempt: attempt,
-                        invisible_until_ms: deadline,
-                    },
-                    record,
-                });
+            let groups: Vec<Option<&str>> = groups.iter().map(Option::as_deref).collect();
+            let leased = st
+                .table
+                .grant_grouped(q, scanned_to, &offsets, &epochs, &groups, deadline);
+            let granted = records.into_iter().zip(offsets).zip(epochs).zip(leased);
+            for (((record, offset), epoch), leased) in granted {
+                // A parked message waits for its group's older one; it is not returned.
+                if leased {
+                    bytes += record.bytes().len();
+                    out.push(self.received(record, name, queue_id, offset, epoch, 0, deadline));
+                }
             }
         }
         st.rotate = st.rotate.wrapping_add(1);
@@ -289,6 +301,41 @@ impl PopService {
             self.wake_timer_for(deadline);
         }
         Ok(out)
+    }
+
+    /// One received message: its record and a lease with a new handle. `retries`: the
+    /// in-place redeliveries of a message-group message so far.
+    #[allow(clippy::too_many_arguments)]
+    fn received(
+        &self,
+        record: RecordRef,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        epoch: u64,
+        retries: u32,
+        deadline_ms: u64,
+    ) -> Received {
+        let receipt = Receipt {
+            run: self.run,
+            epoch,
+            topic,
+            queue_id,
+            offset,
+        };
+        let attempt = record
+            .view()
+            .reconsume_times()
+            .saturating_add(1)
+            .saturating_add(retries);
+        Received {
+            lease: Lease {
+                receipt_handle: receipt.encode(),
+                delivery_attempt: attempt,
+                invisible_until_ms: deadline_ms,
+            },
+            record,
+        }
     }
 
     /// Acks a batch of handles; returns those refused (stale or malformed). The acks
@@ -461,27 +508,43 @@ impl PopService {
     }
 
     fn expire_some(&self, ctx: &Ctx<'_>, group: &str, entry: &GroupEntry, now_ms: u64) -> usize {
+        let max_retries = ctx
+            .retry
+            .group_max_reconsume_times(group)
+            .unwrap_or(ctx.retry.config().max_reconsume_times);
         let mut st = entry.lock();
-        let due: Vec<(u32, String, u32, u64)> = st
-            .table
-            .expire(now_ms, EXPIRE_BATCH, self.next_epoch())
-            .into_iter()
-            .map(|(q, o)| {
-                let (t, id) = st.table.name(q);
-                (q, t.to_owned(), id, o)
-            })
-            .collect();
+        let expired = st.table.expire(now_ms, EXPIRE_BATCH, self.next_epoch());
+        let n = expired.len();
+        let mut due: Vec<(u32, String, u32, u64, bool)> = Vec::with_capacity(n);
+        for (q, o) in expired {
+            // A message-group message is delivered again in place (a copy in the retry
+            // topic would come after its group's later messages), until its attempts
+            // run out; then it is dead-lettered.
+            let dead = match st.table.fifo_retries(q, o) {
+                Some(r) if r < max_retries => {
+                    st.table.make_ready(q, o);
+                    continue;
+                }
+                Some(_) => true,
+                None => false,
+            };
+            let (t, id) = st.table.name(q);
+            due.push((q, t.to_owned(), id, o, dead));
+        }
         drop(st);
         if due.is_empty() {
-            return 0;
+            if n > 0 {
+                entry.room.notify_waiters();
+            }
+            return n;
         }
         let results: Vec<_> = due
             .iter()
-            .map(|(_, t, id, o)| copy(ctx, group, t, *id, *o, false))
+            .map(|(_, t, id, o, dead)| copy(ctx, group, t, *id, *o, *dead))
             .collect();
         let mut st = entry.lock();
         let mut touched: Vec<u32> = Vec::new();
-        for ((q, t, id, o), result) in due.iter().zip(results) {
+        for ((q, t, id, o, _), result) in due.iter().zip(results) {
             match result {
                 Ok(_) => {
                     st.table.end(*q, *o);
@@ -502,7 +565,7 @@ impl PopService {
         }
         drop(st);
         entry.room.notify_waiters();
-        due.len()
+        n
     }
 
     /// The earliest deadline of any lease; records it as what the timer sleeps to.
@@ -616,6 +679,36 @@ fn commit(ctx: &Ctx<'_>, group: &str, table: &GroupTable, queues: &[u32]) -> Res
         .collect();
     ctx.offsets.commit(group, &commits)?;
     Ok(())
+}
+
+/// The message group a record carries, if any.
+fn message_group(record: &RecordRef) -> Option<String> {
+    protocol::properties::Properties::new(record.view().properties())
+        .get(protocol::properties::MESSAGE_GROUP)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+}
+
+/// The record at (topic, queue, offset); `None` when retention removed it.
+fn read_at(
+    ctx: &Ctx<'_>,
+    topic: &str,
+    queue_id: u32,
+    offset: u64,
+) -> Result<Option<RecordRef>, PopError> {
+    let got = ctx.store.get_messages(GetRequest {
+        topic,
+        queue_id,
+        from: QueueOffset::new(offset),
+        max_count: 1,
+        max_bytes: usize::MAX,
+        filter: &TagFilter::All,
+    })?;
+    Ok(got
+        .messages
+        .into_iter()
+        .next()
+        .filter(|r| r.view().queue_offset() == offset))
 }
 
 /// Copies the message at (topic, queue, offset) to the group's retry topic or dead-letter

@@ -13,8 +13,16 @@
 //! (every handle of it is refused) while the service writes its copy to the retry topic or
 //! the dead-letter queue; then it is ended (done), or, if the write failed, leased again
 //! to nobody with a new deadline so the write is retried when that passes.
+//!
+//! Messages that carry a *message group* are served first in, first out per (queue,
+//! message group): only the group's oldest unfinished message is leased; the later ones
+//! are *parked* (held by nobody, never due) until it ends. A lease of such a message that
+//! runs out does not go to the retry topic (its copy would come after the group's later
+//! messages): the slot becomes *ready* again in place, for the next receive, with one
+//! more attempt. Parked and ready slots count as in flight, so the committed floor never
+//! passes them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use protocol::messages::OffsetRange;
 
@@ -22,6 +30,12 @@ use crate::groups::ack::{self, MAX_ACK_RANGES};
 
 /// Deadline of an ending lease: never due.
 const ENDING: u64 = u64::MAX;
+/// Deadline of a message-group slot waiting behind the group's older message.
+const PARKED: u64 = u64::MAX - 1;
+/// Deadline of a message-group slot that the next receive hands out again.
+const READY: u64 = u64::MAX - 2;
+/// Epoch of a parked or ready slot: no handle carries it.
+const NOBODY: u64 = u64::MAX;
 /// Epoch of a slot whose lease is over (epochs handed out start at 1).
 const DONE: u64 = 0;
 /// Done slots a queue may keep beyond one per live lease before it compacts, and stale
@@ -59,6 +73,20 @@ struct QueueState {
     /// are dropped in bulk once they outnumber the live ones.
     slots: VecDeque<Slot>,
     done_slots: usize,
+    /// Message-group slots by offset: their group and failed attempts in place.
+    fifo: HashMap<u64, Fifo>,
+    /// Per message group, its unfinished offsets in order; the front one is leased or
+    /// ready, the others parked.
+    groups: HashMap<String, VecDeque<u64>>,
+    /// Ready slots, handed out by the next receive.
+    ready: BTreeSet<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Fifo {
+    group: String,
+    /// Leases of it that ran out (its in-place redeliveries so far).
+    retries: u32,
 }
 
 impl QueueState {
@@ -165,6 +193,9 @@ impl GroupTable {
             skip,
             slots: VecDeque::new(),
             done_slots: 0,
+            fifo: HashMap::new(),
+            groups: HashMap::new(),
+            ready: BTreeSet::new(),
         });
         self.index
             .entry(topic.to_owned())
@@ -209,6 +240,8 @@ impl GroupTable {
     /// Leases `offsets` (each at or above the cursor and below `scanned_to`, ascending,
     /// none skipped) with `epochs[i]` (never 0) until `deadline_ms`, and moves the cursor
     /// to `scanned_to`: what lies between was read and not leased, so it is done.
+    /// (The model tests' entry point; receives go through [`GroupTable::grant_grouped`].)
+    #[cfg(test)]
     pub(crate) fn grant(
         &mut self,
         q: u32,
@@ -217,23 +250,61 @@ impl GroupTable {
         epochs: &[u64],
         deadline_ms: u64,
     ) {
+        let groups = vec![None; offsets.len()];
+        self.grant_grouped(q, scanned_to, offsets, epochs, &groups, deadline_ms);
+    }
+
+    /// As [`GroupTable::grant`] for offsets that may carry a message group
+    /// (`groups[i]`): one whose group has an unfinished older message is parked instead of
+    /// leased. Returns, per offset, whether it was leased.
+    pub(crate) fn grant_grouped(
+        &mut self,
+        q: u32,
+        scanned_to: u64,
+        offsets: &[u64],
+        epochs: &[u64],
+        groups: &[Option<&str>],
+        deadline_ms: u64,
+    ) -> Vec<bool> {
         let s = &mut self.queues[q as usize];
         let mut due = Vec::with_capacity(offsets.len());
-        for (o, e) in offsets.iter().zip(epochs) {
+        let mut leased = Vec::with_capacity(offsets.len());
+        for ((o, e), g) in offsets.iter().zip(epochs).zip(groups) {
             debug_assert!(*o >= s.cursor && *o < scanned_to && *e != DONE);
             debug_assert!(s.slots.back().is_none_or(|b| b.offset < *o));
-            s.slots.push_back(Slot {
-                offset: *o,
-                lease: Lease {
+            let parked = match g {
+                None => false,
+                Some(g) => {
+                    let line = s.groups.entry((*g).to_owned()).or_default();
+                    line.push_back(*o);
+                    s.fifo.insert(
+                        *o,
+                        Fifo {
+                            group: (*g).to_owned(),
+                            retries: 0,
+                        },
+                    );
+                    line.len() > 1
+                }
+            };
+            let lease = if parked {
+                Lease {
+                    epoch: NOBODY,
+                    deadline_ms: PARKED,
+                }
+            } else {
+                due.push(Due {
+                    q,
+                    offset: *o,
+                    epoch: *e,
+                });
+                Lease {
                     epoch: *e,
                     deadline_ms,
-                },
-            });
-            due.push(Due {
-                q,
-                offset: *o,
-                epoch: *e,
-            });
+                }
+            };
+            s.slots.push_back(Slot { offset: *o, lease });
+            leased.push(!parked);
         }
         self.in_flight += offsets.len();
         s.cursor = s.cursor.max(scanned_to);
@@ -242,12 +313,74 @@ impl GroupTable {
             s.skip.retain(|r| r.end > cursor);
         }
         self.add_due(deadline_ms, due);
+        leased
+    }
+
+    /// Up to `max` ready message-group slots of a queue, oldest first.
+    pub(crate) fn ready(&self, q: u32, max: usize) -> Vec<u64> {
+        self.queues[q as usize]
+            .ready
+            .iter()
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    /// Leases a ready slot with `epoch` until `deadline_ms`; returns its in-place
+    /// redeliveries so far (`None`: it was not ready).
+    pub(crate) fn lease_ready(
+        &mut self,
+        q: u32,
+        offset: u64,
+        epoch: u64,
+        deadline_ms: u64,
+    ) -> Option<u32> {
+        let s = &mut self.queues[q as usize];
+        if !s.ready.remove(&offset) {
+            return None;
+        }
+        let retries = s.fifo.get(&offset).map_or(0, |f| f.retries);
+        if let Some(l) = s.get_mut(offset) {
+            *l = Lease { epoch, deadline_ms };
+        }
+        self.add_due(deadline_ms, vec![Due { q, offset, epoch }]);
+        Some(retries)
+    }
+
+    /// For an ending lease of a message-group message: its in-place redeliveries so far
+    /// (`None`: it has no message group).
+    pub(crate) fn fifo_retries(&self, q: u32, offset: u64) -> Option<u32> {
+        self.queues[q as usize].fifo.get(&offset).map(|f| f.retries)
+    }
+
+    /// Makes an ending message-group lease ready again in place, one attempt more.
+    pub(crate) fn make_ready(&mut self, q: u32, offset: u64) {
+        let s = &mut self.queues[q as usize];
+        let Some(l) = s.get_mut(offset) else { return };
+        if l.deadline_ms != ENDING {
+            return;
+        }
+        *l = Lease {
+            epoch: NOBODY,
+            deadline_ms: READY,
+        };
+        if let Some(f) = s.fifo.get_mut(&offset) {
+            f.retries = f.retries.saturating_add(1);
+        }
+        s.ready.insert(offset);
+    }
+
+    /// Ends a ready slot whose message is gone (removed by retention).
+    pub(crate) fn drop_ready(&mut self, q: u32, offset: u64) {
+        if self.queues[q as usize].ready.remove(&offset) {
+            self.remove(q, offset);
+        }
     }
 
     /// The live (not ending) lease at `offset` if it carries `epoch`.
     pub(crate) fn check(&self, q: u32, offset: u64, epoch: u64) -> Result<Lease, Stale> {
         match self.queues.get(q as usize).and_then(|s| s.get(offset)) {
-            Some(l) if l.epoch == epoch && l.deadline_ms != ENDING => Ok(l),
+            Some(l) if l.epoch == epoch && l.deadline_ms < READY => Ok(l),
             _ => Err(Stale),
         }
     }
@@ -460,7 +593,7 @@ impl GroupTable {
             let q = u32::try_from(q).unwrap_or(u32::MAX);
             for slot in &s.slots {
                 let l = slot.lease;
-                if l.epoch != DONE && l.deadline_ms != ENDING {
+                if l.epoch != DONE && l.deadline_ms < READY {
                     expiry.entry(l.deadline_ms).or_default().push(Due {
                         q,
                         offset: slot.offset,
@@ -486,6 +619,33 @@ impl GroupTable {
     fn remove(&mut self, q: u32, offset: u64) {
         if self.queues[q as usize].remove(offset) {
             self.in_flight -= 1;
+            self.release_next(q, offset);
+        }
+    }
+
+    /// After a message-group message ended: the group's next message becomes ready.
+    fn release_next(&mut self, q: u32, offset: u64) {
+        let s = &mut self.queues[q as usize];
+        let Some(f) = s.fifo.remove(&offset) else {
+            return;
+        };
+        s.ready.remove(&offset);
+        let Some(line) = s.groups.get_mut(&f.group) else {
+            return;
+        };
+        line.retain(|o| *o != offset);
+        let Some(&next) = line.front() else {
+            s.groups.remove(&f.group);
+            return;
+        };
+        if let Some(l) = s.get_mut(next) {
+            if l.deadline_ms == PARKED {
+                *l = Lease {
+                    epoch: NOBODY,
+                    deadline_ms: READY,
+                };
+                s.ready.insert(next);
+            }
         }
     }
 }
@@ -493,3 +653,7 @@ impl GroupTable {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "table_fifo_tests.rs"]
+mod fifo_tests;

@@ -81,6 +81,7 @@ pub(crate) async fn expire_members(services: Arc<Services>) {
         for (group, client) in services.groups.expire(now_ms()) {
             tracing::info!(%group, %client, "consumer expired after missing heartbeats");
         }
+        services.queue_locks.sweep(now_ms());
     }
 }
 

@@ -17,7 +17,9 @@ use super::send::Appender;
 use super::services::Services;
 use super::{background, listener, resources};
 use crate::config::{ByteSize, Config, ConfigError, HttpListen, DEFAULT_HTTP_LISTEN};
-use crate::groups::{ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError};
+use crate::groups::{
+    ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError, QueueLocks,
+};
 use crate::http::{HttpServer, Recorder};
 use crate::long_polling::LongPolling;
 use crate::pop::PopService;
@@ -157,6 +159,7 @@ impl Broker {
             pop,
             timer,
             groups: GroupCoordinator::new(config.session_timeout_ms, Box::new(ContiguousEvenSplit)),
+            queue_locks: QueueLocks::new(config.session_timeout_ms),
             config,
             store,
             offsets,

@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use super::send::Appender;
 use crate::config::Config;
-use crate::groups::{ConsumerOffsets, GroupCoordinator};
+use crate::groups::{ConsumerOffsets, GroupCoordinator, QueueLocks};
 use crate::long_polling::LongPolling;
 use crate::pop::PopService;
 use crate::retry::RetryService;
@@ -34,4 +34,6 @@ pub(crate) struct Services {
     pub(crate) shutdown: CancellationToken,
     /// Every task the server spawns, so shutdown can wait for all of them.
     pub(crate) tracker: TaskTracker,
+    /// Queue locks of ordered consumers; a lock lasts one session timeout.
+    pub(crate) queue_locks: QueueLocks,
 }

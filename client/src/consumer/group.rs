@@ -14,7 +14,7 @@ use protocol::Status;
 
 use super::ack::AckTracker;
 use super::queue::{run_puller, QueueShared};
-use super::{Shared, StartFrom};
+use super::{Mode, Shared, StartFrom};
 use crate::error::Result;
 
 /// How often a member heartbeats while queues of its target assignment are still held by
@@ -34,6 +34,9 @@ pub(crate) enum Next {
 
 /// One heartbeat, reporting the queues held; applies the assignment in the reply.
 pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
+    if matches!(shared.mode, Mode::Broadcast(_)) {
+        return super::broadcast::assign_once(shared).await;
+    }
     retry_unreleased(shared).await;
     let req = HeartbeatRequest {
         group: shared.group.clone(),
@@ -50,9 +53,12 @@ pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
         .flat_map(|a| a.queue_ids.iter().map(|q| (a.topic.clone(), *q)))
         .collect();
     let released = apply_assignment(shared, &wanted).await?;
+    // An ordered member opens a granted queue only once it holds the queue's lock.
+    let waiting_for_locks = matches!(shared.mode, Mode::Ordered)
+        && shared.queues.lock().map_err(|_| poisoned())?.len() < wanted.len();
     Ok(if released {
         Next::Now
-    } else if resp.pending_queues > 0 {
+    } else if resp.pending_queues > 0 || waiting_for_locks {
         Next::Soon
     } else {
         Next::Later
@@ -196,7 +202,10 @@ fn follow_reset(shared: &Shared, epoch: u64) {
 
 /// Drops lost queues (after committing them) and starts new ones from their committed
 /// position. Returns whether queues were dropped (and their commits sent).
-async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>) -> Result<bool> {
+pub(crate) async fn apply_assignment(
+    shared: &Arc<Shared>,
+    wanted: &BTreeSet<(String, u32)>,
+) -> Result<bool> {
     let (lost, current): (Vec<_>, BTreeSet<_>) = {
         let mut map = shared.queues.lock().map_err(|_| poisoned())?;
         let lost_keys: Vec<_> = map
@@ -209,6 +218,8 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
     };
     if !lost.is_empty() {
         for q in &lost {
+            // An ordered worker finishes (and acks) the message it is handling first.
+            let _idle = q.busy.lock().await;
             q.revoked.store(true, Ordering::Release);
             q.cancel.cancel();
         }
@@ -219,6 +230,9 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
             keep_unreleased(shared, keep);
             return Err(e);
         }
+        if matches!(shared.mode, Mode::Ordered) {
+            super::push::unlock_queues(shared, &lost).await;
+        }
     }
     let unreleased: BTreeSet<(String, u32)> = shared
         .unreleased
@@ -227,16 +241,37 @@ async fn apply_assignment(shared: &Arc<Shared>, wanted: &BTreeSet<(String, u32)>
         .iter()
         .map(|c| (c.topic.clone(), c.queue_id))
         .collect();
-    for (topic, queue_id) in wanted.difference(&current) {
+    // Granted back before its last commit landed: opened once that commit did, so that
+    // it starts from it.
+    let to_open: Vec<(String, u32)> = wanted
+        .difference(&current)
+        .filter(|k| !unreleased.contains(*k))
+        .cloned()
+        .collect();
+    // An ordered member takes the queue's lock before it reads where to start: the old
+    // owner commits before it unlocks, so the start includes its every ack.
+    let locks = match shared.mode {
+        Mode::Ordered => Some(super::push::lock_queues(shared, &to_open).await),
+        _ => None,
+    };
+    for (topic, queue_id) in &to_open {
         if shared.cancel.is_cancelled() {
             break;
         }
-        if unreleased.contains(&(topic.clone(), *queue_id)) {
-            // Granted back before its last commit landed: open it once that commit did,
-            // so that it starts from it.
-            continue;
-        }
+        let lock = match &locks {
+            Some(held) => match held.get(&(topic.clone(), *queue_id)) {
+                Some(lock) => Some(*lock),
+                // Still locked by its old owner: asked again at the next heartbeat.
+                None => continue,
+            },
+            None => None,
+        };
         let q = open_queue(shared, topic, *queue_id).await?;
+        if let Some(lock) = lock {
+            *q.lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
+        }
         let puller = run_puller(
             Arc::clone(&q),
             Arc::clone(shared),
@@ -263,8 +298,11 @@ async fn open_queue(shared: &Arc<Shared>, topic: &str, queue_id: u32) -> Result<
         topic: topic.to_string(),
         queue_id,
     };
-    let (resp, _) = shared.conn.call(&req, &[]).await?;
-    let tracker = match resp.committed {
+    let committed = match &shared.mode {
+        Mode::Broadcast(progress) => progress.get(topic, queue_id),
+        _ => shared.conn.call(&req, &[]).await?.0.committed,
+    };
+    let tracker = match committed {
         Some(c) => AckTracker::new(c.offset, &c.acked_above),
         None => AckTracker::new(start_offset(shared, topic, queue_id).await?, &[]),
     };
@@ -345,6 +383,9 @@ async fn send_commits(
     if commits.is_empty() {
         return Ok(());
     }
+    if let Mode::Broadcast(progress) = &shared.mode {
+        return progress.save(commits).await;
+    }
     let req = CommitOffsetRequest {
         group: shared.group.clone(),
         commits,
@@ -359,6 +400,10 @@ async fn send_commits(
 }
 
 pub(crate) async fn leave(shared: &Shared) -> Result<()> {
+    if matches!(shared.mode, Mode::Broadcast(_)) {
+        // Never joined: a broadcast instance is not a member on the broker.
+        return Ok(());
+    }
     let req = LeaveGroupRequest {
         group: shared.group.clone(),
         client_id: shared.conn.client_id().to_string(),

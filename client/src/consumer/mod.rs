@@ -7,6 +7,7 @@
 //! changed queues every N acks or T ms, when a queue is lost, and on close.
 
 mod ack;
+mod broadcast;
 mod group;
 mod push;
 mod queue;
@@ -27,7 +28,8 @@ use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
 use crate::message::ReceivedMessage;
 
-pub use push::{retry_delay, Failure, PushConsumer, DEFAULT_RETRY_DELAYS_MS};
+pub use broadcast::BroadcastOptions;
+pub use push::{retry_delay, Failure, OrderedOptions, PushConsumer, DEFAULT_RETRY_DELAYS_MS};
 pub(crate) use queue::QueueShared;
 pub use simple::{LeasedMessage, SimpleConsumer, SimpleConsumerOptions};
 
@@ -180,6 +182,19 @@ pub(crate) struct Shared {
     /// Events for the application; unbounded because they are rare (one per skip or
     /// refusal) and must not be dropped.
     pub(crate) events: mpsc::UnboundedSender<ConsumerEvent>,
+    /// How the member shares the group's queues.
+    pub(crate) mode: Mode,
+}
+
+/// How a consumer shares its group's queues with the other members.
+pub(crate) enum Mode {
+    /// The queues are split among the members; messages are handled in any order.
+    Clustering,
+    /// Split among the members, and each queue is handled one message at a time under the
+    /// broker's queue lock ([`PushConsumer::start_ordered`]).
+    Ordered,
+    /// Every instance consumes every queue; its progress lives in a local file.
+    Broadcast(broadcast::Progress),
 }
 
 impl Shared {
@@ -231,6 +246,13 @@ impl Acker {
     /// # Errors
     /// A permanent refusal by the broker; the message then stays unacked (ack it to drop it).
     pub async fn nack(&self, msg: &ReceivedMessage) -> Result<()> {
+        if matches!(self.shared.mode, Mode::Broadcast(_)) {
+            return Err(Error::InvalidArgument(
+                "a broadcast consumer does not retry: its group's retry topic is not consumed \
+                 by every instance; ack the message or handle the failure locally"
+                    .into(),
+            ));
+        }
         let req = SendBackRequest {
             group: self.shared.group.clone(),
             msg_id: msg.delivered_msg_id(),
@@ -370,6 +392,54 @@ impl PullConsumer {
         subscriptions: &[(&str, &str)],
         opts: ConsumerOptions,
     ) -> Result<Self> {
+        Self::start(conn, group, subscriptions, opts, Mode::Clustering).await
+    }
+
+    /// Connects and joins `group` as an ordered consumer: each owned queue is handed to
+    /// [`PushConsumer::start_ordered`]'s handler one message at a time, under the broker's
+    /// lock on the queue, so that no other member handles it meanwhile, not even during a
+    /// rebalance.
+    ///
+    /// # Errors
+    /// As [`PullConsumer::connect`].
+    pub async fn connect_ordered(
+        addr: &str,
+        group: &str,
+        subscriptions: &[(&str, &str)],
+        opts: ConsumerOptions,
+    ) -> Result<Self> {
+        let conn = Connection::connect(addr, ConnectOptions::default()).await?;
+        Self::start(conn, group, subscriptions, opts, Mode::Ordered).await
+    }
+
+    /// Connects as one instance of broadcast group `group`: it consumes every queue of its
+    /// topics, whatever other instances do, and keeps its progress in
+    /// `broadcast.progress_file` (not on the broker). Without progress in that file a queue
+    /// starts at `broadcast.start_from` (latest by default). Failed messages are not
+    /// retried: [`Acker::nack`] is refused.
+    ///
+    /// # Errors
+    /// As [`PullConsumer::connect`]; a progress file that cannot be read or parsed.
+    pub async fn connect_broadcast(
+        addr: &str,
+        group: &str,
+        subscriptions: &[(&str, &str)],
+        mut opts: ConsumerOptions,
+        broadcast: BroadcastOptions,
+    ) -> Result<Self> {
+        let progress = broadcast::Progress::load(&broadcast.progress_file, group)?;
+        opts.start_from = broadcast.start_from;
+        let conn = Connection::connect(addr, ConnectOptions::default()).await?;
+        Self::start(conn, group, subscriptions, opts, Mode::Broadcast(progress)).await
+    }
+
+    async fn start(
+        conn: Connection,
+        group: &str,
+        subscriptions: &[(&str, &str)],
+        opts: ConsumerOptions,
+        mode: Mode,
+    ) -> Result<Self> {
         let invalid = |name: &str, source| Error::InvalidName {
             name: name.to_string(),
             source,
@@ -418,6 +488,7 @@ impl PullConsumer {
             reset_epoch: AtomicU64::new(0),
             unreleased: Mutex::new(Vec::new()),
             events: events_tx,
+            mode,
         });
         // The first heartbeat happens here so that errors (bad group, no broker) surface.
         let next = group::heartbeat_once(&shared).await?;
@@ -436,6 +507,20 @@ impl PullConsumer {
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.shared.group
+    }
+
+    /// Whether this consumer was started by [`PullConsumer::connect_ordered`].
+    pub fn is_ordered(&self) -> bool {
+        matches!(self.shared.mode, Mode::Ordered)
+    }
+
+    /// Whether this consumer was started by [`PullConsumer::connect_broadcast`].
+    pub fn is_broadcast(&self) -> bool {
+        matches!(self.shared.mode, Mode::Broadcast(_))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// This member's id in the group.

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+mod ordered;
 mod receive_mode;
 
+pub use ordered::OrderedOptions;
+pub(crate) use ordered::{lock_queues, unlock_queues};
 pub use receive_mode::{retry_delay, Failure, DEFAULT_RETRY_DELAYS_MS};
 
 use super::{ConsumerEvent, Delivery, PullConsumer};
@@ -83,6 +86,8 @@ where
 {
     let pool = Arc::new(Semaphore::new(workers));
     let acker = consumer.acker();
+    // A broadcast instance does not retry (nobody consumes its retry topic for it).
+    let broadcast = consumer.is_broadcast();
     loop {
         let msg = tokio::select! {
             () = stop.cancelled() => break,
@@ -105,6 +110,10 @@ where
             let _permit = permit;
             match handler(msg.clone()).await {
                 Ok(()) => acker.ack(&msg),
+                Err(e) if broadcast => {
+                    tracing::warn!(msg_id = %msg.msg_id(), error = %e, "broadcast handler failed; message dropped");
+                    acker.ack(&msg);
+                }
                 Err(e) => {
                     tracing::debug!(msg_id = %msg.msg_id(), error = %e, "handler failed, nacking");
                     if let Err(e) = acker.nack(&msg).await {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::messages::{PullRequest, PullResponse, PullStatus, QueueCommit};
@@ -33,6 +33,13 @@ pub struct QueueShared {
     /// Set when the queue is given up; its later deliveries and acks are ignored.
     pub(crate) revoked: AtomicBool,
     pub(crate) cancel: CancellationToken,
+    /// Held by an ordered worker while it handles one of the queue's messages; taken
+    /// before the queue is given up, so that no message is mid-handler when its final
+    /// commit is sent (ordered consumption's hand-over).
+    pub(crate) busy: tokio::sync::Mutex<()>,
+    /// Until when this member holds the broker's lock on the queue, and the lease length
+    /// (ordered consumption).
+    pub(crate) lock: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl AckQueue for QueueShared {
@@ -65,6 +72,8 @@ impl QueueShared {
             space: Notify::new(),
             revoked: AtomicBool::new(false),
             cancel,
+            busy: tokio::sync::Mutex::new(()),
+            lock: Mutex::new(None),
         }
     }
 

@@ -53,6 +53,7 @@ fn watch_connection(services: &Arc<Services>, conn: &Session, group: String, cli
             return;
         }
         if s.groups.connection_closed(&group, &client, id) {
+            s.queue_locks.release_member(&group, &client);
             tracing::info!(%group, %client, "consumer connection closed; its queues move now");
         }
     });
@@ -60,6 +61,9 @@ fn watch_connection(services: &Arc<Services>, conn: &Session, group: String, cli
 
 pub(super) fn leave(services: &Services, frame: &Frame) -> HandlerResult {
     let req: LeaveGroupRequest = decode(frame)?;
+    services
+        .queue_locks
+        .release_member(&req.group, &req.client_id);
     if services.groups.leave(&req.group, &req.client_id) {
         tracing::info!(group = %req.group, client = %req.client_id, "consumer left");
     }
@@ -148,6 +152,7 @@ pub(crate) fn delete_group(
     group: &str,
 ) -> Result<DeleteGroupResponse, HandlerError> {
     let members = services.groups.remove_group(group);
+    services.queue_locks.release_group(group);
     let offsets = services.offsets.remove_group(group);
     let mut topics = Vec::new();
     for topic in [retry_topic(group), dlq_topic(group)] {

@@ -7,6 +7,7 @@ mod group_policy;
 mod hello;
 mod lookup;
 mod offset;
+mod ordered;
 mod pull;
 mod receive;
 mod stats;
@@ -62,6 +63,8 @@ pub(crate) async fn handle(
         RequestCode::Recall => timer::recall(services, &frame).await,
         RequestCode::SetGroupPolicy => group_policy::set(services, &frame).await,
         RequestCode::GetGroupPolicy => group_policy::get(services, &frame),
+        RequestCode::LockBatch => ordered::lock(services, &frame),
+        RequestCode::UnlockBatch => ordered::unlock(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

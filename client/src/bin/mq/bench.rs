@@ -1,6 +1,7 @@
 //! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop and timer, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
+mod ordered;
 mod pop;
 mod timer;
 mod workloads;
@@ -96,6 +97,14 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object with the figures on stdout.
     #[arg(long)]
     json: bool,
+    /// Consume: through an ordered push consumer (each queue one message at a time,
+    /// under the broker's queue lock) whose handler only counts.
+    #[arg(long, conflicts_with = "push")]
+    ordered: bool,
+    /// Consume: through a parallel push consumer (64 handler tasks) whose handler only
+    /// counts: the parallel figure to set beside `--ordered`.
+    #[arg(long)]
+    push: bool,
 }
 
 /// What a workload measured.
@@ -139,6 +148,9 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
         tokio::spawn(async move {
             match args.workload {
                 Workload::Produce => workloads::produce(&broker, &args, &progress).await,
+                Workload::Consume if args.ordered || args.push => {
+                    ordered::consume(&broker, &args, &progress).await
+                }
                 Workload::Consume => workloads::consume(&broker, &args, &progress).await,
                 Workload::SyncLatency => workloads::sync_latency(&broker, &args, &progress).await,
                 Workload::E2e => workloads::e2e(&broker, &args, &progress).await,

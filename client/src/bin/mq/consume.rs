@@ -1,7 +1,9 @@
 //! `mq consume TOPIC --group G ...`: one JSON line per message (acked after printing), or
 //! `--exec CMD` run per message (exit 0 acks, 65 rejects to the dead-letter queue, other
 //! non-zero nacks). Commits before exiting. With `--pop`, receives with per-message acks
-//! instead (see `pop`).
+//! instead (see `pop`); with `--ordered`, handles each queue in order under the broker's
+//! queue lock (see `ordered`); with `--broadcast`, consumes every message as one instance
+//! of a broadcast group, its progress in a local file.
 //!
 //! Ctrl-C or SIGTERM while a handler runs: the handler has its own process group (the
 //! terminal's Ctrl-C does not reach it); mq sends it SIGTERM (SIGKILL at a second
@@ -15,6 +17,7 @@ use std::time::Duration;
 use base64::Engine;
 use clap::Args;
 use client::admin::Admin;
+use client::BroadcastOptions;
 use client::{ConsumerEvent, ConsumerOptions, Delivery, PullConsumer, ReceivedMessage, StartFrom};
 use protocol::names::{dlq_topic, RETRY_PREFIX};
 use protocol::properties;
@@ -22,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{CliResult, Signals};
 
+mod ordered;
 mod pop;
 
 /// Exit status of an `--exec` handler that rejects its message (EX_DATAERR: the message
@@ -38,9 +42,10 @@ pub(crate) struct ConsumeArgs {
     /// Tag expression: `*`, `a`, or `a || b`.
     #[arg(long, default_value = "*")]
     tag: String,
-    /// Where a group without a committed offset starts: earliest, latest or TIMESTAMP_MS.
-    #[arg(long, default_value = "earliest", value_parser = crate::parse_start)]
-    from: StartFrom,
+    /// Where a group without a committed offset starts: earliest, latest or TIMESTAMP_MS
+    /// (default earliest; latest with --broadcast).
+    #[arg(long, value_parser = crate::parse_start)]
+    from: Option<StartFrom>,
     /// Stop after this many messages.
     #[arg(long)]
     max: Option<u64>,
@@ -61,6 +66,25 @@ pub(crate) struct ConsumeArgs {
     /// With --pop: how long a received message stays invisible to others, in ms.
     #[arg(long, default_value_t = 30_000, requires = "pop")]
     invisible_ms: u64,
+    /// Ordered consumption: each queue's messages one at a time, in send order, under the
+    /// broker's lock on the queue; a failing --exec is retried in place after the retry
+    /// delay (not through the retry topic), and past --max-reconsume attempts (default 16)
+    /// goes to the dead-letter queue.
+    #[arg(long, conflicts_with_all = ["pop", "broadcast"])]
+    ordered: bool,
+    /// With --ordered: the in-place retry delays in ms, comma-separated, the last one
+    /// repeated (default the broker's table: 1000,5000,10000,30000,...).
+    #[arg(long, value_delimiter = ',', requires = "ordered")]
+    retry_delays_ms: Option<Vec<u64>>,
+    /// Broadcast consumption: this instance gets every message of the topic, whatever
+    /// other instances of the group do; its progress lives in --progress-file, and a new
+    /// instance starts at the latest message. A failing --exec is not retried.
+    #[arg(long, conflicts_with = "pop")]
+    broadcast: bool,
+    /// With --broadcast: this instance's progress file, one per instance (default
+    /// `mq-broadcast-GROUP.progress` in the current directory).
+    #[arg(long, requires = "broadcast")]
+    progress_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
@@ -69,8 +93,11 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
     if args.pop {
         return pop::run(broker, &args, &mut stop).await;
     }
+    if args.ordered {
+        return ordered::run(broker, &args, &mut stop).await;
+    }
     let opts = ConsumerOptions {
-        start_from: args.from,
+        start_from: args.from.unwrap_or(StartFrom::Earliest),
         max_reconsume_times: args.max_reconsume,
         heartbeat_interval: Duration::from_millis(1000),
         long_poll_ms: 1000,
@@ -80,7 +107,20 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> CliResult {
         // A topic that does not exist is a mistake to report, not a reason to wait silently
         // (and auto-creation happens on the first send, never on a subscription).
         Admin::connect(broker).await?.get_topic(&args.topic).await?;
-        PullConsumer::connect(broker, &args.group, &[(&args.topic, &args.tag)], opts).await
+        let subscriptions = [(args.topic.as_str(), args.tag.as_str())];
+        if args.broadcast {
+            let broadcast = BroadcastOptions {
+                progress_file: args
+                    .progress_file
+                    .clone()
+                    .unwrap_or_else(|| format!("mq-broadcast-{}.progress", args.group).into()),
+                start_from: args.from.unwrap_or(StartFrom::Latest),
+            };
+            PullConsumer::connect_broadcast(broker, &args.group, &subscriptions, opts, broadcast)
+                .await
+        } else {
+            PullConsumer::connect(broker, &args.group, &subscriptions, opts).await
+        }
     };
     // A signal while the broker is still being reached stops at once: nothing to commit.
     let mut consumer = tokio::select! {
@@ -150,6 +190,14 @@ async fn consume_loop(
         match &args.exec {
             Some(cmd) => match exec(cmd, &msg, stop).await? {
                 Handled::Succeeded => consumer.ack(&msg),
+                // Broadcast messages are not retried: every instance would get the retry.
+                Handled::Failed | Handled::Rejected if consumer.is_broadcast() => {
+                    eprintln!(
+                        "mq: warning: handler failed on {}; broadcast messages are not retried",
+                        msg.msg_id()
+                    );
+                    consumer.ack(&msg);
+                }
                 Handled::Failed => consumer.nack(&msg).await?,
                 Handled::Rejected => consumer.reject(&msg).await?,
                 // Neither acked nor nacked: delivered again later, no attempt used.

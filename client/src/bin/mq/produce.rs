@@ -1,4 +1,4 @@
-//! `mq produce TOPIC [--tag T] [--key K] [--deliver-at MS | --delay-ms MS]`: one message
+//! `mq produce TOPIC [--tag T] [--key K] [--message-group G] [--deliver-at MS | --delay-ms MS]`: one message
 //! per stdin line, pipelined; one JSON line per ack, in line order, each written as soon as
 //! it and those before it are in. A timer message's ack line adds `deliver_at` and
 //! `recall_handle` (for `mq recall`).
@@ -33,6 +33,10 @@ pub(crate) struct ProduceArgs {
     /// Deliver each message this many ms after the broker receives it.
     #[arg(long, value_name = "MS")]
     delay_ms: Option<u64>,
+    /// Message group of every message (e.g. an order id): receiving groups (`mq consume
+    /// --pop`) get one message group's messages in send order, one at a time.
+    #[arg(long, value_name = "G")]
+    message_group: Option<String>,
 }
 
 /// An ack: a plain send's receipt, or a timer send's.
@@ -108,6 +112,9 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
                 }
                 if let Some(k) = &args.key {
                     msg = msg.with_keys(k);
+                }
+                if let Some(g) = &args.message_group {
+                    msg = msg.with_message_group(g);
                 }
                 let n = line_no;
                 match send(&producer, &args.topic, &msg, at).await {
