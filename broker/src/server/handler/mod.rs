@@ -11,6 +11,7 @@ mod receive;
 mod stats;
 mod timer;
 mod topic;
+pub(super) mod tx;
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +30,7 @@ type HandlerResult = Result<Response, HandlerError>;
 /// Answers one request other than a send.
 pub(crate) async fn handle(
     services: &Arc<Services>,
-    conn: &Session,
+    conn: &Arc<Session>,
     code: RequestCode,
     frame: Frame,
 ) -> Response {
@@ -59,6 +60,13 @@ pub(crate) async fn handle(
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),
         RequestCode::SendTimer => timer::send_timer(services, &frame).await,
         RequestCode::Recall => timer::recall(services, &frame).await,
+        RequestCode::TxRegister => tx::register(services, conn, &frame),
+        RequestCode::TxBegin => tx::begin(services, conn, &frame).await,
+        RequestCode::TxSend => tx::send(services, &frame).await,
+        RequestCode::TxAck => tx::ack(services, &frame).await,
+        RequestCode::TxCommit => tx::commit(services, &frame).await,
+        RequestCode::TxRollback => tx::rollback(services, &frame).await,
+        RequestCode::TxList => tx::list(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
