@@ -454,7 +454,7 @@ async fn open_services(
         .map_err(RetryError::from)?;
         let tx = TxService::open(Arc::clone(&store), tx_config)?;
         let apply = |acks: &[crate::tx::AckItem]| -> Result<(), String> {
-            crate::tx::apply_offset_acks(&offsets, acks)?;
+            tx.apply_offset_acks(&offsets, acks)?;
             offsets.persist().map_err(|e| e.to_string())
         };
         tx.recover(&apply)?;

@@ -14,7 +14,7 @@ use crate::groups::ConsumerOffsets;
 ///
 /// # Errors
 /// The offsets refused the progress (never for ranges built here).
-pub fn apply_offset_acks(offsets: &ConsumerOffsets, acks: &[AckItem]) -> Result<(), String> {
+pub(super) fn apply_offset_acks(offsets: &ConsumerOffsets, acks: &[AckItem]) -> Result<(), String> {
     let mut per_queue: BTreeMap<(&str, &str, u32), Vec<u64>> = BTreeMap::new();
     for a in acks {
         per_queue

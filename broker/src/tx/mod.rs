@@ -44,10 +44,9 @@ mod records;
 mod recovery;
 mod service;
 
-pub use acks::apply_offset_acks;
 pub use error::TxError;
-pub use records::AckItem;
 pub(crate) use records::parse_id;
+pub use records::AckItem;
 pub use recovery::Recovered;
 pub use service::{
     ApplyAcks, Check, OpenTx, TxConfig, TxService, DEFAULT_TX_CHECK_INTERVAL_MS,

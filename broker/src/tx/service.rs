@@ -10,6 +10,7 @@ use protocol::tx::{HALF_TOPIC, OP_TOPIC};
 
 use super::error::TxError;
 use super::records::{self, id_text, AckItem};
+use crate::groups::ConsumerOffsets;
 use crate::store::{MessageId, MessageStore, PutMessage, PutResult, TopicConfig, TopicScope};
 
 /// Default `--tx-timeout-ms`: an open transaction is first checked back after a minute.
@@ -152,6 +153,8 @@ pub struct TxService {
     pub(super) config: TxConfig,
     pub(super) state: Mutex<State>,
     pub(super) checkpoint_path: PathBuf,
+    /// Serialises read-modify-write of committed offsets by concurrent commits.
+    acks_lock: Mutex<()>,
 }
 
 impl TxService {
@@ -172,12 +175,31 @@ impl TxService {
             config,
             state: Mutex::new(State::default()),
             checkpoint_path,
+            acks_lock: Mutex::new(()),
         })
     }
 
     /// The settings in use.
     pub fn config(&self) -> TxConfig {
         self.config
+    }
+
+    /// [`apply_offset_acks`](super::apply_offset_acks), one commit at a time: each reads
+    /// a queue's progress and writes it back with its acks added, so two at once would
+    /// lose one's acks.
+    ///
+    /// # Errors
+    /// As `apply_offset_acks`.
+    pub fn apply_offset_acks(
+        &self,
+        offsets: &ConsumerOffsets,
+        acks: &[AckItem],
+    ) -> Result<(), String> {
+        let _one = self
+            .acks_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        super::acks::apply_offset_acks(offsets, acks)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {

@@ -19,7 +19,7 @@ use crate::pop::{Ctx, Receipt, MAX_INVISIBLE_MS};
 use crate::server::response::{HandlerError, Response};
 use crate::server::session::Session;
 use crate::store::PutMessage;
-use crate::tx::{apply_offset_acks, AckItem, TxError};
+use crate::tx::{AckItem, TxError};
 
 impl From<TxError> for HandlerError {
     fn from(e: TxError) -> Self {
@@ -203,7 +203,7 @@ fn apply_acks(s: &Services, acks: &[AckItem]) -> Result<(), String> {
     if !leased.is_empty() {
         s.pop.flush_acks(&ctx(s)).map_err(|e| e.to_string())?;
     }
-    apply_offset_acks(&s.offsets, &plain)?;
+    s.tx.apply_offset_acks(&s.offsets, &plain)?;
     s.offsets.persist().map_err(|e| e.to_string())
 }
 
