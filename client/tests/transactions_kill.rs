@@ -76,7 +76,7 @@ async fn worker(
         let id = tx.id().to_string();
         let mut m = Model {
             input_offset: i,
-            commit: i % 3 != 0,
+            commit: !i.is_multiple_of(3),
             ..Model::default()
         };
         models.lock().unwrap().insert(id.clone(), m.clone());
@@ -238,7 +238,10 @@ async fn sigkill_during_many_concurrent_transactions_leaves_each_all_or_nothing(
         }
     }
     assert!(committed > 0, "no transaction committed");
-    eprintln!("{} transactions over {CYCLES} kills, {committed} committed", models.len());
+    eprintln!(
+        "{} transactions over {CYCLES} kills, {committed} committed",
+        models.len()
+    );
     host.kill();
 }
 

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::session::Session;
 
+/// A producer connection: its session id and a weak handle on it.
+type Producer = (u64, Weak<Session>);
+
 /// Producer connections per producer group.
 #[derive(Default)]
 pub(crate) struct TxProducers {
-    groups: Mutex<HashMap<String, Vec<(u64, Weak<Session>)>>>,
+    groups: Mutex<HashMap<String, Vec<Producer>>>,
     /// Spreads check-backs over a group's producers.
     turn: AtomicUsize,
 }

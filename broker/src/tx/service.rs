@@ -517,7 +517,7 @@ impl TxService {
     pub fn due(&self, now: u64) -> (Vec<Check>, Vec<(String, String)>) {
         let (mut checks, mut expired) = (Vec::new(), Vec::new());
         let mut st = self.lock();
-        for (id, tx) in st.txs.iter_mut() {
+        for (id, tx) in &mut st.txs {
             if tx.phase != Phase::Open || now < tx.next_check_ms {
                 continue;
             }

@@ -294,7 +294,7 @@ pub(crate) async fn check_back(services: Arc<Services>) {
                     tracing::debug!(tx = %request.tx_id, check = request.check, "transaction checked back");
                 }
                 _ => {
-                    tracing::debug!(tx = %request.tx_id, group = %request.producer_group, "no live producer to check a transaction back with")
+                    tracing::debug!(tx = %request.tx_id, group = %request.producer_group, "no live producer to check a transaction back with");
                 }
             }
         }
