@@ -312,3 +312,6 @@ impl TxService {
         Ok((half, op))
     }
 }
+
+#[cfg(test)]
+mod tests;
