@@ -42,6 +42,7 @@ mod acks;
 mod error;
 mod records;
 mod recovery;
+mod schedule;
 mod service;
 
 pub use error::TxError;
