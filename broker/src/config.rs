@@ -265,6 +265,17 @@ pub struct Config {
     pub metrics_per_queue: MetricsPerQueue,
     /// HTTP connections served at once; more are answered 503 and closed. Default 64.
     pub http_max_connections: u32,
+    /// A transaction open longer than this is checked back (unless its begin set its own
+    /// timeout). Default 60000 ms.
+    pub tx_timeout_ms: u64,
+    /// Time between two check-backs of one open transaction. Default 10000 ms.
+    pub tx_check_interval_ms: u64,
+    /// Check-backs before an unresolved transaction is rolled back. Default 15.
+    pub tx_max_checks: u32,
+    /// Most messages in one transaction (and most acks, counted apart). Default 10000.
+    pub tx_max_messages: u32,
+    /// Most body bytes in one transaction. Default 64M.
+    pub tx_max_bytes: ByteSize,
 }
 
 impl Default for Config {
@@ -301,6 +312,11 @@ impl Default for Config {
             http_listen: None,
             metrics_per_queue: MetricsPerQueue::Auto,
             http_max_connections: 64,
+            tx_timeout_ms: crate::tx::DEFAULT_TX_TIMEOUT_MS,
+            tx_check_interval_ms: crate::tx::DEFAULT_TX_CHECK_INTERVAL_MS,
+            tx_max_checks: crate::tx::DEFAULT_TX_MAX_CHECKS,
+            tx_max_messages: crate::tx::DEFAULT_TX_MAX_MESSAGES,
+            tx_max_bytes: ByteSize(crate::tx::DEFAULT_TX_MAX_BYTES),
         }
     }
 }
@@ -428,6 +444,16 @@ impl Config {
         }
         if self.offsets_persist_interval_ms == 0 {
             return bad("offsets_persist_interval_ms", "must be at least 1".into());
+        }
+        for (field, v) in [
+            ("tx_timeout_ms", self.tx_timeout_ms),
+            ("tx_check_interval_ms", self.tx_check_interval_ms),
+            ("tx_max_messages", u64::from(self.tx_max_messages)),
+            ("tx_max_bytes", self.tx_max_bytes.get()),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
         }
         Ok(())
     }

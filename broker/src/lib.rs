@@ -21,6 +21,7 @@
 //! - [`config`]: [`Config`], the TOML file and flags, validated once.
 //! - `long_polling`: pulls held at a queue's head until the dispatcher indexes a message.
 //! - `stats`: lock-free broker-wide counters for the broker-stats request.
+//! - [`tx`]: transactions: half messages, one decision record, check-back, recovery.
 //!
 //! # On disk
 //!
@@ -46,6 +47,7 @@
 //! | `config/offsets.jnl` | CRC frames, each a JSON batch of the queues changed since the snapshot | groups, on each persist |
 //! | `config/schedule_offsets` | JSON `{"version": 1, "next": {...}}`: next offset per `%SCHEDULE%` level | retry scheduler, atomically after the log is flushed |
 //! | `config/group_policies` | magic `FMGP`, version 1, CRC32, then JSON `{"groups": {...}}`: consumer groups' own retry policies (`retry::policy`) | retry service, atomically on each `mq group set` |
+//! | `txn/checkpoint` | JSON `{"version": 1, "half": n, "op": n}`: where transaction recovery starts reading `%TXN_HALF%` and `%TXN_OP%` ([`tx`]) | transaction check-back loop, atomically after a commit-log flush |
 //! | `space_probe` | a moment after a failed allocation: the same size allocated for real, then deleted | store disk monitor ([`store::disk`]) |
 //! | `<name>.<random>.tmp` | an atomic replacement interrupted by a crash; never read | storage seam |
 //!
@@ -64,6 +66,7 @@ pub mod server;
 mod stats;
 pub mod store;
 pub mod timer;
+pub mod tx;
 
 pub use config::Config;
 pub use server::{Broker, BrokerError, RunningBroker};

@@ -135,6 +135,21 @@ struct Cli {
     /// HTTP connections served at once; more are answered 503 [default: 64].
     #[arg(long, value_name = "N")]
     http_max_connections: Option<u32>,
+    /// A transaction open longer than this is checked back, in ms [default: 60000].
+    #[arg(long, value_name = "MS")]
+    tx_timeout_ms: Option<u64>,
+    /// Time between two check-backs of one open transaction, in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    tx_check_interval_ms: Option<u64>,
+    /// Check-backs before an unresolved transaction is rolled back [default: 15].
+    #[arg(long, value_name = "N")]
+    tx_max_checks: Option<u32>,
+    /// Most messages (and, apart, most acks) in one transaction [default: 10000].
+    #[arg(long, value_name = "N")]
+    tx_max_messages: Option<u32>,
+    /// Most body bytes in one transaction [default: 64M].
+    #[arg(long, value_name = "SIZE")]
+    tx_max_bytes: Option<ByteSize>,
 }
 
 impl Cli {
@@ -172,7 +187,12 @@ impl Cli {
             max_in_flight_leases,
             max_timer_delay_ms,
             metrics_per_queue,
-            http_max_connections
+            http_max_connections,
+            tx_timeout_ms,
+            tx_check_interval_ms,
+            tx_max_checks,
+            tx_max_messages,
+            tx_max_bytes
         );
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;

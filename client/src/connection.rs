@@ -86,7 +86,12 @@ struct Link {
     addr: String,
     /// Stops the reader and writer tasks (and so closes the socket) once the link is dead.
     cancel: CancellationToken,
+    /// Where requests of the broker (transaction check-backs) go, when someone listens.
+    pushes: PushSlot,
 }
+
+/// The receiver of broker-to-client requests, shared by every link of a connection.
+type PushSlot = Arc<Mutex<Option<mpsc::UnboundedSender<Frame>>>>;
 
 /// Serializes the two writers of a socket: callers writing directly and the writer task.
 #[derive(Default)]
@@ -176,6 +181,7 @@ struct Inner {
     /// between two) gives up at once instead of running out its timeout.
     closing: CancellationToken,
     hello: Mutex<Option<HelloResponse>>,
+    pushes: PushSlot,
 }
 
 impl Drop for Inner {
@@ -220,6 +226,7 @@ impl Connection {
                 closed: AtomicBool::new(false),
                 closing: CancellationToken::new(),
                 hello: Mutex::new(None),
+                pushes: PushSlot::default(),
             }),
         };
         conn.link().await?;
@@ -249,6 +256,16 @@ impl Connection {
     /// Most messages the broker accepts in one send.
     pub fn max_batch_messages(&self) -> u32 {
         self.hello().map_or(4096, |h| h.max_batch_messages)
+    }
+
+    /// Requests the broker sends to this client (transaction check-backs), from now on and
+    /// across reconnects; a later call takes them over from an earlier receiver.
+    pub fn requests_from_broker(&self) -> mpsc::UnboundedReceiver<Frame> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut slot) = self.inner.pushes.lock() {
+            *slot = Some(tx);
+        }
+        rx
     }
 
     /// Sends a request and waits for its answer within the request timeout.
@@ -429,6 +446,7 @@ impl Connection {
             dead: AtomicBool::new(false),
             addr: addr.clone(),
             cancel: CancellationToken::new(),
+            pushes: Arc::clone(&self.inner.pushes),
         });
         tokio::spawn(write_loop(rx, Arc::clone(&link)));
         tokio::spawn(read_loop(read, Arc::clone(&link)));
@@ -613,7 +631,14 @@ async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
 }
 
 fn complete(link: &Link, frame: Frame) {
-    if frame.kind != FrameKind::Response {
+    if frame.kind == FrameKind::Request {
+        // A request of the broker: handed to whoever listens, else dropped (the broker
+        // asks again).
+        if let Ok(slot) = link.pushes.lock() {
+            if let Some(tx) = slot.as_ref() {
+                let _ = tx.send(frame);
+            }
+        }
         return;
     }
     let tx = link

@@ -1,6 +1,7 @@
 //! The FerroMQ client: a multiplexed [`Connection`], admin calls, a pipelining
 //! [`Producer`], a group [`PullConsumer`] with exact acknowledgement, and a push-style
-//! [`PushConsumer`] running a handler on a bounded worker pool.
+//! [`PushConsumer`] running a handler on a bounded worker pool, and a
+//! [`TransactionalProducer`] whose sends and acks are committed together.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -12,6 +13,7 @@ mod error;
 mod message;
 mod producer;
 mod route;
+mod transaction;
 
 pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
 pub use consumer::{BroadcastOptions, OrderedOptions};
@@ -24,3 +26,6 @@ pub use message::{Message, ReceivedMessage};
 pub use producer::{Producer, ProducerOptions, SendHandle, SendResult, TimerHandle};
 pub use protocol;
 pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};
+pub use transaction::{
+    Transaction, TransactionChecker, TransactionalProducer, TxAdmin, TxResolution,
+};

@@ -126,6 +126,18 @@ impl std::fmt::Debug for ReceivedMessage {
 }
 
 impl ReceivedMessage {
+    /// Marks the message done in the consumer queue that delivered it (an ack applied by a
+    /// committed transaction), so that the consumer's next commit includes it.
+    pub(crate) fn mark_acked(&self) {
+        if let Some(q) = &self.queue {
+            if !q.is_revoked() {
+                q.ack(self.queue_offset, self.record_len());
+            }
+        }
+    }
+}
+
+impl ReceivedMessage {
     /// Decodes the record at the start of `buf` (CRC checked). `buf` is usually a slice of
     /// a pull response; the message keeps a reference to it, nothing is copied.
     ///

@@ -94,6 +94,22 @@ wire_enum!(
         LockBatch = 85,
         /// Releases queue locks ([`crate::ordered`]).
         UnlockBatch = 86,
+        /// Names the connection a live producer of a producer group (check-backs go there).
+        TxRegister = 70,
+        /// Opens a transaction ([`crate::tx`]).
+        TxBegin = 71,
+        /// Adds messages (half messages, invisible until commit) to a transaction.
+        TxSend = 72,
+        /// Adds acknowledgements of consumed messages to a transaction.
+        TxAck = 73,
+        /// Commits a transaction: its sends and acks take effect together.
+        TxCommit = 74,
+        /// Rolls a transaction back: none of it takes effect.
+        TxRollback = 75,
+        /// Lists the broker's open transactions.
+        TxList = 76,
+        /// Broker to client: asks a live producer of the group for a transaction's outcome.
+        TxCheck = 77,
     }
 );
 
@@ -150,6 +166,12 @@ wire_enum!(
         /// The group consumes by offsets and the request is a receive, or the other way
         /// round; one group does not mix the two.
         GroupModeConflict = 22,
+        /// No transaction has that id (never begun, or forgotten after it ended long ago).
+        TxNotFound = 23,
+        /// The transaction is already committed or rolled back (or being ended).
+        TxFinished = 24,
+        /// The transaction would pass the broker's size limit (messages or bytes).
+        TxTooLarge = 25,
     }
 );
 

@@ -35,6 +35,7 @@ pub mod receive;
 pub mod record;
 pub mod tags;
 pub mod time;
+pub mod tx;
 
 pub use code::{RequestCode, Status};
 pub use error::ProtocolError;

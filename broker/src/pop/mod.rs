@@ -37,6 +37,7 @@ mod service;
 mod table;
 
 pub(crate) use error::PopError;
+pub(crate) use receipt::Receipt;
 pub(crate) use service::{Ctx, PopService, Received};
 
 /// Default most in-flight leases per group (`--max-in-flight-leases`).

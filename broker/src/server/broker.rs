@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use super::send::Appender;
 use super::services::Services;
-use super::{background, listener, resources};
+use super::tx_producers::TxProducers;
+use super::{background, handler, listener, resources};
 use crate::config::{ByteSize, Config, ConfigError, HttpListen, DEFAULT_HTTP_LISTEN};
 use crate::groups::{
     ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError, QueueLocks,
@@ -27,6 +28,7 @@ use crate::retry::{RetryConfig, RetryError, RetryService};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
 use crate::timer::{TimerConfig, TimerService};
+use crate::tx::{TxConfig, TxError, TxService};
 
 /// Why a broker could not start or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -62,6 +64,9 @@ pub enum BrokerError {
     /// Shutdown did not complete cleanly; the sentence says what was left.
     #[error("shutdown: {0}")]
     Shutdown(String),
+    /// Transactions could not be recovered.
+    #[error("cannot recover transactions: {0}")]
+    Tx(#[from] TxError),
 }
 
 /// Starts brokers.
@@ -121,8 +126,8 @@ impl Broker {
         store.on_dispatch(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
             lp.notify(topic, queue_id);
         }));
-        let (offsets, retry) = match open_services(&config, &store).await {
-            Ok(pair) => pair,
+        let (offsets, retry, tx) = match open_services(&config, &store).await {
+            Ok(opened) => opened,
             Err(e) => {
                 if let Err(close) = close_store(store).await {
                     tracing::warn!(error = %close, "store not closed cleanly after a failed start");
@@ -141,6 +146,7 @@ impl Broker {
             Ok(a) => a,
             Err(e) => {
                 retry.close();
+                drop(tx);
                 if let Err(close) = close_store(store).await {
                     tracing::warn!(error = %close, "store not closed cleanly after a failed start");
                 }
@@ -169,6 +175,8 @@ impl Broker {
             appender,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            tx,
+            tx_producers: TxProducers::default(),
         });
         if let Some(h) = &http {
             h.ready(Arc::clone(&services));
@@ -191,6 +199,9 @@ impl Broker {
         services
             .tracker
             .spawn(background::expire_idle_groups(Arc::clone(&services)));
+        services
+            .tracker
+            .spawn(handler::tx::check_back(Arc::clone(&services)));
         // The binary prints the one start line users read; embedders get it at debug.
         tracing::debug!(
             listen = %local_addr,
@@ -413,11 +424,12 @@ impl Drop for RunningBroker {
     }
 }
 
-/// Opens consumer offsets and starts the retry service, off the runtime.
+/// Opens consumer offsets, starts the retry service and recovers transactions (completing
+/// commits a crash cut short, their acks written to the offsets at once), off the runtime.
 async fn open_services(
     config: &Config,
     store: &Arc<MessageStore>,
-) -> Result<(ConsumerOffsets, RetryService), BrokerError> {
+) -> Result<(ConsumerOffsets, RetryService, Arc<TxService>), BrokerError> {
     let data_dir = config.data_dir.clone();
     let retry_config = RetryConfig {
         delay_levels_ms: config.retry_delays_ms.clone(),
@@ -425,6 +437,13 @@ async fn open_services(
     };
     let store = Arc::clone(store);
     let max_timer_delay_ms = config.max_timer_delay_ms;
+    let tx_config = TxConfig {
+        timeout_ms: config.tx_timeout_ms,
+        check_interval_ms: config.tx_check_interval_ms,
+        max_checks: config.tx_max_checks,
+        max_messages: config.tx_max_messages,
+        max_bytes: config.tx_max_bytes.get(),
+    };
     blocking(move || {
         let storage = Arc::clone(&store.config().commitlog.storage);
         let offsets = ConsumerOffsets::open_on(&data_dir, storage)?;
@@ -436,8 +455,14 @@ async fn open_services(
             },
         )
         .map_err(RetryError::from)?;
+        let tx = TxService::open(Arc::clone(&store), tx_config)?;
+        let apply = |acks: &[crate::tx::AckItem]| -> Result<(), String> {
+            tx.apply_offset_acks(&offsets, acks)?;
+            offsets.persist().map_err(|e| e.to_string())
+        };
+        tx.recover(&apply)?;
         let retry = RetryService::start_with_timer(store, retry_config, Arc::new(timer))?;
-        Ok((offsets, retry))
+        Ok((offsets, retry, Arc::new(tx)))
     })
     .await
     .map_err(BrokerError::Shutdown)?

@@ -19,6 +19,7 @@ mod response;
 mod send;
 pub(crate) mod services;
 mod session;
+mod tx_producers;
 mod writer;
 
 pub use broker::{Broker, BrokerError, RunningBroker};

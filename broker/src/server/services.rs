@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::send::Appender;
+use super::tx_producers::TxProducers;
 use crate::config::Config;
 use crate::groups::{ConsumerOffsets, GroupCoordinator, QueueLocks};
 use crate::long_polling::LongPolling;
@@ -14,6 +15,7 @@ use crate::retry::RetryService;
 use crate::stats::Stats;
 use crate::store::MessageStore;
 use crate::timer::TimerService;
+use crate::tx::TxService;
 
 /// Everything a request handler may use, shared by all connections.
 pub(crate) struct Services {
@@ -36,4 +38,8 @@ pub(crate) struct Services {
     pub(crate) tracker: TaskTracker,
     /// Queue locks of ordered consumers; a lock lasts one session timeout.
     pub(crate) queue_locks: QueueLocks,
+    /// Transactions (half messages, decisions, check-back schedule).
+    pub(crate) tx: Arc<TxService>,
+    /// Connections of live transactional producers, per producer group.
+    pub(crate) tx_producers: TxProducers,
 }

@@ -110,8 +110,29 @@ impl Session {
                 request_id,
                 response,
                 _held: held,
+                push: None,
             })
             .await;
+    }
+
+    /// Sends a request of the broker to this connection's client (a transaction
+    /// check-back) without waiting: dropped when the writer's queue is full or gone, as
+    /// the broker asks again later. Returns whether it was queued.
+    pub(crate) fn push_request<R: protocol::Request>(&self, request: &R) -> bool {
+        static NEXT_PUSH_ID: AtomicU64 = AtomicU64::new(1);
+        let response = Response::ok(request);
+        if response.status != Status::Ok {
+            return false;
+        }
+        let held = self.budget.hold(Held::Answer, response.wire_len());
+        self.tx
+            .try_send(Outgoing {
+                request_id: NEXT_PUSH_ID.fetch_add(1, Ordering::Relaxed),
+                response,
+                _held: held,
+                push: Some(u16::from(R::CODE)),
+            })
+            .is_ok()
     }
 
     /// Queues a response from a thread outside the runtime (the appender) without
@@ -129,6 +150,7 @@ impl Session {
             request_id,
             response,
             _held: held,
+            push: None,
         };
         match self.tx.try_send(out) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => drop(inflight),

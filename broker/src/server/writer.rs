@@ -22,6 +22,9 @@ pub(crate) struct Outgoing {
     /// The response's bytes in its connection's budget, released once written (or
     /// dropped unwritten).
     pub(crate) _held: HeldBytes,
+    /// `Some(code)`: not an answer but a request of the broker to the client (a
+    /// transaction check-back), framed as a request of that code.
+    pub(crate) push: Option<u16>,
 }
 
 /// Buffered bytes are written once they exceed this, even if more responses wait.
@@ -67,16 +70,14 @@ async fn write_one(
         request_id,
         response,
         _held,
+        push,
     } = msg;
     let body_len = response.body.len();
-    let head = Frame::encode_head(
-        out,
-        FrameKind::Response,
-        u16::from(response.status),
-        request_id,
-        &response.header,
-        body_len,
-    );
+    let (kind, code) = match push {
+        Some(code) => (FrameKind::Request, code),
+        None => (FrameKind::Response, u16::from(response.status)),
+    };
+    let head = Frame::encode_head(out, kind, code, request_id, &response.header, body_len);
     if let Err(e) = head {
         // Only a body over 4 GiB could get here; the request handlers cap pulls far
         // below that, so this is a bug worth a loud log rather than a dead connection.

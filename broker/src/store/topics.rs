@@ -25,9 +25,13 @@ const LEGACY_TOPICS_FILE_VERSION: u32 = 1;
 /// level, needed for every group's retries even when the limit is reached.
 const UNLIMITED_PREFIX: &str = "%SCHEDULE%";
 
-/// Whether a topic counts against the limit: not the schedule topics, nor the timer's.
+/// Whether a topic counts against the limit: not the schedule topics, nor the timer's,
+/// nor the two of transactions.
 fn is_limited(name: &str) -> bool {
-    !name.starts_with(UNLIMITED_PREFIX) && name != protocol::names::TIMER_TOPIC
+    !name.starts_with(UNLIMITED_PREFIX)
+        && name != protocol::names::TIMER_TOPIC
+        && name != protocol::tx::HALF_TOPIC
+        && name != protocol::tx::OP_TOPIC
 }
 
 /// The in-memory topic table, each change journaled to disk before it is acknowledged.

@@ -128,15 +128,20 @@ impl Drop for Hosted {
 /// The body of the host test: does nothing unless started by [`Hosted::spawn`]; then
 /// serves until killed.
 pub fn host_main() {
+    host_main_with(|_| {});
+}
+
+/// [`host_main`] with settings changed by `tweak` over [`config`].
+pub fn host_main_with(tweak: impl FnOnce(&mut Config)) {
     let Ok(dir) = std::env::var(HOST_DIR_ENV) else {
         return;
     };
     let listen: SocketAddr = std::env::var(HOST_LISTEN_ENV).unwrap().parse().unwrap();
+    let mut c = config(Path::new(&dir), listen);
+    tweak(&mut c);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let broker = Broker::start(config(Path::new(&dir), listen))
-            .await
-            .unwrap();
+        let broker = Broker::start(c).await.unwrap();
         println!("{ADDR_LINE}{}", broker.local_addr());
         loop {
             tokio::time::sleep(Duration::from_secs(3600)).await;

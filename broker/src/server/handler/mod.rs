@@ -13,6 +13,7 @@ mod receive;
 mod stats;
 mod timer;
 mod topic;
+pub(super) mod tx;
 
 use std::sync::{Arc, OnceLock};
 
@@ -31,7 +32,7 @@ type HandlerResult = Result<Response, HandlerError>;
 /// Answers one request other than a send.
 pub(crate) async fn handle(
     services: &Arc<Services>,
-    conn: &Session,
+    conn: &Arc<Session>,
     code: RequestCode,
     frame: Frame,
 ) -> Response {
@@ -65,6 +66,13 @@ pub(crate) async fn handle(
         RequestCode::GetGroupPolicy => group_policy::get(services, &frame),
         RequestCode::LockBatch => ordered::lock(services, &frame),
         RequestCode::UnlockBatch => ordered::unlock(services, &frame),
+        RequestCode::TxRegister => tx::register(services, conn, &frame),
+        RequestCode::TxBegin => tx::begin(services, conn, &frame).await,
+        RequestCode::TxSend => tx::send(services, &frame).await,
+        RequestCode::TxAck => tx::ack(services, &frame).await,
+        RequestCode::TxCommit => tx::commit(services, &frame).await,
+        RequestCode::TxRollback => tx::rollback(services, &frame).await,
+        RequestCode::TxList => tx::list(services, &frame),
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

@@ -17,11 +17,18 @@ pub(super) fn stats(services: &Services, frame: &Frame) -> HandlerResult {
         broker_version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_ms: s.uptime_ms,
         connections: s.connections,
-        // The timer's own topic is machinery, not one of the broker's topics.
+        // The timer's own topic and those of transactions are machinery, not topics.
         topics: store
             .topics()
             .iter()
-            .filter(|t| t.name != protocol::names::TIMER_TOPIC)
+            .filter(|t| {
+                ![
+                    protocol::names::TIMER_TOPIC,
+                    protocol::tx::HALF_TOPIC,
+                    protocol::tx::OP_TOPIC,
+                ]
+                .contains(&t.name.as_str())
+            })
             .count() as u64,
         messages_in: s.messages_in,
         messages_out: s.messages_out,

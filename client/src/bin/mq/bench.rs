@@ -1,9 +1,10 @@
-//! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop and timer, with a live progress line
+//! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop, timer and tx, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
 mod ordered;
 mod pop;
 mod timer;
+mod tx;
 mod workloads;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,9 @@ pub(crate) enum Workload {
     /// pipelined batches of B, consume them with a group; scheduling throughput, delivery
     /// lateness and (with `--broker-pid`) the broker's memory while they are pending.
     Timer,
+    /// P transaction loops for S seconds: begin, send `--tx-messages` messages, commit;
+    /// committed messages per second and commit latency.
+    Tx,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -105,6 +109,9 @@ pub(crate) struct BenchArgs {
     /// counts: the parallel figure to set beside `--ordered`.
     #[arg(long)]
     push: bool,
+    /// Tx: messages in each transaction.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    tx_messages: u32,
 }
 
 /// What a workload measured.
@@ -156,6 +163,7 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
                 Workload::E2e => workloads::e2e(&broker, &args, &progress).await,
                 Workload::Pop => pop::pop(&broker, &args, &progress).await,
                 Workload::Timer => Err("the timer workload reports its own figures".into()),
+                Workload::Tx => tx::tx(&broker, &args, &progress).await,
             }
         })
     };

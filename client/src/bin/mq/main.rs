@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod dlq;
 mod produce;
+mod tx;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,6 +61,9 @@ enum Cmd {
     Stats,
     /// Measure throughput and latency: produce, consume, sync-latency, e2e, pop.
     Bench(bench::BenchArgs),
+    /// Transactions: begin, send, ack, commit, rollback; list the open ones.
+    #[command(subcommand)]
+    Tx(tx::TxCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,5 +483,6 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Recall { topic, handle } => produce::recall(broker, &topic, &handle).await,
         Cmd::Stats => admin_cmds::stats(broker).await,
         Cmd::Bench(args) => bench::run(broker, args).await,
+        Cmd::Tx(cmd) => tx::run(broker, cmd).await,
     }
 }
