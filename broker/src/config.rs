@@ -180,6 +180,29 @@ impl FromStr for MetricsPerQueue {
     }
 }
 
+/// Whether the broker keeps the key index (`<data>/index`) for lookups by message key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyIndexMode {
+    /// Index message keys; `mq message query` works.
+    #[default]
+    On,
+    /// No key index: no files, no indexing work; lookups by key are refused.
+    Off,
+}
+
+impl FromStr for KeyIndexMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not on or off")),
+        }
+    }
+}
+
 /// The broker's settings. Every field has a default; a TOML file may set any subset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -265,6 +288,8 @@ pub struct Config {
     pub metrics_per_queue: MetricsPerQueue,
     /// HTTP connections served at once; more are answered 503 and closed. Default 64.
     pub http_max_connections: u32,
+    /// The key index for `mq message query` (`on`), or none (`off`). Default `on`.
+    pub key_index: KeyIndexMode,
 }
 
 impl Default for Config {
@@ -301,6 +326,7 @@ impl Default for Config {
             http_listen: None,
             metrics_per_queue: MetricsPerQueue::Auto,
             http_max_connections: 64,
+            key_index: KeyIndexMode::On,
         }
     }
 }

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use broker::config::{
-    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, MetricsPerQueue,
+    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, KeyIndexMode,
+    MetricsPerQueue,
 };
 use broker::{Broker, BrokerError};
 use clap::Parser;
@@ -135,6 +136,9 @@ struct Cli {
     /// HTTP connections served at once; more are answered 503 [default: 64].
     #[arg(long, value_name = "N")]
     http_max_connections: Option<u32>,
+    /// Keep the key index for lookups by message key (`mq message query`) [default: on].
+    #[arg(long, value_name = "on|off")]
+    key_index: Option<KeyIndexMode>,
 }
 
 impl Cli {
@@ -172,7 +176,8 @@ impl Cli {
             max_in_flight_leases,
             max_timer_delay_ms,
             metrics_per_queue,
-            http_max_connections
+            http_max_connections,
+            key_index
         );
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;

@@ -86,6 +86,8 @@ wire_enum!(
         SendTimer = 21,
         /// Removes a timer message that is not yet due.
         Recall = 22,
+        /// Finds the messages of a topic that carry a key (the key index).
+        QueryMessage = 90,
     }
 );
 

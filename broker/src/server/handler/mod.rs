@@ -59,6 +59,7 @@ pub(crate) async fn handle(
         RequestCode::LeaseInfo => receive::lease_info(services, &frame),
         RequestCode::SendTimer => timer::send_timer(services, &frame).await,
         RequestCode::Recall => timer::recall(services, &frame).await,
+        RequestCode::QueryMessage => lookup::query_message(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
@@ -147,7 +148,9 @@ fn store_status(e: &StoreError) -> Status {
         | StoreError::BadProperties(_)
         | StoreError::UnsupportedProperty { .. }
         | StoreError::BadTagExpression { .. }
-        | StoreError::BadMessageId { .. } => Status::BadRequest,
+        | StoreError::BadMessageId { .. }
+        | StoreError::InvalidKeyQuery(_) => Status::BadRequest,
+        StoreError::KeyIndexOff => Status::Forbidden,
         StoreError::PermissionDenied { .. } => Status::Forbidden,
         StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
         StoreError::MessageNotFound(_) => Status::NotFound,

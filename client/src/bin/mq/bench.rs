@@ -1,6 +1,7 @@
 //! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop and timer, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
+mod keys;
 mod pop;
 mod timer;
 mod workloads;
@@ -44,6 +45,9 @@ pub(crate) enum Workload {
     /// pipelined batches of B, consume them with a group; scheduling throughput, delivery
     /// lateness and (with `--broker-pid`) the broker's memory while they are pending.
     Timer,
+    /// Look up N random keys (default 10,000) of `--keys K`, as `bench produce --keys K`
+    /// sent them, one at a time, each for at most 32 messages: key lookup latency.
+    Keys,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -96,6 +100,10 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object with the figures on stdout.
     #[arg(long)]
     json: bool,
+    /// Produce: each message carries one of this many keys (`key-0` ..), in turn; keys:
+    /// the keys to look up at random.
+    #[arg(long)]
+    keys: Option<u64>,
 }
 
 /// What a workload measured.
@@ -144,6 +152,7 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
                 Workload::E2e => workloads::e2e(&broker, &args, &progress).await,
                 Workload::Pop => pop::pop(&broker, &args, &progress).await,
                 Workload::Timer => Err("the timer workload reports its own figures".into()),
+                Workload::Keys => keys::keys(&broker, &args, &progress).await,
             }
         })
     };
