@@ -618,8 +618,11 @@ impl Shared {
             .checkpoint(dispatched)
             .map(|_| ())
             .map_err(StoreError::Queues);
-        // The key index's own trouble never holds up the consume queues' checkpoints: it
-        // is replayed from its previous checkpoint at the next start.
+        drop(round);
+        self.dispatch.checkpointing.store(false, Ordering::Release);
+        // Outside the round lock: sends never wait for the key index's msyncs. Its own
+        // trouble never holds up the consume queues' checkpoints: it is replayed from its
+        // previous checkpoint at the next start.
         if let Some(Err(e)) = self
             .keys
             .as_ref()
@@ -629,8 +632,6 @@ impl Shared {
                 .report_if_full(&e, 0, "checkpointing the key index");
             tracing::warn!(error = %e, "key index checkpoint failed; retrying");
         }
-        drop(round);
-        self.dispatch.checkpointing.store(false, Ordering::Release);
         result
     }
 

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use commitlog::storage::Storage;
 
@@ -34,7 +35,7 @@ impl Damaged {
 pub(crate) struct IndexFile {
     path: PathBuf,
     file: File,
-    map: IndexMap,
+    map: Arc<IndexMap>,
     header: Header,
     /// Bytes from the start allocated on disk.
     allocated: u64,
@@ -60,7 +61,10 @@ impl IndexFile {
             .create_segment(&path, allocated)
             .map_err(|e| StoreError::io("creating key index file", &path, e))?;
         // Full length, so entry addresses never move; only allocated bytes are written.
-        let sized = file.set_len(len).and_then(|()| IndexMap::map(&file));
+        let sized = file
+            .set_len(len)
+            .and_then(|()| IndexMap::map(&file))
+            .map(Arc::new);
         let map = match sized {
             Ok(map) => map,
             Err(e) => {
@@ -138,7 +142,7 @@ impl IndexFile {
             return io("allocating key index file", e);
         }
         let map = match IndexMap::map(&file) {
-            Ok(m) => m,
+            Ok(m) => Arc::new(m),
             Err(e) => return io("mapping key index file", e),
         };
         Ok(Ok(Self {
@@ -294,20 +298,20 @@ impl IndexFile {
         Ok(())
     }
 
-    /// Msyncs the file if it changed since the last sync.
-    pub(crate) fn sync(&mut self, storage: &dyn Storage) -> StoreResult<()> {
+    /// What a checkpoint must msync if the file changed since the last one: taken under
+    /// the index's lock (the header is written to the mapping now), run outside it.
+    pub(crate) fn sync_job(&mut self) -> Option<SyncJob> {
         if !self.dirty {
-            return Ok(());
+            return None;
         }
         self.publish();
-        let used = format::entry_at(self.header.slot_count, self.header.entry_count);
-        let map = &self.map;
-        map.with_bytes(used, |bytes| {
-            storage.sync_mapped(&self.path, 0, bytes, &mut || map.flush())
-        })
-        .map_err(|e| StoreError::io("syncing key index file", &self.path, e))?;
         self.dirty = false;
-        Ok(())
+        Some(SyncJob {
+            path: self.path.clone(),
+            map: Arc::clone(&self.map),
+            entries_at: format::entry_at(self.header.slot_count, 0),
+            entries_len: u64::from(self.header.entry_count) * ENTRY_LEN as u64,
+        })
     }
 
     fn entry(&self, i: u32) -> Entry {
@@ -315,5 +319,27 @@ impl IndexFile {
         self.map
             .read(format::entry_at(self.header.slot_count, i), &mut raw);
         Entry::decode(&raw)
+    }
+}
+
+/// An msync of one file, run without the index's lock while the dispatcher goes on
+/// writing: entries below the count taken are never written again, and the slots of the
+/// newest file are rebuilt from its entries at open, so what the sync catches of later
+/// writes does not matter.
+pub(crate) struct SyncJob {
+    pub(crate) path: PathBuf,
+    map: Arc<IndexMap>,
+    entries_at: u64,
+    entries_len: u64,
+}
+
+impl SyncJob {
+    /// Msyncs the whole mapping; the storage seam is shown the immutable entries.
+    pub(crate) fn run(&self, storage: &dyn Storage) -> StoreResult<()> {
+        let map = &self.map;
+        map.with_bytes(self.entries_at, self.entries_len, |bytes| {
+            storage.sync_mapped(&self.path, self.entries_at, bytes, &mut || map.flush())
+        })
+        .map_err(|e| StoreError::io("syncing key index file", &self.path, e))
     }
 }

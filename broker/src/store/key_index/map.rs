@@ -6,7 +6,9 @@
 //!    `Storage::allocate` in steps for entries); files are never truncated while mapped,
 //!    and a file whose length does not match its header is not mapped.
 //! 2. **Readers and the writer never overlap.** The index's `RwLock` is held for writing
-//!    by the one writer (the dispatcher) and for reading by lookups.
+//!    by the one writer (the dispatcher) and for reading by lookups. The one exception,
+//!    the checkpoint's msync, reads only entries below the written count, which are never
+//!    written again.
 //! 3. **One process.** The broker's lock on the data directory keeps other processes away.
 
 use std::fs::File;
@@ -59,13 +61,17 @@ impl IndexMap {
         true
     }
 
-    /// The mapping's first `len` bytes, for the storage seam's record of synced data.
-    pub(crate) fn with_bytes<R>(&self, len: u64, f: impl FnOnce(&[u8]) -> R) -> R {
-        let len = usize::try_from(len).map_or(self.raw.len(), |l| l.min(self.raw.len()));
-        // SAFETY: a prefix of a live mapping that never shrinks (rule 1); the caller holds
-        // the write lock, so nothing writes meanwhile (rule 2); only allocated bytes are
-        // asked for.
-        let bytes = unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), len) };
+    /// The `len` bytes at `at` (clamped to the mapping), for the storage seam's record of
+    /// synced data. Callers ask only for entries below the written count, which are never
+    /// written again, so no write overlaps the slice even without the lock (rule 2).
+    pub(crate) fn with_bytes<R>(&self, at: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> R {
+        let total = self.raw.len();
+        let at = usize::try_from(at).map_or(total, |a| a.min(total));
+        let len = usize::try_from(len).map_or(total - at, |l| l.min(total - at));
+        // SAFETY: within a live mapping that never shrinks (rule 1); the bytes are written
+        // entries that nothing writes again, so no write races the slice; only allocated
+        // bytes are asked for.
+        let bytes = unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(at), len) };
         f(bytes)
     }
 

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 
 use commitlog::storage::Storage;
 use commitlog::{CommitLog, PhysicalOffset, RecordRef};
@@ -117,6 +117,9 @@ pub(crate) struct KeyIndex {
     state: RwLock<State>,
     /// A lookup found a damaged file: the dispatcher thread rebuilds the index.
     damaged: AtomicBool,
+    /// Serializes checkpoints, trims and rebuilds, which replace the checkpoint file or
+    /// remove index files; held without the state lock while files are msynced.
+    checkpointing: Mutex<()>,
 }
 
 struct State {
@@ -195,6 +198,7 @@ impl KeyIndex {
             storage,
             state: RwLock::new(state),
             damaged: AtomicBool::new(false),
+            checkpointing: Mutex::new(()),
         })
     }
 
@@ -234,6 +238,7 @@ impl KeyIndex {
     /// # Errors
     /// Reading the log, or writing the index (also recorded for lookups to report).
     pub(crate) fn catch_up(&self, log: &CommitLog, until: u64) -> StoreResult<bool> {
+        let _files = self.files_lock();
         let mut state = self.write();
         if self.damaged.swap(false, Ordering::AcqRel) {
             state.files.clear();
@@ -290,29 +295,74 @@ impl KeyIndex {
         Ok(done)
     }
 
+    fn files_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes the index durable up to its end: msyncs changed files, then replaces the
-    /// checkpoint (nothing when nothing changed).
+    /// checkpoint (nothing when nothing changed). The msyncs run without the state lock,
+    /// so dispatching (and sends) never wait for the index's disk writes.
     ///
     /// # Errors
     /// Sync or write failures.
     pub(crate) fn checkpoint(&self) -> StoreResult<()> {
-        let mut state = self.write();
-        self.checkpoint_locked(&mut state)
-    }
-
-    fn checkpoint_locked(&self, state: &mut State) -> StoreResult<()> {
-        for f in &mut state.files {
-            f.sync(&*self.storage)?;
-        }
-        let ckpt = state.checkpoint();
-        if state.written == Some(ckpt) && !state.dir_changed {
-            return Ok(());
-        }
+        let _files = self.files_lock();
+        let (jobs, ckpt, dir_changed) = {
+            let mut state = self.write();
+            let jobs: Vec<_> = state
+                .files
+                .iter_mut()
+                .filter_map(IndexFile::sync_job)
+                .collect();
+            let ckpt = state.checkpoint();
+            if jobs.is_empty() && state.written == Some(ckpt) && !state.dir_changed {
+                return Ok(());
+            }
+            (jobs, ckpt, state.dir_changed)
+        };
         if !self.dir.exists() {
             // Nothing was ever indexed: the index costs no files yet.
             return Ok(());
         }
-        if state.dir_changed {
+        let synced = jobs.iter().try_for_each(|j| j.run(&*self.storage));
+        let written = synced.and_then(|()| self.write_checkpoint(ckpt, dir_changed));
+        let mut state = self.write();
+        match written {
+            Ok(()) => {
+                state.written = Some(ckpt);
+                state.dir_changed &= !dir_changed;
+                Ok(())
+            }
+            Err(e) => {
+                // Synced again next time.
+                for f in &mut state.files {
+                    if jobs.iter().any(|j| j.path == f.path()) {
+                        f.dirty = true;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn checkpoint_locked(&self, state: &mut State) -> StoreResult<()> {
+        for j in state.files.iter_mut().filter_map(IndexFile::sync_job) {
+            j.run(&*self.storage)?;
+        }
+        let ckpt = state.checkpoint();
+        if !self.dir.exists() {
+            return Ok(());
+        }
+        self.write_checkpoint(ckpt, state.dir_changed)?;
+        state.written = Some(ckpt);
+        state.dir_changed = false;
+        Ok(())
+    }
+
+    fn write_checkpoint(&self, ckpt: Checkpoint, dir_changed: bool) -> StoreResult<()> {
+        if dir_changed {
             self.storage
                 .sync_dir(&self.dir)
                 .map_err(|e| StoreError::io("syncing folder", &self.dir, e))?;
@@ -320,10 +370,7 @@ impl KeyIndex {
         let path = self.dir.join(format::CHECKPOINT_NAME);
         self.storage
             .write_atomic(&path, &ckpt.encode())
-            .map_err(|e| StoreError::io("writing key index checkpoint", &path, e))?;
-        state.written = Some(ckpt);
-        state.dir_changed = false;
-        Ok(())
+            .map_err(|e| StoreError::io("writing key index checkpoint", &path, e))
     }
 
     /// Removes files every record of which lies below `log_min` (removed by retention).
@@ -331,6 +378,7 @@ impl KeyIndex {
     /// # Errors
     /// Removing a file or writing the checkpoint.
     pub(crate) fn trim(&self, log_min: u64) -> StoreResult<()> {
+        let _files = self.files_lock();
         let mut state = self.write();
         let dead = state
             .files
@@ -429,8 +477,11 @@ impl Writer<'_> {
             return;
         }
         let view = rec.view();
-        let keys = view.properties();
-        let count = keys_of(keys).count();
+        // The property blob is read once; the keys string is split twice (count, then add).
+        let keys = Properties::new(view.properties())
+            .get(KEYS)
+            .unwrap_or_default();
+        let count = keys.split_ascii_whitespace().count();
         if count > 0 {
             let n = u32::try_from(count)
                 .unwrap_or(u32::MAX)
@@ -441,7 +492,7 @@ impl Writer<'_> {
             }
             let (topic, ts) = (view.topic(), view.store_timestamp_ms());
             if let Some(f) = self.state.files.last_mut() {
-                for key in keys_of(keys).take(n as usize) {
+                for key in keys.split_ascii_whitespace().take(n as usize) {
                     f.append(self.index.config.hash(topic, key), at, ts);
                 }
             }

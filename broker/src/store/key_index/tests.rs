@@ -412,7 +412,9 @@ mod file_model {
                 prop_assert_eq!(walk(&f, h, from, to), model(&entries, h, from, to));
             }
             f.set_end(entries.len() as u64);
-            f.sync(&fs).unwrap();
+            if let Some(job) = f.sync_job() {
+                job.run(&fs).unwrap();
+            }
             let path = f.path().to_path_buf();
             drop(f);
             let cut = cut.min(entries.len());
