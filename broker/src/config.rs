@@ -180,6 +180,29 @@ impl FromStr for MetricsPerQueue {
     }
 }
 
+/// Whether the broker keeps the key index (`<data>/index`) for lookups by message key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyIndexMode {
+    /// Index message keys; `mq message query` works.
+    #[default]
+    On,
+    /// No key index: no files, no indexing work; lookups by key are refused.
+    Off,
+}
+
+impl FromStr for KeyIndexMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not on or off")),
+        }
+    }
+}
+
 /// The broker's settings. Every field has a default; a TOML file may set any subset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -276,6 +299,8 @@ pub struct Config {
     pub tx_max_messages: u32,
     /// Most body bytes in one transaction. Default 64M.
     pub tx_max_bytes: ByteSize,
+    /// The key index for `mq message query` (`on`), or none (`off`). Default `on`.
+    pub key_index: KeyIndexMode,
 }
 
 impl Default for Config {
@@ -317,6 +342,7 @@ impl Default for Config {
             tx_max_checks: crate::tx::DEFAULT_TX_MAX_CHECKS,
             tx_max_messages: crate::tx::DEFAULT_TX_MAX_MESSAGES,
             tx_max_bytes: ByteSize(crate::tx::DEFAULT_TX_MAX_BYTES),
+            key_index: KeyIndexMode::On,
         }
     }
 }

@@ -48,6 +48,8 @@
 //! | `config/schedule_offsets` | JSON `{"version": 1, "next": {...}}`: next offset per `%SCHEDULE%` level | retry scheduler, atomically after the log is flushed |
 //! | `config/group_policies` | magic `FMGP`, version 1, CRC32, then JSON `{"groups": {...}}`: consumer groups' own retry policies (`retry::policy`) | retry service, atomically on each `mq group set` |
 //! | `txn/checkpoint` | JSON `{"version": 1, "half": n, "op": n}`: where transaction recovery starts reading `%TXN_HALF%` and `%TXN_OP%` ([`tx`]) | transaction check-back loop, atomically after a commit-log flush |
+//! | `index/<first log offset, 20 digits>.kix` | key index files: header, hash slots, linked entries, version 1; byte table in `store::key_index::format`; allocated on disk in 1 MiB steps before use; none until a message with a key is stored | store dispatcher (with the consume queues); removed with the log segments retention removes |
+//! | `index/checkpoint` | 32 bytes, version 1: how far the key index is durable; replayed from at start | store checkpoints, atomically |
 //! | `space_probe` | a moment after a failed allocation: the same size allocated for real, then deleted | store disk monitor ([`store::disk`]) |
 //! | `<name>.<random>.tmp` | an atomic replacement interrupted by a crash; never read | storage seam |
 //!

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use broker::config::{
-    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, MetricsPerQueue,
+    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, KeyIndexMode,
+    MetricsPerQueue,
 };
 use broker::{Broker, BrokerError};
 use clap::Parser;
@@ -150,6 +151,9 @@ struct Cli {
     /// Most body bytes in one transaction [default: 64M].
     #[arg(long, value_name = "SIZE")]
     tx_max_bytes: Option<ByteSize>,
+    /// Keep the key index for lookups by message key (`mq message query`) [default: on].
+    #[arg(long, value_name = "on|off")]
+    key_index: Option<KeyIndexMode>,
 }
 
 impl Cli {
@@ -192,7 +196,8 @@ impl Cli {
             tx_check_interval_ms,
             tx_max_checks,
             tx_max_messages,
-            tx_max_bytes
+            tx_max_bytes,
+            key_index
         );
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;

@@ -6,15 +6,24 @@ use protocol::group_policy::{
 use protocol::messages::{
     CreateTopicRequest, DeleteGroupRequest, DeleteGroupResponse, DeleteTopicRequest,
     GetMessageRequest, GetTopicRequest, GroupInfoRequest, GroupInfoResponse, ListTopicsRequest,
-    ListTopicsResponse, QueryOffsetRequest, QueueCommit, ResetOffsetRequest, ResetTarget,
-    SearchOffsetRequest, StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest, PERM_READ,
-    PERM_WRITE,
+    ListTopicsResponse, QueryMessageRequest, QueryOffsetRequest, QueueCommit, ResetOffsetRequest,
+    ResetTarget, SearchOffsetRequest, StatsRequest, StatsResponse, TopicInfo, UpdateTopicRequest,
+    PERM_READ, PERM_WRITE,
 };
 use protocol::names::{validate_any_name, validate_user_name};
 
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
-use crate::message::ReceivedMessage;
+use crate::message::{decode_records, ReceivedMessage};
+
+/// What [`Admin::query_by_key`] found.
+#[derive(Debug, Default)]
+pub struct KeyMatches {
+    /// The messages, oldest first.
+    pub messages: Vec<ReceivedMessage>,
+    /// More messages match than were returned.
+    pub more: bool,
+}
 
 /// Administrative calls over a connection.
 #[derive(Debug, Clone)]
@@ -307,5 +316,38 @@ impl Admin {
     /// Connection failures.
     pub async fn stats(&self) -> Result<StatsResponse> {
         Ok(self.conn.call(&StatsRequest {}, &[]).await?.0)
+    }
+
+    /// The messages of `topic` whose keys include `key`, stored within `[from_ms, to_ms]`
+    /// (store time, ms since the epoch): the newest `max` of them, oldest first, found
+    /// through the broker's key index.
+    ///
+    /// # Errors
+    /// `InvalidName`; `Broker` with `TopicNotFound`, `BadRequest` (empty key, `max` out
+    /// of 1..=10,000, `from_ms > to_ms`), `Forbidden` (key index off), `StorageError` (the
+    /// index is being rebuilt); `Record` when a returned record does not decode.
+    pub async fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        from_ms: u64,
+        to_ms: u64,
+        max: u32,
+    ) -> Result<KeyMatches> {
+        check_any_name(topic)?;
+        let req = QueryMessageRequest {
+            topic: topic.to_string(),
+            key: key.to_string(),
+            from_ms,
+            to_ms,
+            max_messages: max,
+        };
+        let (resp, body) = self.conn.call(&req, &[]).await?;
+        let mut messages = Vec::with_capacity(resp.count as usize);
+        decode_records(&body, resp.count, &mut messages)?;
+        Ok(KeyMatches {
+            messages,
+            more: resp.more,
+        })
     }
 }

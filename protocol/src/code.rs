@@ -110,6 +110,8 @@ wire_enum!(
         TxList = 76,
         /// Broker to client: asks a live producer of the group for a transaction's outcome.
         TxCheck = 77,
+        /// Finds the messages of a topic that carry a key (the key index).
+        QueryMessage = 92,
     }
 );
 

@@ -594,6 +594,37 @@ pub struct GetMessageRequest {
 }
 request!(GetMessageRequest, GetMessage, Empty);
 
+/// Most messages one [`QueryMessageRequest`] answers.
+pub const MAX_QUERY_MESSAGES: u32 = 10_000;
+
+/// Finds the messages of a topic whose keys (the space-separated `KEYS` property) include
+/// `key`, stored within `[from_ms, to_ms]`: the newest `max_messages` of them. Response
+/// body: their records end to end, oldest first, as in a pull response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMessageRequest {
+    /// The topic.
+    pub topic: String,
+    /// One key.
+    pub key: String,
+    /// Earliest store time, ms since the epoch (0: no bound).
+    pub from_ms: u64,
+    /// Latest store time, ms since the epoch (`u64::MAX`: no bound).
+    pub to_ms: u64,
+    /// Most messages to return, 1 to [`MAX_QUERY_MESSAGES`].
+    pub max_messages: u32,
+}
+
+/// The answer to a [`QueryMessageRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMessageResponse {
+    /// Records in the body.
+    pub count: u32,
+    /// More messages match than were returned (raise `max_messages` or narrow the time
+    /// range).
+    pub more: bool,
+}
+request!(QueryMessageRequest, QueryMessage, QueryMessageResponse);
+
 /// Reads the broker's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsRequest {}

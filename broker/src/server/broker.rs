@@ -535,6 +535,7 @@ fn store_config(config: &Config) -> StoreConfig {
     c.max_topics = config.max_topics;
     c.default_queue_count = config.default_queues;
     c.disk_reserve = config.disk_reserve;
+    c.key_index.enabled = config.key_index == crate::config::KeyIndexMode::On;
     c
 }
 

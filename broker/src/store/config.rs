@@ -40,6 +40,8 @@ pub struct StoreConfig {
     pub max_topics: u32,
     /// Told how long each dispatch round (indexing new records) took. Default none.
     pub on_dispatch_round: Option<commitlog::DurationObserver>,
+    /// The key index under `<data>/index` (lookups by message key). Default on.
+    pub key_index: super::KeyIndexConfig,
 }
 
 impl StoreConfig {
@@ -56,6 +58,7 @@ impl StoreConfig {
             disk_reserve: DiskReserve::Bytes(0),
             max_topics: 10_000,
             on_dispatch_round: None,
+            key_index: super::KeyIndexConfig::default(),
             data_dir,
         }
     }
@@ -80,7 +83,7 @@ impl StoreConfig {
                 "max_body_bytes must be > 0".into(),
             ));
         }
-        Ok(())
+        self.key_index.validate()
     }
 
     /// `<data>/queues`: the consume-queue store (arenas, journal, snapshot).

@@ -251,6 +251,9 @@ impl Shared {
                 tracing::debug!(topic, queue_id, error = %e, "consume queue repair failed; retrying");
             }
         }
+        // A key index being rebuilt takes at most this long per tick, so dispatching
+        // large backlogs (left to this thread) goes on meanwhile.
+        self.catch_up_keys(Some(Duration::from_millis(250)));
     }
 
     /// Indexes what is readable now. A small backlog (the usual write of one or a few
@@ -359,6 +362,8 @@ impl Shared {
         let mut count = 0;
         let mut failure = None;
         let mut stopped_at = None;
+        // The key index follows in the same pass, unless it is catching up on its own.
+        let mut keys = self.keys.as_ref().and_then(|k| k.writer(from.get()));
         for item in iter.by_ref() {
             match item {
                 Ok(rec) if rec.next_offset().get() > limit => {
@@ -366,6 +371,9 @@ impl Shared {
                     break;
                 }
                 Ok(rec) => {
+                    if let Some(k) = keys.as_mut() {
+                        k.add(&rec);
+                    }
                     if let Err(e) = self.index(&rec, mode, &mut pending, &mut round) {
                         // One queue's failure never stops the others: it is rebuilt from
                         // the log later, and its records are skipped meanwhile.
@@ -389,6 +397,10 @@ impl Shared {
             Some(_) => None,
             None => Some(stopped_at.unwrap_or_else(|| iter.position())),
         };
+        // Before the dispatched offset moves: lookups never see the index behind it.
+        if let Some(k) = keys {
+            k.finish(end.map(PhysicalOffset::get));
+        }
         self.commit(pending);
         match (failure, end) {
             (Some(e), _) => Err(e),
@@ -608,12 +620,25 @@ impl Shared {
             .map_err(StoreError::Queues);
         drop(round);
         self.dispatch.checkpointing.store(false, Ordering::Release);
+        // Outside the round lock: sends never wait for the key index's msyncs. Its own
+        // trouble never holds up the consume queues' checkpoints: it is replayed from its
+        // previous checkpoint at the next start.
+        if let Some(Err(e)) = self
+            .keys
+            .as_ref()
+            .map(super::key_index::KeyIndex::checkpoint)
+        {
+            self.disk
+                .report_if_full(&e, 0, "checkpointing the key index");
+            tracing::warn!(error = %e, "key index checkpoint failed; retrying");
+        }
         result
     }
 
     /// Frees consume-queue blocks below the commit log's minimum. Work is done only when
     /// the minimum advanced since the last trim (retention deleted segments).
     pub(crate) fn trim_queues(&self) -> StoreResult<()> {
+        self.trim_keys()?;
         let min = self.log.min_offset().get();
         if min <= self.dispatch.trimmed_below.load(Ordering::Acquire) {
             return Ok(());

@@ -141,6 +141,32 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Lookups by key are off on this broker.
+    #[error("lookups by key are off on this broker (it runs with --key-index off)")]
+    KeyIndexOff,
+    /// The key index has not indexed everything dispatched yet: it is being built or
+    /// rebuilt from the commit log, or a write failed (a full disk) and it waits to retry.
+    /// Answering would miss messages, so lookups are refused meanwhile.
+    #[error("the key index is behind the commit log (indexed up to offset {indexed} of {end}): {reason}; try again later")]
+    KeyIndexBehind {
+        /// Commit-log offset up to which records are indexed.
+        indexed: u64,
+        /// Commit-log offset up to which records are dispatched.
+        end: u64,
+        /// Why it is behind.
+        reason: String,
+    },
+    /// A key index file failed its checks; the index is rebuilt from the commit log.
+    #[error("key index file {path} is damaged ({reason}); it is being rebuilt from the commit log, try again later")]
+    KeyIndexDamaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A lookup by key asks for something impossible.
+    #[error("invalid lookup by key: {0}")]
+    InvalidKeyQuery(&'static str),
     /// The configuration failed validation at open.
     #[error("invalid store config: {0}")]
     InvalidConfig(String),

@@ -18,6 +18,7 @@ mod error;
 pub mod fsutil;
 mod get;
 pub(crate) mod journal_frame;
+mod key_index;
 mod message_id;
 mod put;
 mod queues;
@@ -43,6 +44,7 @@ pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use get::{GetRequest, GetResult, GetStatus};
+pub use key_index::{KeyIndexConfig, KeyMatches};
 pub use message_id::MessageId;
 pub use put::{
     GroupsAppended, InvalidSend, PutMessage, PutRange, PutResult, ValidatedBatch, ValidatedSend,
@@ -67,6 +69,8 @@ pub(crate) struct Shared {
     damaged: repair::Damaged,
     /// Free space of the data directory; refuses writes while the disk is full.
     disk: Arc<DiskMonitor>,
+    /// Lookups by key; `None` when switched off.
+    keys: Option<key_index::KeyIndex>,
 }
 
 /// The message store. `Send + Sync`; share it with `Arc`.
@@ -114,8 +118,16 @@ impl MessageStore {
             .map_err(|e| StoreError::io("starting disk watcher thread", &config.data_dir, e))?;
         let (log, log_report) = CommitLog::open(log_config)?;
         log_recovery(&log_report);
+        let keys = key_index::KeyIndex::open(
+            config.key_index.clone(),
+            &config.data_dir,
+            Arc::clone(&storage),
+            log.min_offset().get(),
+            log.write_offset().get(),
+        );
         let (queues, journaled) = QueueTable::open(&config, storage)?;
         let shared = Arc::new(Shared {
+            keys,
             topics: TopicTable::load(&config.config_dir(), config.max_topics)?,
             queues,
             writer: Mutex::new(Writer::default()),
@@ -126,6 +138,7 @@ impl MessageStore {
             config,
         });
         shared.recover(journaled)?;
+        shared.catch_up_keys(None);
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ferromq-dispatch".into())
@@ -304,6 +317,25 @@ impl MessageStore {
     /// `MessageNotFound` when nothing (or something else) lives there, commit-log errors.
     pub fn get_by_id(&self, id: MessageId) -> StoreResult<RecordRef> {
         self.shared.get_by_id(id)
+    }
+
+    /// The messages of `topic` whose keys (the space-separated `KEYS` property) include
+    /// `key`, stored within `[from_ms, to_ms]`: the newest `max` of them, oldest first.
+    /// Each is read back and checked before it is returned.
+    ///
+    /// # Errors
+    /// `KeyIndexOff`, `KeyIndexBehind` while the index is built or after a write failure,
+    /// `KeyIndexDamaged`, an empty key or `max` of 0 or `from_ms > to_ms`
+    /// (`InvalidKeyQuery`), unknown topic, missing read permission.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        from_ms: u64,
+        to_ms: u64,
+        max: usize,
+    ) -> StoreResult<KeyMatches> {
+        self.shared.query_by_key(topic, key, from_ms, to_ms, max)
     }
 
     /// First queue offset whose message was stored at or after `timestamp_ms` (the max

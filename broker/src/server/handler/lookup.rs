@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use protocol::messages::{
-    Empty, GetMessageRequest, SearchOffsetRequest, SearchOffsetResponse, SendBackRequest,
+    Empty, GetMessageRequest, QueryMessageRequest, QueryMessageResponse, SearchOffsetRequest,
+    SearchOffsetResponse, SendBackRequest, MAX_QUERY_MESSAGES,
 };
-use protocol::Frame;
+use protocol::{Frame, Status};
 
 use super::{blocking, check_group, decode, HandlerResult, Services};
 use crate::server::response::{Body, HandlerError, Response};
@@ -35,6 +36,40 @@ pub(super) async fn get_message(services: &Arc<Services>, frame: &Frame) -> Hand
         Ok(Response::ok_with_body(
             &Empty {},
             Body::Records(vec![record]),
+        ))
+    })
+    .await
+}
+
+/// Answers the messages of a topic carrying a key, found through the key index, as
+/// records in the body.
+pub(super) async fn query_message(services: &Arc<Services>, frame: &Frame) -> HandlerResult {
+    let req: QueryMessageRequest = decode(frame)?;
+    if req.max_messages == 0 || req.max_messages > MAX_QUERY_MESSAGES {
+        return Err(HandlerError::new(
+            Status::BadRequest,
+            format!(
+                "max_messages must be 1 to {MAX_QUERY_MESSAGES}, got {}",
+                req.max_messages
+            ),
+        ));
+    }
+    let s = Arc::clone(services);
+    blocking(move || {
+        let found = s.store.query_by_key(
+            &req.topic,
+            &req.key,
+            req.from_ms,
+            req.to_ms,
+            req.max_messages as usize,
+        )?;
+        let header = QueryMessageResponse {
+            count: u32::try_from(found.records.len()).unwrap_or(u32::MAX),
+            more: found.more,
+        };
+        Ok(Response::ok_with_body(
+            &header,
+            Body::Records(found.records),
         ))
     })
     .await

@@ -73,6 +73,7 @@ pub(crate) async fn handle(
         RequestCode::TxCommit => tx::commit(services, &frame).await,
         RequestCode::TxRollback => tx::rollback(services, &frame).await,
         RequestCode::TxList => tx::list(services, &frame),
+        RequestCode::QueryMessage => lookup::query_message(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
@@ -161,7 +162,9 @@ fn store_status(e: &StoreError) -> Status {
         | StoreError::BadProperties(_)
         | StoreError::UnsupportedProperty { .. }
         | StoreError::BadTagExpression { .. }
-        | StoreError::BadMessageId { .. } => Status::BadRequest,
+        | StoreError::BadMessageId { .. }
+        | StoreError::InvalidKeyQuery(_) => Status::BadRequest,
+        StoreError::KeyIndexOff => Status::Forbidden,
         StoreError::PermissionDenied { .. } => Status::Forbidden,
         StoreError::BodyTooLarge { .. } => Status::MessageTooLarge,
         StoreError::MessageNotFound(_) => Status::NotFound,

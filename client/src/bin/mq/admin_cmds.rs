@@ -1,10 +1,12 @@
 //! `mq topic ...`, `mq group ...`, `mq stats`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
 
 use client::admin::Admin;
 use protocol::group_policy::{GroupPolicyResponse, RetryDelays, RetryPolicy};
 use protocol::messages::{GroupInfoResponse, QueueLag, ResetTarget, PERM_READ, PERM_WRITE};
+use protocol::properties::Properties;
 use protocol::receive::LeaseInfoResponse;
 use protocol::Status;
 
@@ -97,7 +99,39 @@ pub(crate) async fn message_show(broker: &str, msg_id: &str) -> CliResult {
     let mut v = crate::consume::to_json(&m);
     v["born_timestamp_ms"] = m.born_timestamp_ms().into();
     v["store_timestamp_ms"] = m.store_timestamp_ms().into();
+    let mut props = serde_json::Map::new();
+    for entry in Properties::new(m.properties()).iter() {
+        let (k, val) = entry?;
+        props.insert(k.to_string(), val.into());
+    }
+    v["properties"] = props.into();
     println!("{v}");
+    Ok(())
+}
+
+pub(crate) async fn message_query(
+    broker: &str,
+    topic: &str,
+    key: &str,
+    from_ms: u64,
+    to_ms: u64,
+    max: u32,
+) -> CliResult {
+    let found = Admin::connect(broker)
+        .await?
+        .query_by_key(topic, key, from_ms, to_ms, max)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for m in &found.messages {
+        writeln!(out, "{}", crate::consume::to_json(m))?;
+    }
+    out.flush()?;
+    if found.more {
+        eprintln!(
+            "mq: more messages match; showing the newest {}",
+            found.messages.len()
+        );
+    }
     Ok(())
 }
 

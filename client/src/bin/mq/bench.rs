@@ -1,6 +1,7 @@
 //! `mq bench WORKLOAD`: produce, consume, sync-latency, e2e, pop, timer and tx, with a live progress line
 //! on stderr and, with `--json`, one JSON object of figures on stdout.
 
+mod keys;
 mod ordered;
 mod pop;
 mod timer;
@@ -49,6 +50,9 @@ pub(crate) enum Workload {
     /// P transaction loops for S seconds: begin, send `--tx-messages` messages, commit;
     /// committed messages per second and commit latency.
     Tx,
+    /// Look up N random keys (default 10,000) of `--keys K`, as `bench produce --keys K`
+    /// sent them, one at a time, each for at most 32 messages: key lookup latency.
+    Keys,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +116,10 @@ pub(crate) struct BenchArgs {
     /// Tx: messages in each transaction.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     tx_messages: u32,
+    /// Produce: each message carries one of this many keys (`key-0` ..), in turn; keys:
+    /// the keys to look up at random.
+    #[arg(long)]
+    keys: Option<u64>,
 }
 
 /// What a workload measured.
@@ -164,6 +172,7 @@ pub(crate) async fn run(broker: &str, args: BenchArgs) -> CliResult {
                 Workload::Pop => pop::pop(&broker, &args, &progress).await,
                 Workload::Timer => Err("the timer workload reports its own figures".into()),
                 Workload::Tx => tx::tx(&broker, &args, &progress).await,
+                Workload::Keys => keys::keys(&broker, &args, &progress).await,
             }
         })
     };

@@ -59,7 +59,7 @@ enum Cmd {
     },
     /// Broker statistics as JSON.
     Stats,
-    /// Measure throughput and latency: produce, consume, sync-latency, e2e, pop.
+    /// Measure throughput and latency: produce, consume, sync-latency, e2e, pop, timer, keys.
     Bench(bench::BenchArgs),
     /// Transactions: begin, send, ack, commit, rollback; list the open ones.
     #[command(subcommand)]
@@ -194,10 +194,30 @@ enum DlqCmd {
 
 #[derive(Debug, Subcommand)]
 enum MessageCmd {
-    /// Look a message up by the msg_id that produce and consume print; one JSON line.
+    /// Look a message up by the msg_id that produce and consume print; one JSON line with
+    /// all its properties.
     Show {
         /// Message id (24 hex digits).
         msg_id: String,
+    },
+    /// Find a topic's messages by key (the broker's key index): the newest --max of them,
+    /// oldest first, one JSON line each as `mq consume` prints them.
+    Query {
+        /// Topic to search.
+        topic: String,
+        /// The key (one of the space-separated keys a message was sent with).
+        #[arg(long)]
+        key: String,
+        /// Only messages stored at or after this time (ms since the epoch).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        from: u64,
+        /// Only messages stored at or before this time (ms since the epoch).
+        #[arg(long, value_name = "MS", default_value_t = u64::MAX, hide_default_value = true)]
+        to: u64,
+        /// At most this many messages (1 to 10000).
+        #[arg(long, default_value_t = 32,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(protocol::messages::MAX_QUERY_MESSAGES)))]
+        max: u32,
     },
 }
 
@@ -459,6 +479,13 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Message(MessageCmd::Show { msg_id }) => {
             admin_cmds::message_show(broker, &msg_id).await
         }
+        Cmd::Message(MessageCmd::Query {
+            topic,
+            key,
+            from,
+            to,
+            max,
+        }) => admin_cmds::message_query(broker, &topic, &key, from, to, max).await,
         Cmd::Produce(args) => produce::run(broker, args).await,
         Cmd::Consume(args) => consume::run(broker, args).await,
         Cmd::Group(GroupCmd::Show { group, json }) => {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{new_histogram, Histogram};
 use client::admin::Admin;
 use client::protocol::batch::{BatchMessage, BatchWriter};
+use client::protocol::properties::{PropertiesBuilder, KEYS};
 use client::protocol::Status;
 use client::{ConsumerOptions, Producer, ProducerOptions, PullConsumer, SendHandle, StartFrom};
 use tokio::sync::mpsc;
@@ -58,17 +59,61 @@ fn spread_targets(args: &BenchArgs) -> Vec<(Arc<str>, u32)> {
         .collect()
 }
 
-fn encoded(count: u32, size: usize) -> CliResult<BatchWriter> {
+/// A batch of `count` messages; with `keys = Some((first, n))` message `m` carries the
+/// key `key-<(first + m) mod n>`.
+fn encoded(count: u32, size: usize, keys: Option<(u64, u64)>) -> CliResult<BatchWriter> {
     let body = vec![b'x'; size];
-    let mut w = BatchWriter::with_capacity(count as usize * (16 + size));
-    for _ in 0..count {
+    let mut w = BatchWriter::with_capacity(count as usize * (48 + size));
+    for m in 0..u64::from(count) {
+        let properties = match keys {
+            Some((first, n)) => PropertiesBuilder::new()
+                .with(KEYS, &super::keys::key_name((first + m) % n))
+                .build(),
+            None => Vec::new(),
+        };
         w.push(&BatchMessage {
-            properties: &[],
+            properties: &properties,
             body: &body,
             born_timestamp_ms: 0,
         })?;
     }
     Ok(w)
+}
+
+/// The batches a producer sends in turn, encoded once before the clock starts.
+struct Batches {
+    /// One without keys; with `--keys N`, enough to cycle through the N keys (at most
+    /// 16,384 batches: a million keys in batches of 100 take about 100 MB here).
+    ring: Vec<BatchWriter>,
+    batch: u32,
+    size: usize,
+    keys: Option<u64>,
+}
+
+impl Batches {
+    fn new(batch: u32, size: usize, keys: Option<u64>) -> CliResult<Self> {
+        let keys = keys.filter(|&n| n > 0);
+        let ring = match keys {
+            None => vec![encoded(batch, size, None)?],
+            Some(n) => {
+                let count = n.div_ceil(u64::from(batch)).clamp(1, 16_384);
+                (0..count)
+                    .map(|j| encoded(batch, size, Some((j * u64::from(batch), n))))
+                    .collect::<CliResult<_>>()?
+            }
+        };
+        Ok(Self {
+            ring,
+            batch,
+            size,
+            keys,
+        })
+    }
+
+    /// A last, shorter batch.
+    fn tail(&self, count: u32) -> CliResult<BatchWriter> {
+        encoded(count, self.size, self.keys.map(|n| (0, n)))
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -102,6 +147,7 @@ pub(crate) async fn produce(
     };
     let total = args.messages.unwrap_or(1_000_000);
     let p = args.producers.max(1) as u64;
+    let batches = Arc::new(Batches::new(args.batch.max(1), args.size, args.keys)?);
     let start = Instant::now();
     let mut set = JoinSet::new();
     for i in 0..p {
@@ -115,9 +161,9 @@ pub(crate) async fn produce(
             None => Route::One(args.topic.clone()),
         };
         let (broker, progress) = (broker.to_string(), progress.clone());
-        let (size, batch, inflight) = (args.size, args.batch.max(1), args.inflight.max(1));
+        let (batches, inflight) = (Arc::clone(&batches), args.inflight.max(1));
         set.spawn(
-            async move { produce_one(&broker, route, n, size, batch, inflight, progress).await },
+            async move { produce_one(&broker, route, n, &batches, inflight, progress).await },
         );
     }
     let mut latency = new_histogram();
@@ -167,8 +213,7 @@ async fn produce_one(
     broker: &str,
     mut route: Route,
     n: u64,
-    size: usize,
-    batch: u32,
+    batches: &Batches,
     inflight: usize,
     progress: Progress,
 ) -> CliResult<(u64, Histogram)> {
@@ -179,7 +224,8 @@ async fn produce_one(
         },
     )
     .await?;
-    let full = encoded(batch, size)?;
+    let batch = batches.batch;
+    let mut turn = 0;
     let (tx, mut rx) = mpsc::channel::<(Instant, SendHandle, u32)>(inflight);
     // Acks are awaited in send order: they come back in about that order on one connection.
     let collector = tokio::spawn(async move {
@@ -197,11 +243,13 @@ async fn produce_one(
     while sent < n {
         let count = u32::try_from((n - sent).min(u64::from(batch))).unwrap_or(batch);
         let (topic, queue) = route.next(&producer).await?;
+        let full = &batches.ring[turn % batches.ring.len()];
+        turn += 1;
         let handle = if count == batch {
-            producer.send_encoded(&topic, queue, &full).await?
+            producer.send_encoded(&topic, queue, full).await?
         } else {
             producer
-                .send_encoded(&topic, queue, &encoded(count, size)?)
+                .send_encoded(&topic, queue, &batches.tail(count)?)
                 .await?
         };
         if tx.send((Instant::now(), handle, count)).await.is_err() {
@@ -271,7 +319,7 @@ pub(crate) async fn sync_latency(
 ) -> CliResult<Figures> {
     ensure_topic(broker, &args.topic, args.queues).await?;
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
-    let one = Arc::new(encoded(1, args.size)?);
+    let one = Arc::new(encoded(1, args.size, None)?);
     let start = Instant::now();
     let mut set = JoinSet::new();
     for _ in 0..args.producers.max(1) {
