@@ -34,9 +34,6 @@ pub(crate) enum Next {
 
 /// One heartbeat, reporting the queues held; applies the assignment in the reply.
 pub(crate) async fn heartbeat_once(shared: &Arc<Shared>) -> Result<Next> {
-    if matches!(shared.mode, Mode::Broadcast(_)) {
-        return super::broadcast::assign_once(shared).await;
-    }
     retry_unreleased(shared).await;
     let req = HeartbeatRequest {
         group: shared.group.clone(),
@@ -77,7 +74,7 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, mut next: Next) {
             () = tokio::time::sleep(wait) => {}
             () = shared.heartbeat_now.notified() => {}
         }
-        next = match heartbeat_once(&shared).await {
+        next = match super::assign_queues(&shared).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(group = %shared.group, error = %e, "heartbeat failed");

@@ -491,7 +491,7 @@ impl PullConsumer {
             mode,
         });
         // The first heartbeat happens here so that errors (bad group, no broker) surface.
-        let next = group::heartbeat_once(&shared).await?;
+        let next = assign_queues(&shared).await?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(group::heartbeat_loop(Arc::clone(&shared), next));
         tasks.spawn(group::commit_loop(Arc::clone(&shared)));
@@ -675,5 +675,15 @@ impl Drop for PullConsumer {
                 q.cancel.cancel();
             }
         }
+    }
+}
+
+/// One round of learning which queues this consumer reads: a heartbeat to the group, or
+/// for a broadcast instance every queue of its topics.
+pub(crate) async fn assign_queues(shared: &Arc<Shared>) -> Result<group::Next> {
+    if matches!(shared.mode, Mode::Broadcast(_)) {
+        broadcast::assign_once(shared).await
+    } else {
+        group::heartbeat_once(shared).await
     }
 }
