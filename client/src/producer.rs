@@ -132,6 +132,19 @@ impl Producer {
         self.send_encoded(topic, queue, &batch).await
     }
 
+    /// A slot among the requests in flight for a non-empty encoded batch.
+    async fn permit_for(&self, batch: &BatchWriter) -> Result<OwnedSemaphorePermit> {
+        if batch.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed {
+                addr: self.conn.addr().to_string(),
+            })
+    }
+
     /// Sends an already encoded batch to one queue, pipelined like [`Producer::send_async`].
     /// The cheapest path: nothing is encoded per call.
     ///
@@ -143,15 +156,7 @@ impl Producer {
         queue_id: u32,
         batch: &BatchWriter,
     ) -> Result<SendHandle> {
-        if batch.is_empty() {
-            return Err(Error::InvalidArgument("empty batch".into()));
-        }
-        let permit = Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Closed {
-                addr: self.conn.addr().to_string(),
-            })?;
+        let permit = self.permit_for(batch).await?;
         let req = SendRequest {
             topic: topic.to_string(),
             queue_id,
@@ -253,15 +258,7 @@ impl Producer {
         batch: &BatchWriter,
         at: DeliverAt,
     ) -> Result<TimerHandle> {
-        if batch.is_empty() {
-            return Err(Error::InvalidArgument("empty batch".into()));
-        }
-        let permit = Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Closed {
-                addr: self.conn.addr().to_string(),
-            })?;
+        let permit = self.permit_for(batch).await?;
         let req = SendTimerRequest {
             topic: topic.to_string(),
             queue_id,
