@@ -26,6 +26,7 @@ pub use message::{Message, ReceivedMessage};
 pub use producer::{Producer, ProducerOptions, SendHandle, SendResult, TimerHandle};
 pub use protocol;
 pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};
+pub use protocol::receive::ReceiptHandle;
 pub use transaction::{
     Transaction, TransactionChecker, TransactionalProducer, TxAdmin, TxResolution,
 };

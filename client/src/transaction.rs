@@ -390,7 +390,7 @@ impl Transaction {
         let acks = msgs
             .iter()
             .map(|m| TxAck::Receipt {
-                handle: m.receipt_handle.clone(),
+                handle: m.receipt_handle,
             })
             .collect();
         self.ack(group, acks).await

@@ -14,8 +14,8 @@ use client::protocol::names::dlq_topic;
 use client::protocol::properties;
 use client::protocol::Status;
 use client::{
-    Failure, LeasedMessage, Message, PullConsumer, PushConsumer, ReceivedMessage, SimpleConsumer,
-    SimpleConsumerOptions,
+    Failure, LeasedMessage, Message, PullConsumer, PushConsumer, ReceiptHandle, ReceivedMessage,
+    SimpleConsumer, SimpleConsumerOptions,
 };
 use support::cli::{json_lines, mq, spawn_mq};
 use support::{fast_options, TestBroker, PATIENCE};
@@ -89,10 +89,10 @@ async fn competing_consumers_share_a_one_queue_topic() {
     for m in first.iter().chain(&second) {
         acked.lock().unwrap().push(body(m));
     }
-    a.ack_handles(first.iter().map(|m| m.receipt_handle.clone()).collect())
+    a.ack_handles(first.iter().map(|m| m.receipt_handle).collect())
         .await
         .unwrap();
-    c.ack_handles(second.iter().map(|m| m.receipt_handle.clone()).collect())
+    c.ack_handles(second.iter().map(|m| m.receipt_handle).collect())
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -176,10 +176,17 @@ async fn change_invisibility_extends_and_the_old_handle_is_refused() {
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
     c.ack(&m).await.unwrap();
-    // A handle that is not one.
-    let mut bogus = m.clone();
-    bogus.receipt_handle = "nonsense".into();
-    assert!(is_invalid_handle(&c.reject(&bogus).await.unwrap_err()));
+    // Handles this broker never issued: another run's, a queue slot the group lacks.
+    let h = m.receipt_handle;
+    for forged in [
+        ReceiptHandle::new(h.run() ^ 1, h.epoch(), h.slot(), h.offset()),
+        ReceiptHandle::new(h.run(), h.epoch(), 9_999, h.offset()),
+        ReceiptHandle::new(h.run(), h.epoch() + 1_000, h.slot(), h.offset()),
+    ] {
+        let mut bogus = m.clone();
+        bogus.receipt_handle = forged;
+        assert!(is_invalid_handle(&c.reject(&bogus).await.unwrap_err()));
+    }
     b.shutdown().await;
 }
 

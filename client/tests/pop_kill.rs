@@ -118,12 +118,7 @@ async fn a_killed_broker_redelivers_every_unacked_message_and_no_acked_one() {
     // Ack a scattered two thirds; answered acks are on disk.
     let (acked, unacked): (Vec<_>, Vec<_>) = got.iter().enumerate().partition(|(i, _)| i % 3 != 0);
     let refused = c
-        .ack_handles(
-            acked
-                .iter()
-                .map(|(_, m)| m.receipt_handle.clone())
-                .collect(),
-        )
+        .ack_handles(acked.iter().map(|(_, m)| m.receipt_handle).collect())
         .await
         .unwrap();
     assert!(refused.is_empty(), "{refused:?}");

@@ -2,15 +2,116 @@
 //! handle, change a lease's invisibility, reject to the dead-letter queue, and the lease
 //! report of a group.
 //!
-//! A receipt handle is an opaque string the broker hands out with each received message;
-//! clients only store it and send it back. It names one lease: once the lease expired,
-//! was changed (a new handle replaces it) or ended, the handle is refused with
-//! [`crate::Status::InvalidReceiptHandle`].
+//! A receipt handle ([`ReceiptHandle`]) is an opaque value the broker hands out with each
+//! received message; clients only store it and send it back. It names one lease: once the
+//! lease expired, was changed (a new handle replaces it) or ended, the handle is refused
+//! with [`crate::Status::InvalidReceiptHandle`]. On the wire it is four integers, read and
+//! written without text or allocation; shells and other protocols use its text form
+//! (`Display` / `FromStr`).
+
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{Empty, Request};
 use crate::RequestCode;
+
+/// Names one lease of one received message. Opaque to clients: only the broker that
+/// issued it gives its fields meaning (its run, the lease's epoch, the group's queue slot
+/// and the message's queue offset), and the form may change.
+///
+/// Text form: `2.<run>.<epoch>.<slot>.<offset>`, numbers in lowercase hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReceiptHandle {
+    run: u64,
+    epoch: u64,
+    slot: u32,
+    offset: u64,
+}
+
+impl ReceiptHandle {
+    /// A handle; for the broker that issues it.
+    #[must_use]
+    pub const fn new(run: u64, epoch: u64, slot: u32, offset: u64) -> Self {
+        Self {
+            run,
+            epoch,
+            slot,
+            offset,
+        }
+    }
+
+    /// The broker run that issued it.
+    #[must_use]
+    pub const fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// The lease it names.
+    #[must_use]
+    pub const fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The issuing group's queue slot.
+    #[must_use]
+    pub const fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The message's queue offset.
+    #[must_use]
+    pub const fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+const HANDLE_VERSION: &str = "2";
+
+impl fmt::Display for ReceiptHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{HANDLE_VERSION}.{:x}.{:x}.{:x}.{:x}",
+            self.run, self.epoch, self.slot, self.offset
+        )
+    }
+}
+
+/// A text that is not a receipt handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a receipt handle")]
+pub struct BadReceiptHandle(pub String);
+
+impl FromStr for ReceiptHandle {
+    type Err = BadReceiptHandle;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadReceiptHandle(text.chars().take(80).collect());
+        let mut parts = text.split('.');
+        if parts.next() != Some(HANDLE_VERSION) {
+            return Err(bad());
+        }
+        let mut num = || -> Option<u64> {
+            let p = parts.next()?;
+            // from_str_radix alone would take a leading '+'.
+            if p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            u64::from_str_radix(p, 16).ok()
+        };
+        let (Some(run), Some(epoch), Some(slot), Some(offset)) = (num(), num(), num(), num())
+        else {
+            return Err(bad());
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        let slot = u32::try_from(slot).map_err(|_| bad())?;
+        Ok(Self::new(run, epoch, slot, offset))
+    }
+}
 
 /// Takes up to `max_messages` messages of `topic` (any of its queues) and of the group's
 /// retry topic, each leased to the caller for `invisible_ms`. Held up to `max_wait_ms`
@@ -35,7 +136,7 @@ pub struct ReceiveRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Names this lease to ack, change or reject.
-    pub receipt_handle: String,
+    pub receipt_handle: ReceiptHandle,
     /// 1 on first delivery; one more on each redelivery.
     pub delivery_attempt: u32,
     /// Wall-clock ms at which the lease ends unless acked or changed.
@@ -56,7 +157,7 @@ pub struct AckMessagesRequest {
     /// The consumer group.
     pub group: String,
     /// The handles to acknowledge.
-    pub receipt_handles: Vec<String>,
+    pub receipt_handles: Vec<ReceiptHandle>,
 }
 
 /// A handle of an ack batch that was refused.
@@ -83,7 +184,7 @@ pub struct ChangeInvisibilityRequest {
     /// The consumer group.
     pub group: String,
     /// The lease to change.
-    pub receipt_handle: String,
+    pub receipt_handle: ReceiptHandle,
     /// The new invisibility, from now.
     pub invisible_ms: u64,
 }
@@ -92,7 +193,7 @@ pub struct ChangeInvisibilityRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeInvisibilityResponse {
     /// The lease's new handle.
-    pub receipt_handle: String,
+    pub receipt_handle: ReceiptHandle,
     /// Wall-clock ms at which the lease now ends.
     pub invisible_until_ms: u64,
 }
@@ -108,7 +209,7 @@ pub struct RejectRequest {
     /// The consumer group.
     pub group: String,
     /// The lease of the message to reject.
-    pub receipt_handle: String,
+    pub receipt_handle: ReceiptHandle,
 }
 request!(RejectRequest, Reject, Empty);
 
@@ -155,10 +256,39 @@ mod tests {
     fn headers_round_trip() {
         let req = AckMessagesRequest {
             group: "g".into(),
-            receipt_handles: vec!["a".into(), "b".into()],
+            receipt_handles: vec![
+                ReceiptHandle::new(1, 2, 3, 4),
+                ReceiptHandle::new(u64::MAX, 0, u32::MAX, 1 << 40),
+            ],
         };
         let bytes = header::encode(&req).unwrap();
         assert_eq!(header::decode::<AckMessagesRequest>(&bytes).unwrap(), req);
         assert!(header::decode::<AckMessagesRequest>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn handle_text_round_trips_and_garbage_is_refused() {
+        for h in [
+            ReceiptHandle::new(0x1234, 99, 7, 1 << 40),
+            ReceiptHandle::new(u64::MAX, u64::MAX, u32::MAX, u64::MAX),
+            ReceiptHandle::new(0, 0, 0, 0),
+        ] {
+            assert_eq!(h.to_string().parse::<ReceiptHandle>(), Ok(h));
+        }
+        for bad in [
+            "",
+            "2",
+            "1.1.1.0.0",
+            "2.x.1.0.0",
+            "2.1.1.0.",
+            "2.1.1.0.0.0",
+            "2.1.1.-1.0",
+            "2.+1.1.0.0",
+            "2.1.1.100000000.0",
+            "2.11111111111111111.1.0.0",
+            "nonsense",
+        ] {
+            assert!(bad.parse::<ReceiptHandle>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -94,7 +94,7 @@ pub enum TxAck {
     /// broker extends the lease to outlive the transaction; commit acks it.
     Receipt {
         /// The handle the receive gave.
-        handle: String,
+        handle: crate::receive::ReceiptHandle,
     },
 }
 
@@ -203,7 +203,9 @@ mod tests {
                     queue_id: 1,
                     offset: 7,
                 },
-                TxAck::Receipt { handle: "h".into() },
+                TxAck::Receipt {
+                    handle: crate::receive::ReceiptHandle::new(1, 2, 3, 4),
+                },
             ],
         };
         let bytes = header::encode(&req).unwrap();

@@ -1,3 +1,4 @@
+use protocol::receive::ReceiptHandle;
 use thiserror::Error;
 
 use crate::groups::OffsetsError;
@@ -8,9 +9,9 @@ use crate::store::StoreError;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub(crate) enum PopError {
-    #[error("receipt handle {handle:?} is not valid: {reason}")]
+    #[error("receipt handle {handle} is not valid: {reason}")]
     InvalidHandle {
-        handle: String,
+        handle: ReceiptHandle,
         reason: &'static str,
     },
     #[error("group {group} consumes by offsets (it has live members); it cannot also receive")]

@@ -12,9 +12,11 @@
 //!   returns fewer messages or none and waits for room). Any receiver may get messages of
 //!   any queue (queues are visited round robin, the group's retry topic among them), so
 //!   many receivers share one queue.
-//! - **Receipt handles** ([`receipt`]) name (run, lease epoch, topic, queue, offset): a
-//!   handle whose lease expired, was changed or ended is refused with
-//!   `InvalidReceiptHandle`.
+//! - **Receipt handles** ([`protocol::receive::ReceiptHandle`]) name (broker run, lease
+//!   epoch, the group table's queue slot, queue offset): four integers, so a receive
+//!   writes and an ack reads them without text or allocation. A handle whose lease
+//!   expired, was changed or ended is refused with `InvalidReceiptHandle` (epochs are
+//!   unique in a run, so a slot reused after the table was rebuilt never matches).
 //! - **Acks** go into the same committed state as exact acknowledgement (floor plus acked
 //!   ranges, `ConsumerOffsets`), derived from the table: the floor is the lowest in-flight
 //!   offset, the ranges are the gaps. An ack is answered once that state is written to
@@ -32,12 +34,10 @@
 //!   never in a sleep loop.
 
 mod error;
-mod receipt;
 mod service;
 mod table;
 
 pub(crate) use error::PopError;
-pub(crate) use receipt::Receipt;
 pub(crate) use service::{Ctx, PopService, Received};
 
 /// Default most in-flight leases per group (`--max-in-flight-leases`).

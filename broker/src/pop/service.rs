@@ -10,11 +10,10 @@ use protocol::messages::QueueCommit;
 use protocol::names::retry_topic;
 use protocol::receive::{
     ChangeInvisibilityResponse, HandleRefused, Lease, LeaseInfoResponse, QueueLeases,
-    ReceiveRequest,
+    ReceiptHandle, ReceiveRequest,
 };
 use tokio::sync::{watch, Notify};
 
-use super::receipt::Receipt;
 use super::table::{GroupTable, Stale};
 use super::PopError;
 use crate::groups::ConsumerOffsets;
@@ -239,7 +238,7 @@ impl PopService {
                     continue;
                 };
                 bytes += record.bytes().len();
-                out.push(self.received(record, name, queue_id, offset, epoch, retries, deadline));
+                out.push(self.received(record, q, offset, epoch, retries, deadline));
             }
             let want = max_count.saturating_sub(out.len()).min(st.table.room());
             if want == 0 || bytes >= max_bytes {
@@ -287,7 +286,7 @@ impl PopService {
                 // A parked message waits for its group's older one; it is not returned.
                 if leased {
                     bytes += record.bytes().len();
-                    out.push(self.received(record, name, queue_id, offset, epoch, 0, deadline));
+                    out.push(self.received(record, q, offset, epoch, 0, deadline));
                 }
             }
         }
@@ -305,24 +304,15 @@ impl PopService {
 
     /// One received message: its record and a lease with a new handle. `retries`: the
     /// in-place redeliveries of a message-group message so far.
-    #[allow(clippy::too_many_arguments)]
     fn received(
         &self,
         record: RecordRef,
-        topic: &str,
-        queue_id: u32,
+        slot: u32,
         offset: u64,
         epoch: u64,
         retries: u32,
         deadline_ms: u64,
     ) -> Received {
-        let receipt = Receipt {
-            run: self.run,
-            epoch,
-            topic,
-            queue_id,
-            offset,
-        };
         let attempt = record
             .view()
             .reconsume_times()
@@ -330,7 +320,7 @@ impl PopService {
             .saturating_add(retries);
         Received {
             lease: Lease {
-                receipt_handle: receipt.encode(),
+                receipt_handle: ReceiptHandle::new(self.run, epoch, slot, offset),
                 delivery_attempt: attempt,
                 invisible_until_ms: deadline_ms,
             },
@@ -347,11 +337,11 @@ impl PopService {
         &self,
         ctx: &Ctx<'_>,
         group: &str,
-        handles: &[String],
+        handles: &[ReceiptHandle],
     ) -> Result<Vec<HandleRefused>, PopError> {
         let refuse = |i: usize, reason: &str| HandleRefused {
             index: u32::try_from(i).unwrap_or(u32::MAX),
-            message: format!("receipt handle {:?} is not valid: {reason}", handles[i]),
+            message: format!("receipt handle {} is not valid: {reason}", handles[i]),
         };
         let Some(entry) = self.find(group) else {
             return Ok((0..handles.len())
@@ -365,7 +355,7 @@ impl PopService {
         for (i, h) in handles.iter().enumerate() {
             match self.resolve(&st.table, h) {
                 Err(reason) => refused.push(refuse(i, reason)),
-                Ok((q, r)) => match st.table.ack(q, r.offset, r.epoch) {
+                Ok(q) => match st.table.ack(q, h.offset(), h.epoch()) {
                     Ok(()) => {
                         any = true;
                         if !st.acked.contains(&q) {
@@ -416,12 +406,12 @@ impl PopService {
         &self,
         ctx: &Ctx<'_>,
         group: &str,
-        handle: &str,
+        handle: &ReceiptHandle,
         invisible_ms: u64,
         now_ms: u64,
     ) -> Result<ChangeInvisibilityResponse, PopError> {
         let invalid = |reason| PopError::InvalidHandle {
-            handle: handle.to_owned(),
+            handle: *handle,
             reason,
         };
         let entry = self
@@ -429,17 +419,16 @@ impl PopService {
             .ok_or(invalid("the group holds no leases"))?;
         let mut st = entry.lock();
         self.check_reset(ctx, group, &mut st);
-        let (q, mut r) = self.resolve(&st.table, handle).map_err(invalid)?;
+        let q = self.resolve(&st.table, handle).map_err(invalid)?;
         let epoch = self.next_epoch();
         let deadline = now_ms.saturating_add(invisible_ms);
         st.table
-            .change(q, r.offset, r.epoch, epoch, deadline)
+            .change(q, handle.offset(), handle.epoch(), epoch, deadline)
             .map_err(|Stale| invalid(STALE))?;
         drop(st);
         self.wake_timer_for(deadline);
-        r.epoch = epoch;
         Ok(ChangeInvisibilityResponse {
-            receipt_handle: r.encode(),
+            receipt_handle: ReceiptHandle::new(self.run, epoch, q, handle.offset()),
             invisible_until_ms: deadline,
         })
     }
@@ -449,9 +438,14 @@ impl PopService {
     /// # Errors
     /// [`PopError::InvalidHandle`]; the dead-letter write failed (the lease is kept, with
     /// a new handle nobody holds, and ends again at its old deadline).
-    pub(crate) fn reject(&self, ctx: &Ctx<'_>, group: &str, handle: &str) -> Result<(), PopError> {
+    pub(crate) fn reject(
+        &self,
+        ctx: &Ctx<'_>,
+        group: &str,
+        handle: &ReceiptHandle,
+    ) -> Result<(), PopError> {
         let invalid = |reason| PopError::InvalidHandle {
-            handle: handle.to_owned(),
+            handle: *handle,
             reason,
         };
         let entry = self
@@ -459,17 +453,20 @@ impl PopService {
             .ok_or(invalid("the group holds no leases"))?;
         let mut st = entry.lock();
         self.check_reset(ctx, group, &mut st);
-        let (q, r) = self.resolve(&st.table, handle).map_err(invalid)?;
+        let q = self.resolve(&st.table, handle).map_err(invalid)?;
+        let offset = handle.offset();
         let lease = st
             .table
-            .begin_end(q, r.offset, r.epoch, self.next_epoch())
+            .begin_end(q, offset, handle.epoch(), self.next_epoch())
             .map_err(|Stale| invalid(STALE))?;
+        let (topic, queue_id) = st.table.name(q);
+        let topic = topic.to_owned();
         drop(st);
-        let written = copy(ctx, group, r.topic, r.queue_id, r.offset, true);
+        let written = copy(ctx, group, &topic, queue_id, offset, true);
         let mut st = entry.lock();
         match written {
             Ok(_) => {
-                st.table.end(q, r.offset);
+                st.table.end(q, offset);
                 commit(ctx, group, &st.table, &[q])?;
                 drop(st);
                 entry.room.notify_waiters();
@@ -477,7 +474,7 @@ impl PopService {
             }
             Err(e) => {
                 st.table
-                    .unend(q, r.offset, self.next_epoch(), lease.deadline_ms);
+                    .unend(q, offset, self.next_epoch(), lease.deadline_ms);
                 Err(e)
             }
         }
@@ -625,19 +622,40 @@ impl PopService {
         }
     }
 
-    fn resolve<'h>(
-        &self,
-        table: &GroupTable,
-        handle: &'h str,
-    ) -> Result<(u32, Receipt<'h>), &'static str> {
-        let r = Receipt::decode(handle).ok_or("it is not a receipt handle")?;
-        if r.run != self.run {
+    /// The table slot a handle names; its lease is checked by the table's operation.
+    fn resolve(&self, table: &GroupTable, handle: &ReceiptHandle) -> Result<u32, &'static str> {
+        if handle.run() != self.run {
             return Err("it was issued before the broker restarted");
         }
-        let q = table
-            .find(r.topic, r.queue_id)
-            .ok_or("the group holds no lease on that queue")?;
-        Ok((q, r))
+        if handle.slot() as usize >= table.slots() {
+            return Err("the group holds no lease on that queue");
+        }
+        Ok(handle.slot())
+    }
+
+    /// The topic and queue of a handle's message, while its lease is live.
+    ///
+    /// # Errors
+    /// [`PopError::InvalidHandle`] for a handle of no live lease.
+    pub(crate) fn locate(
+        &self,
+        group: &str,
+        handle: &ReceiptHandle,
+    ) -> Result<(String, u32), PopError> {
+        let invalid = |reason| PopError::InvalidHandle {
+            handle: *handle,
+            reason,
+        };
+        let entry = self
+            .find(group)
+            .ok_or(invalid("the group holds no leases"))?;
+        let st = entry.lock();
+        let q = self.resolve(&st.table, handle).map_err(invalid)?;
+        st.table
+            .check(q, handle.offset(), handle.epoch())
+            .map_err(|Stale| invalid(STALE))?;
+        let (topic, queue_id) = st.table.name(q);
+        Ok((topic.to_owned(), queue_id))
     }
 
     /// Rebuilds a group's table when its offsets were reset: leases of before are void.

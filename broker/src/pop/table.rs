@@ -95,6 +95,13 @@ impl QueueState {
     }
 
     fn position(&self, offset: u64) -> Option<usize> {
+        // Slots are usually one per offset from the front (a filter or a compaction
+        // leaves gaps): try that place first, search only when it misses.
+        let front = self.slots.front()?.offset;
+        let guess = usize::try_from(offset.checked_sub(front)?).ok()?;
+        if self.slots.get(guess).is_some_and(|s| s.offset == offset) {
+            return Some(guess);
+        }
         self.slots.binary_search_by_key(&offset, |s| s.offset).ok()
     }
 
@@ -211,6 +218,11 @@ impl GroupTable {
             .iter()
             .find(|(id, _)| *id == queue_id)
             .map(|(_, i)| *i)
+    }
+
+    /// How many queue slots the table has (a handle's slot is below this).
+    pub(crate) fn slots(&self) -> usize {
+        self.queues.len()
     }
 
     pub(crate) fn name(&self, q: u32) -> (&str, u32) {

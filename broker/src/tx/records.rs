@@ -55,7 +55,7 @@ pub struct AckItem {
     /// The acknowledged queue offset.
     pub offset: u64,
     /// The (extended) lease of a receive-mode ack, valid in this broker run only.
-    pub handle: Option<String>,
+    pub handle: Option<protocol::receive::ReceiptHandle>,
 }
 
 /// A record of either system topic, decoded.

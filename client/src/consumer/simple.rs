@@ -12,7 +12,8 @@ use bytes::Bytes;
 use protocol::group_policy::{GetGroupPolicyRequest, RetryPolicy};
 use protocol::names::{validate_any_name, validate_user_name};
 use protocol::receive::{
-    AckMessagesRequest, ChangeInvisibilityRequest, HandleRefused, ReceiveRequest, RejectRequest,
+    AckMessagesRequest, ChangeInvisibilityRequest, HandleRefused, ReceiptHandle, ReceiveRequest,
+    RejectRequest,
 };
 use protocol::tags::parse_tag_expression;
 use protocol::Status;
@@ -51,7 +52,9 @@ pub struct LeasedMessage {
     /// The message itself.
     pub message: ReceivedMessage,
     /// Opaque; names this lease. Replaced by [`SimpleConsumer::change_invisibility`].
-    pub receipt_handle: String,
+    /// Its text form (`to_string()`, parsed back with `str::parse`) is what shells and
+    /// `mq` print.
+    pub receipt_handle: ReceiptHandle,
     /// 1 on first delivery, one more on each redelivery.
     pub delivery_attempt: u32,
     /// Wall-clock ms at which the lease ends unless acked or changed.
@@ -177,7 +180,7 @@ impl SimpleConsumer {
     /// # Errors
     /// `Broker` with `InvalidReceiptHandle` when its lease expired, was changed or ended.
     pub async fn ack(&self, msg: &LeasedMessage) -> Result<()> {
-        let refused = self.ack_handles(vec![msg.receipt_handle.clone()]).await?;
+        let refused = self.ack_handles(vec![msg.receipt_handle]).await?;
         match refused.into_iter().next() {
             None => Ok(()),
             Some(r) => Err(Error::Broker {
@@ -192,7 +195,7 @@ impl SimpleConsumer {
     ///
     /// # Errors
     /// Connection failures; the broker could not write the acks.
-    pub async fn ack_handles(&self, handles: Vec<String>) -> Result<Vec<HandleRefused>> {
+    pub async fn ack_handles(&self, handles: Vec<ReceiptHandle>) -> Result<Vec<HandleRefused>> {
         Ok(self
             .start_ack(handles)
             .await?
@@ -207,7 +210,10 @@ impl SimpleConsumer {
     ///
     /// # Errors
     /// Connection failures.
-    pub async fn start_ack(&self, handles: Vec<String>) -> Result<Pending<AckMessagesRequest>> {
+    pub async fn start_ack(
+        &self,
+        handles: Vec<ReceiptHandle>,
+    ) -> Result<Pending<AckMessagesRequest>> {
         let req = AckMessagesRequest {
             group: self.group.clone(),
             receipt_handles: handles,
@@ -228,7 +234,7 @@ impl SimpleConsumer {
     ) -> Result<()> {
         let req = ChangeInvisibilityRequest {
             group: self.group.clone(),
-            receipt_handle: msg.receipt_handle.clone(),
+            receipt_handle: msg.receipt_handle,
             invisible_ms: millis(invisible),
         };
         let (resp, _) = self.conn.call(&req, &[]).await?;
@@ -294,7 +300,7 @@ impl SimpleConsumer {
     pub async fn reject(&self, msg: &LeasedMessage) -> Result<()> {
         let req = RejectRequest {
             group: self.group.clone(),
-            receipt_handle: msg.receipt_handle.clone(),
+            receipt_handle: msg.receipt_handle,
         };
         self.conn.call(&req, &[]).await?;
         Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protocol::batch;
 use protocol::messages::{Empty, SendReceipt};
+use protocol::receive::ReceiptHandle;
 use protocol::time::now_ms;
 use protocol::tx::{
     TxAck, TxAckRequest, TxAckResponse, TxBeginRequest, TxBeginResponse, TxCheckRequest,
@@ -15,7 +16,7 @@ use protocol::tx::{
 use protocol::{Frame, Status};
 
 use super::{blocking, check_group, decode, HandlerResult, Services};
-use crate::pop::{Ctx, Receipt, MAX_INVISIBLE_MS};
+use crate::pop::{Ctx, MAX_INVISIBLE_MS};
 use crate::server::response::{HandlerError, Response};
 use crate::server::session::Session;
 use crate::store::PutMessage;
@@ -146,15 +147,14 @@ fn resolve_acks(services: &Services, req: &TxAckRequest) -> Result<Vec<AckItem>,
                     services
                         .pop
                         .change(&ctx(services), &req.group, handle, hold_ms, now_ms())?;
-                let r = Receipt::decode(&changed.receipt_handle).ok_or_else(|| {
-                    HandlerError::internal("the broker wrote a receipt handle it cannot read")
-                })?;
+                let h = changed.receipt_handle;
+                let (topic, queue_id) = services.pop.locate(&req.group, &h)?;
                 AckItem {
                     group: req.group.clone(),
-                    topic: r.topic.to_owned(),
-                    queue_id: r.queue_id,
-                    offset: r.offset,
-                    handle: Some(changed.receipt_handle.clone()),
+                    topic,
+                    queue_id,
+                    offset: h.offset(),
+                    handle: Some(h),
                 }
             }
         });
@@ -184,10 +184,10 @@ pub(super) async fn ack(services: &Arc<Services>, frame: &Frame) -> HandlerResul
 /// are acked in the lease table, the rest as exact acks in the committed offsets.
 fn apply_acks(s: &Services, acks: &[AckItem]) -> Result<(), String> {
     let mut plain: Vec<AckItem> = Vec::new();
-    let mut leased: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    let mut leased: std::collections::BTreeMap<&str, Vec<ReceiptHandle>> = Default::default();
     for a in acks {
         match &a.handle {
-            Some(h) => leased.entry(a.group.as_str()).or_default().push(h.clone()),
+            Some(h) => leased.entry(a.group.as_str()).or_default().push(*h),
             None => plain.push(a.clone()),
         }
     }

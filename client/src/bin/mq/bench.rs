@@ -96,6 +96,10 @@ pub(crate) struct BenchArgs {
     /// Messages per receive (pop).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     receive_batch: u32,
+    /// Receipt handles per ack request (pop): each receiver gathers the handles of its
+    /// receives until it has this many, then acks them in one request.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    ack_batch: u32,
     /// Timer: the timers' due times spread evenly over this many seconds from the start.
     #[arg(long, default_value_t = 60)]
     spread_s: u64,

@@ -54,6 +54,7 @@ pub(crate) async fn pop(broker: &str, args: &BenchArgs, progress: &Progress) -> 
             set.spawn(receive_loop(
                 c,
                 args.receive_batch,
+                args.ack_batch as usize,
                 total,
                 received,
                 bytes,
@@ -77,13 +78,30 @@ pub(crate) async fn pop(broker: &str, args: &BenchArgs, progress: &Progress) -> 
 async fn receive_loop(
     c: Arc<SimpleConsumer>,
     batch: u32,
+    ack_batch: usize,
     total: u64,
     received: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     progress: Progress,
 ) -> client::Result<()> {
     let mut acks = VecDeque::new();
-    while received.load(Ordering::Relaxed) < total {
+    let mut pending: Vec<client::ReceiptHandle> = Vec::with_capacity(ack_batch);
+    loop {
+        let done = received.load(Ordering::Relaxed) >= total;
+        if !pending.is_empty() && (done || pending.len() >= ack_batch) {
+            let n = pending.len() as u64;
+            let handles = std::mem::replace(&mut pending, Vec::with_capacity(ack_batch));
+            acks.push_back((n, c.start_ack(handles).await?));
+            if acks.len() >= ACKS_IN_FLIGHT {
+                if let Some((n, a)) = acks.pop_front() {
+                    a.wait(ACK_TIMEOUT).await?;
+                    progress.add(n);
+                }
+            }
+        }
+        if done {
+            break;
+        }
         let got = c.receive(batch).await?;
         if got.is_empty() {
             continue;
@@ -91,15 +109,7 @@ async fn receive_loop(
         received.fetch_add(got.len() as u64, Ordering::Relaxed);
         let size: u64 = got.iter().map(|m| m.message.body().len() as u64).sum();
         bytes.fetch_add(size, Ordering::Relaxed);
-        let n = got.len() as u64;
-        let handles = got.into_iter().map(|m| m.receipt_handle).collect();
-        acks.push_back((n, c.start_ack(handles).await?));
-        if acks.len() >= ACKS_IN_FLIGHT {
-            if let Some((n, a)) = acks.pop_front() {
-                a.wait(ACK_TIMEOUT).await?;
-                progress.add(n);
-            }
-        }
+        pending.extend(got.into_iter().map(|m| m.receipt_handle));
     }
     for (n, a) in acks {
         a.wait(ACK_TIMEOUT).await?;
