@@ -120,13 +120,24 @@ impl<'a> Properties<'a> {
         PropertiesIter { rest: self.blob }
     }
 
-    /// The first value stored under `key`; `None` if absent or if the blob is malformed
-    /// before it (use [`Properties::validate`] to tell the two apart).
+    /// The first value stored under `key`; `None` if absent, if its value is not UTF-8,
+    /// or if the blob is truncated before it (use [`Properties::validate`] to tell these
+    /// apart). Keys are compared as bytes, so a non-UTF-8 key before it is skipped.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.iter()
-            .map_while(Result::ok)
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+        // Compares raw key bytes and checks UTF-8 of the match only: receives look up a
+        // property of every message they hand out.
+        let mut b = self.blob;
+        while !b.is_empty() {
+            let (klen, rest) = split_len::<2>(b).ok()?;
+            let k = rest.get(..klen)?;
+            let (vlen, rest) = split_len::<4>(&rest[klen..]).ok()?;
+            let v = rest.get(..vlen)?;
+            if k == key.as_bytes() {
+                return std::str::from_utf8(v).ok();
+            }
+            b = &rest[vlen..];
+        }
+        None
     }
 
     /// Checks the whole blob.

@@ -302,7 +302,10 @@ fn check_record(
     let v = rec.view();
     let reason = if rec.size() != e.size {
         Some(format!("size {} but record has {}", e.size, rec.size()))
-    } else if v.topic() != topic || v.queue_id() != queue_id || v.queue_offset() != queue_offset {
+    } else if v.topic_bytes() != topic.as_bytes()
+        || v.queue_id() != queue_id
+        || v.queue_offset() != queue_offset
+    {
         Some(format!(
             "record belongs to {}/{} offset {}",
             v.topic(),

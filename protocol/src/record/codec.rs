@@ -279,7 +279,8 @@ impl<'a> RecordView<'a> {
         Ok(view)
     }
 
-    fn topic_bytes(&self) -> &'a [u8] {
+    /// The topic's bytes: compares a topic without another UTF-8 check.
+    pub fn topic_bytes(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..HEADER_LEN + usize::from(u16_at(self.buf, TOPIC_LEN_AT))]
     }
     fn properties_range(&self) -> (usize, usize) {
