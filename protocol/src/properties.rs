@@ -244,6 +244,28 @@ mod tests {
         }
 
         #[test]
+        fn get_agrees_with_the_checked_entries(
+            pairs in proptest::collection::vec(("[a-c]{1,2}", ".{0,8}"), 0..6),
+            cut in 0usize..80,
+        ) {
+            let mut b = PropertiesBuilder::new();
+            for (k, v) in &pairs {
+                b.push(k, v);
+            }
+            let blob = b.build();
+            // Whole or truncated: get returns what a walk of the valid entries finds.
+            let blob = &blob[..cut.min(blob.len())];
+            for key in ["a", "b", "c", "ab", "zz"] {
+                let expected = Properties::new(blob)
+                    .iter()
+                    .map_while(Result::ok)
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v);
+                prop_assert_eq!(Properties::new(blob).get(key), expected);
+            }
+        }
+
+        #[test]
         fn garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Properties::new(&bytes).validate();
             let _ = Properties::new(&bytes).get(TAGS);
