@@ -501,6 +501,24 @@ impl TxAdmin {
         Ok(self.conn.call(&req, &[]).await?.0.acks)
     }
 
+    /// Adds acks of `group` by receipt handle (messages a receive-mode consumer of the
+    /// group holds leased) to transaction `tx_id`; the broker holds their leases until
+    /// the transaction ends.
+    ///
+    /// # Errors
+    /// As [`Transaction::ack_leased`].
+    pub async fn ack_receipts(&self, tx_id: &str, group: &str, handles: &[String]) -> Result<u32> {
+        let req = TxAckRequest {
+            tx_id: tx_id.to_string(),
+            group: group.to_string(),
+            acks: handles
+                .iter()
+                .map(|h| TxAck::Receipt { handle: h.clone() })
+                .collect(),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.acks)
+    }
+
     /// Commits transaction `tx_id`.
     ///
     /// # Errors

@@ -545,3 +545,65 @@ async fn check_backs_go_to_a_live_producer_of_the_group_only() {
     );
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mq_tx_ack_takes_receipt_handles_of_a_receive_mode_group() {
+    let b = TestBroker::start().await;
+    b.topic_with("in", 1, 2).await;
+    let opts = SimpleConsumerOptions {
+        invisible: Duration::from_millis(500),
+        wait: Duration::from_millis(300),
+        ..SimpleConsumerOptions::default()
+    };
+    let s = SimpleConsumer::connect(&b.addr, "rg", "in", opts)
+        .await
+        .unwrap();
+    let got = receive_all(&s, 2).await;
+    let out = mq(&b, &["tx", "begin", "--producer-group", "shell"], "").await;
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut args = vec!["tx", "ack", &id, "--group", "rg"];
+    for m in &got {
+        args.extend(["--receipt", m.receipt_handle.as_str()]);
+    }
+    let out = mq(&b, &args, "").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out)[0]["acks"], 2, "{out:?}");
+    // Offsets and handles do not mix in one call, and a handle nobody holds is refused.
+    let out = mq(
+        &b,
+        &[
+            "tx",
+            "ack",
+            &id,
+            "--group",
+            "rg",
+            "--topic",
+            "in",
+            "--queue",
+            "0",
+            "--receipt",
+            "x",
+            "0",
+        ],
+        "",
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+    let out = mq(
+        &b,
+        &["tx", "ack", &id, "--group", "rg", "--receipt", "bogus"],
+        "",
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+    // Held past their own lease by the transaction, then acked for good by its commit.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let out = mq(&b, &["tx", "commit", &id], "").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out)[0]["acks"], 2, "{out:?}");
+    assert!(
+        s.receive(2).await.unwrap().is_empty(),
+        "acked by the commit"
+    );
+    b.shutdown().await;
+}

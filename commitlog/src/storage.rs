@@ -32,6 +32,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `ENOSPC` or any other I/O error.
     fn allocate(&self, path: &Path, file: &File, len: u64) -> io::Result<()>;
 
+    /// [`Storage::allocate`] for a caller that knows `[0, from)` is allocated already:
+    /// only `[from, len)` need be asked of the file system (tmpfs walks every page of the
+    /// range it is given, so growing a file in steps from 0 costs its size each step).
+    ///
+    /// # Errors
+    /// As [`Storage::allocate`].
+    fn allocate_from(&self, path: &Path, file: &File, from: u64, len: u64) -> io::Result<()> {
+        let _ = from;
+        self.allocate(path, file, len)
+    }
+
     /// Makes `data`, the bytes at `offset` of the mapped file `path`, durable by calling
     /// `sync` (which msyncs the mapping). Wrappers may fail instead, or record `data`.
     ///
@@ -91,6 +102,10 @@ impl Storage for RealFs {
 
     fn allocate(&self, _path: &Path, file: &File, len: u64) -> io::Result<()> {
         crate::sys::allocate(file, len)
+    }
+
+    fn allocate_from(&self, _path: &Path, file: &File, from: u64, len: u64) -> io::Result<()> {
+        crate::sys::allocate_range(file, from.min(len), len)
     }
 
     fn sync_mapped(

@@ -38,6 +38,26 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Allocates the blocks of `[from, len)`, growing the file to `len` if shorter; nothing
+/// when the range is empty.
+pub(crate) fn allocate_range(file: &File, from: u64, len: u64) -> io::Result<()> {
+    let off = |v: u64| {
+        libc::off_t::try_from(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (start, count) = (off(from)?, off(len.saturating_sub(from))?);
+    if count == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on a valid, open descriptor owned by `file`; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), start, count) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // posix_fallocate returns the error number instead of setting errno.
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
 /// A shared, read-mostly mapping of one segment file.
 #[derive(Debug)]
 pub(crate) struct Mapping {
@@ -236,5 +256,23 @@ mod tests {
             return;
         };
         assert_eq!(large, 0, "pages of the segment in large folios");
+    }
+
+    #[test]
+    fn allocating_a_range_grows_the_file_and_backs_the_range_with_blocks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        allocate_range(&file, 0, 64 << 10).unwrap();
+        allocate_range(&file, 64 << 10, 256 << 10).unwrap();
+        allocate_range(&file, 256 << 10, 256 << 10).unwrap();
+        let m = file.metadata().unwrap();
+        assert_eq!(m.len(), 256 << 10);
+        assert!(m.blocks() * 512 >= 256 << 10, "{} blocks", m.blocks());
     }
 }

@@ -44,6 +44,8 @@ pub use disk::{DiskMonitor, DiskReserve, DiskState, DiskStatus};
 pub use dispatch::DispatchListener;
 pub use error::{StoreError, StoreResult};
 pub use get::{GetRequest, GetResult, GetStatus};
+#[doc(hidden)]
+pub use key_index::fuzz_decode_and_open as fuzz_key_index;
 pub use key_index::{KeyIndexConfig, KeyMatches};
 pub use message_id::MessageId;
 pub use put::{

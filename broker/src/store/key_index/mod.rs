@@ -17,6 +17,7 @@
 
 mod file;
 mod format;
+mod fuzz;
 mod map;
 mod store;
 #[cfg(test)]
@@ -32,15 +33,18 @@ use commitlog::storage::Storage;
 use commitlog::{CommitLog, PhysicalOffset, RecordRef};
 use protocol::properties::{Properties, KEYS};
 
-use file::{Damaged, IndexFile};
+use file::{Damaged, IndexFile, Queued};
 use format::Checkpoint;
 
 use super::{StoreError, StoreResult};
 
+pub use fuzz::fuzz_decode_and_open;
 pub use store::KeyMatches;
 
 /// Records indexed per catch-up step, between which dispatch rounds may run.
 const CATCH_UP_RECORDS: usize = 65_536;
+/// Entries a writer queues before it appends them (with their slots prefetched).
+const QUEUED_ENTRIES: usize = 4096;
 
 /// Key-index settings (part of [`super::StoreConfig`]).
 #[derive(Clone, Debug)]
@@ -133,6 +137,8 @@ struct State {
     dir_changed: bool,
     /// The checkpoint last written.
     written: Option<Checkpoint>,
+    /// Entries of the current writer not yet appended (kept to reuse its memory).
+    queued: Vec<Queued>,
 }
 
 impl State {
@@ -143,6 +149,7 @@ impl State {
             failure: None,
             dir_changed: false,
             written: None,
+            queued: Vec::new(),
         }
     }
 
@@ -470,7 +477,9 @@ pub(crate) struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Indexes the keys of `rec` unless it is indexed already.
+    /// Indexes the keys of `rec` unless it is indexed already. Its entries are queued and
+    /// appended in batches (see [`IndexFile::append_batch`]); every batch is appended
+    /// before the writer lets go of the index.
     pub(crate) fn add(&mut self, rec: &RecordRef) {
         let at = rec.offset().get();
         if self.stopped || at < self.state.next {
@@ -491,22 +500,43 @@ impl Writer<'_> {
                 return;
             }
             let (topic, ts) = (view.topic(), view.store_timestamp_ms());
-            if let Some(f) = self.state.files.last_mut() {
-                for key in keys.split_ascii_whitespace().take(n as usize) {
-                    f.append(self.index.config.hash(topic, key), at, ts);
-                }
+            let config = &self.index.config;
+            let queued = &mut self.state.queued;
+            for key in keys.split_ascii_whitespace().take(n as usize) {
+                queued.push(Queued {
+                    key_hash: config.hash(topic, key),
+                    phys: at,
+                    ts,
+                });
+            }
+            if queued.len() >= QUEUED_ENTRIES {
+                self.append_queued();
             }
         }
         self.state.next = rec.next_offset().get();
     }
 
-    /// Room for `n` entries in the newest file, starting a new one at `at` if needed.
+    /// Appends the queued entries to the newest file, which has room for them.
+    fn append_queued(&mut self) {
+        let state = &mut *self.state;
+        if let Some(f) = state.files.last_mut() {
+            f.append_batch(&state.queued);
+        }
+        state.queued.clear();
+    }
+
+    /// Room for `n` entries in the newest file beside those queued, starting a new one at
+    /// `at` (after appending the queued ones to the old one) if needed.
     fn room(&mut self, at: u64, n: u32) -> StoreResult<()> {
         let storage = &*self.index.storage;
+        let queued = u32::try_from(self.state.queued.len()).unwrap_or(u32::MAX);
         if let Some(f) = self.state.files.last_mut() {
-            if f.reserve(storage, n)? {
+            if f.reserve(storage, queued.saturating_add(n))? {
                 return Ok(());
             }
+        }
+        self.append_queued();
+        if let Some(f) = self.state.files.last_mut() {
             f.set_end(at);
             f.publish();
         }
@@ -527,6 +557,8 @@ impl Writer<'_> {
     }
 
     fn stop(&mut self, at: u64, e: &StoreError) {
+        // Queued entries belong to records before `at`, and room was made for them.
+        self.append_queued();
         if self.state.failure.is_none() {
             tracing::error!(error = %e, "key index write failed; lookups by key are refused until it catches up");
         }
@@ -538,6 +570,7 @@ impl Writer<'_> {
     /// Ends a round that indexed every record below `end` (`None`: the round failed
     /// and its end is unknown) and publishes the newest file's header.
     pub(crate) fn finish(mut self, end: Option<u64>) {
+        self.append_queued();
         if let (false, Some(end)) = (self.stopped, end) {
             self.state.next = self.state.next.max(end);
         }
@@ -546,6 +579,14 @@ impl Writer<'_> {
             f.set_end(next);
             f.publish();
         }
+    }
+}
+
+impl Drop for Writer<'_> {
+    /// A writer left without [`Writer::finish`] (an error return) still appends what it
+    /// queued: the index's end already counts those records.
+    fn drop(&mut self) {
+        self.append_queued();
     }
 }
 

@@ -184,6 +184,40 @@ fn files_roll_and_go_with_the_log_segments_retention_removes() {
 }
 
 #[test]
+fn one_dispatch_round_that_fills_several_files_indexes_every_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = open(dir.path(), |c| c.key_index.max_entries_per_file = 100);
+    // One batch, one dispatch round: entries are queued and the files roll inside it.
+    let props: Vec<Vec<u8>> = (0..1_000)
+        .map(|i| {
+            PropertiesBuilder::new()
+                .with(KEYS, &format!("k{} all", i % 7))
+                .build()
+        })
+        .collect();
+    let bodies_in: Vec<String> = (0..1_000).map(|i| format!("m{i:04}")).collect();
+    let msgs: Vec<PutMessage<'_>> = props
+        .iter()
+        .zip(&bodies_in)
+        .map(|(p, b)| PutMessage {
+            properties: p,
+            body: b.as_bytes(),
+            born_timestamp_ms: 0,
+            reconsume_times: 0,
+        })
+        .collect();
+    store.put_batch("t", 0, &msgs).unwrap();
+    assert_eq!(find(&store, "t", "all"), bodies_in);
+    assert!(index_files(dir.path()).len() >= 20);
+    let k3: Vec<String> = bodies_in.iter().skip(3).step_by(7).cloned().collect();
+    assert_eq!(find(&store, "t", "k3"), k3);
+    store.close().unwrap();
+    let store = open(dir.path(), |c| c.key_index.max_entries_per_file = 100);
+    assert_eq!(find(&store, "t", "k3"), k3);
+    store.close().unwrap();
+}
+
+#[test]
 fn entries_past_the_checkpoint_are_dropped_and_indexed_again_after_a_crash() {
     let dir = tempfile::TempDir::new().unwrap();
     let tune = |c: &mut StoreConfig| {
@@ -364,7 +398,7 @@ mod file_model {
     use commitlog::storage::RealFs;
     use proptest::prelude::*;
 
-    use super::super::file::IndexFile;
+    use super::super::file::{IndexFile, Queued};
 
     /// `(key hash, store time)` per entry; entry `i` points at log offset `i`.
     fn walk(f: &IndexFile, hash: u32, from: u64, to: u64) -> Vec<u64> {
@@ -394,6 +428,7 @@ mod file_model {
         #[test]
         fn chains_match_a_plain_list(
             entries in prop::collection::vec((0u32..12, 0u64..50), 1..300),
+            chunk in 1usize..64,
             slots in 1u32..8,
             cut in 0usize..300,
             range in (0u64..50, 0u64..50),
@@ -402,9 +437,20 @@ mod file_model {
             let fs = RealFs;
             let max = entries.len() as u32;
             let mut f = IndexFile::create(&fs, dir.path(), 0, slots, max).unwrap();
-            for (i, &(h, ts)) in entries.iter().enumerate() {
-                prop_assert!(f.reserve(&fs, 1).unwrap());
-                f.append(h, i as u64, ts);
+            // Appended in batches, as dispatch rounds do, and one by one: the same file.
+            let queued: Vec<Queued> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, &(key_hash, ts))| Queued { key_hash, phys: i as u64, ts })
+                .collect();
+            for batch in queued.chunks(chunk) {
+                if batch.len() == 1 {
+                    prop_assert!(f.reserve(&fs, 1).unwrap());
+                    f.append(batch[0].key_hash, batch[0].phys, batch[0].ts);
+                } else {
+                    prop_assert!(f.reserve(&fs, batch.len() as u32).unwrap());
+                    f.append_batch(batch);
+                }
             }
             prop_assert!(!f.reserve(&fs, 1).unwrap(), "a full file takes no more");
             let (from, to) = (range.0.min(range.1), range.0.max(range.1));

@@ -40,21 +40,26 @@ pub(crate) enum TxCmd {
         /// Message bodies.
         body: Vec<String>,
     },
-    /// Add acks of consumed messages (queue offsets of a group that consumes by offsets).
+    /// Add acks of consumed messages: queue offsets of a group that consumes by offsets
+    /// (with --topic and --queue), or receipt handles of messages a receive-mode (--pop)
+    /// consumer of the group holds (--receipt, repeated).
     Ack {
         /// Transaction id.
         id: String,
         /// Consumer group.
         #[arg(long)]
         group: String,
-        /// Topic of the queue.
-        #[arg(long)]
-        topic: String,
-        /// The queue.
-        #[arg(long)]
-        queue: u32,
+        /// Topic of the queue (with OFFSET...).
+        #[arg(long, requires = "queue")]
+        topic: Option<String>,
+        /// The queue (with OFFSET...).
+        #[arg(long, requires = "topic")]
+        queue: Option<u32>,
+        /// A receipt handle acknowledged; repeat for several.
+        #[arg(long = "receipt", value_name = "HANDLE", conflicts_with_all = ["topic", "queue", "offsets"])]
+        receipts: Vec<String>,
         /// Queue offsets acknowledged.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "receipts", requires = "topic")]
         offsets: Vec<u64>,
     },
     /// Commit a transaction: its messages and acks take effect together.
@@ -128,9 +133,13 @@ pub(crate) async fn run(broker: &str, cmd: TxCmd) -> CliResult {
             group,
             topic,
             queue,
+            receipts,
             offsets,
         } => {
-            let acks = tx.ack(&id, &group, &topic, queue, &offsets).await?;
+            let acks = match (topic, queue) {
+                (Some(topic), Some(queue)) => tx.ack(&id, &group, &topic, queue, &offsets).await?,
+                _ => tx.ack_receipts(&id, &group, &receipts).await?,
+            };
             println!("{}", serde_json::json!({"tx_id": id, "acks": acks}));
         }
         TxCmd::Commit { id } => {
