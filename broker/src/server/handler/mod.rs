@@ -9,7 +9,7 @@ mod lookup;
 mod offset;
 mod ordered;
 mod pull;
-mod receive;
+pub(crate) mod receive;
 mod stats;
 mod timer;
 mod topic;
