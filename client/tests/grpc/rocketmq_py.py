@@ -31,6 +31,7 @@ def as_json(m):
         "message_group": m.message_group,
         "delivery_timestamp": m.delivery_timestamp,
         "handle": m.receipt_handle,
+        "received_at": int(time.time() * 1000),
     }
 
 
@@ -82,12 +83,13 @@ def simple(a):
 def receive(a):
     """Receives until `want` messages came or `polls` polls ran; acks each unless told not to."""
     c = simple(a)
-    got, empty = [], 0
+    got, empty, empty_in_a_row = [], 0, 0
     try:
         for _ in range(a.get("polls", 10)):
-            if len(got) >= a["want"]:
+            if len(got) >= a["want"] or empty_in_a_row >= a.get("max_empty", 1000):
                 break
             batch = c.receive(a.get("max", 16), a.get("invisible_s", 15))
+            empty_in_a_row = 0 if batch else empty_in_a_row + 1
             if not batch:
                 empty += 1
             for m in batch:
@@ -179,8 +181,20 @@ def push(a):
     return {"attempts": attempts}
 
 
+def recall(a):
+    p = Producer(config(a), (a["topic"],))
+    p.startup()
+    try:
+        return {"message_id": p.recall_message(a["topic"], a["handle"])}
+    except Exception as e:
+        return {"error": error(e)}
+    finally:
+        p.shutdown()
+
+
 COMMANDS = {"produce": produce, "receive": receive, "redeliver": redeliver,
-            "bad_handle": bad_handle, "push": push}
+            "bad_handle": bad_handle, "push": push,
+            "recall": recall}
 
 if __name__ == "__main__":
     result = COMMANDS[sys.argv[1]](json.loads(sys.argv[2]))
