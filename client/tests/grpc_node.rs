@@ -257,3 +257,78 @@ async fn a_node_push_consumer_that_always_fails_ends_in_the_groups_dead_letter_q
     assert_eq!(dlq[0]["body"], "bad");
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_transactions_commit_roll_back_and_an_orphan_is_resolved_by_the_checker() {
+    let b = TestBroker::start_with(|c| {
+        c.tx_timeout_ms = 1_000;
+        c.tx_check_interval_ms = 500;
+    })
+    .await;
+    create_topic(&b, "payments", 2).await;
+    let ep = endpoint(&b);
+    let r = node("transaction", json!({"endpoint": ep, "topic": "payments"})).await;
+    let checked = r["checked"].as_array().unwrap();
+    assert!(!checked.is_empty(), "the orphan was checked back: {r}");
+    assert!(
+        checked
+            .iter()
+            .all(|c| c["body"] == "orphan" && c["corrupted"] == false),
+        "{r}"
+    );
+    let got = node(
+        "receive",
+        json!({"endpoint": ep, "topic": "payments", "group": "ledger", "want": 3, "polls": 3, "await_s": 1}),
+    )
+    .await;
+    assert_eq!(
+        bodies(&got),
+        ["committed", "orphan"],
+        "the rolled-back message never shows: {got}"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_push_consumer_that_fails_twice_sees_attempts_one_to_three() {
+    let b = TestBroker::start().await;
+    create_topic(&b, "pushy", 2).await;
+    let ep = endpoint(&b);
+    let out = mq(
+        &b,
+        &[
+            "group",
+            "set",
+            "pushers",
+            "--max-reconsume",
+            "5",
+            "--retry-delays-ms",
+            "200,400",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node(
+        "produce",
+        json!({"endpoint": ep, "topic": "pushy", "bodies": ["p"]}),
+    )
+    .await;
+    let r = node(
+        "push",
+        json!({"endpoint": ep, "topic": "pushy", "group": "pushers", "fail_times": 2, "stop_after": 3}),
+    )
+    .await;
+    let attempts: Vec<u64> = r["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "{r}");
+    b.shutdown().await;
+}

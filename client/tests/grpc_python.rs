@@ -583,3 +583,35 @@ async fn a_broker_restart_between_receives_loses_nothing_and_redelivers_nothing_
     );
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_an_orphan_is_resolved_by_the_clients_checker() {
+    let b = TestBroker::start_with(|c| {
+        c.tx_timeout_ms = 1_000;
+        c.tx_check_interval_ms = 500;
+    })
+    .await;
+    create_topic(&b, "payments", 2).await;
+    let ep = endpoint(&b);
+    let r = py("transaction", json!({"endpoint": ep, "topic": "payments"})).await;
+    let checked = r["checked"].as_array().unwrap();
+    assert!(!checked.is_empty(), "the orphan was checked back: {r}");
+    assert!(
+        checked
+            .iter()
+            .all(|c| c["body"] == "orphan" && c["corrupted"] == false),
+        "{r}"
+    );
+    let got = py(
+        "receive",
+        json!({"endpoint": ep, "topic": "payments", "group": "ledger", "want": 3, "polls": 10,
+               "await_s": 1, "max_empty": 2}),
+    )
+    .await;
+    assert_eq!(
+        bodies(&got),
+        ["committed", "orphan"],
+        "the rolled-back message never shows: {got}"
+    );
+    b.shutdown().await;
+}

@@ -8,11 +8,12 @@
 //! acknowledgement (`crate::pop`), whose delivery attempts, max reconsume times and
 //! `%DLQ%<group>` are the group's retry policy, also announced in the Telemetry settings;
 //! ordered delivery of message groups is the broker's (the next message of a group is
-//! handed out once the previous one is acked). The `.proto` files are vendored in
+//! handed out once the previous one is acked); TRANSACTION sends and EndTransaction onto
+//! the broker's transactions, whose check-backs go out on the producer's Telemetry stream. The `.proto` files are vendored in
 //! `broker/proto/` and compiled by `build.rs` without a system `protoc`.
 //!
 //! Modules: `server` (listener, stop), `service` (the RPCs), `route`, `send`, `receive`,
-//! `settings` (the Telemetry reply), `convert` (messages both ways), `codes` (statuses),
+//! `settings` (the Telemetry reply), `tx` (transactions and their check-backs), `convert` (messages both ways), `codes` (statuses),
 //! `pb` (generated).
 
 mod codes;
@@ -24,5 +25,6 @@ mod send;
 mod server;
 mod service;
 mod settings;
+mod tx;
 
 pub(crate) use server::GrpcServer;

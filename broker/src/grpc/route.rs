@@ -48,10 +48,15 @@ pub(super) fn advertised(asked: Option<&Endpoints>, local: SocketAddr) -> Endpoi
 
 /// The message types a queue accepts: every type the endpoint serves.
 fn accepted() -> Vec<i32> {
-    [MessageType::Normal, MessageType::Fifo, MessageType::Delay]
-        .into_iter()
-        .map(|t| t as i32)
-        .collect()
+    [
+        MessageType::Normal,
+        MessageType::Fifo,
+        MessageType::Delay,
+        MessageType::Transaction,
+    ]
+    .into_iter()
+    .map(|t| t as i32)
+    .collect()
 }
 
 fn queue(topic: &pb::Resource, id: i32, perm: Permission, endpoints: &Endpoints) -> MessageQueue {

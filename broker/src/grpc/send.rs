@@ -10,19 +10,28 @@ use protocol::hash::key_hash;
 use protocol::messages::{DeliverAt, RecallStatus};
 
 use super::codes::{ok, status};
-use super::convert::{incoming, Incoming};
+use super::convert::{duration_ms, incoming, Incoming};
 use super::pb::{
     self, Code, MessageType, RecallMessageResponse, SendMessageResponse, SendResultEntry,
 };
+use super::tx::GrpcTx;
+use crate::server::handler::tx::rollback_now;
 use crate::server::response::HandlerError;
 use crate::server::services::Services;
 use crate::store::{PutMessage, StoreError, TopicConfig};
+
+/// Who sent a request: the client id (`x-mq-client-id`), for transaction check-backs.
+pub(super) struct Sender<'a> {
+    pub(super) client: &'a str,
+    pub(super) txs: &'a Arc<GrpcTx>,
+}
 
 /// Stores the request's messages, each on its own (the clients send one per request).
 pub(super) async fn send(
     s: &Arc<Services>,
     req: pb::SendMessageRequest,
     next: &AtomicU32,
+    from: &Sender<'_>,
 ) -> SendMessageResponse {
     if req.messages.is_empty() {
         return SendMessageResponse {
@@ -36,7 +45,7 @@ pub(super) async fn send(
     let mut entries = Vec::with_capacity(req.messages.len());
     for m in req.messages {
         let turn = next.fetch_add(1, Ordering::Relaxed);
-        let entry = match send_one(s, m, turn).await {
+        let entry = match send_one(s, m, turn, from).await {
             Ok(e) => e,
             Err(st) => SendResultEntry {
                 status: Some(st),
@@ -61,18 +70,16 @@ async fn send_one(
     s: &Arc<Services>,
     m: pb::Message,
     turn: u32,
+    from: &Sender<'_>,
 ) -> Result<SendResultEntry, pb::Status> {
     let kind = m
         .system_properties
         .as_ref()
         .map_or(MessageType::Normal as i32, |p| p.message_type);
-    if kind == MessageType::Transaction as i32 {
-        return Err(status(
-            Code::NotImplemented,
-            "transactional messages are not served on FerroMQ's gRPC endpoint yet; use the native protocol's transactions (mq tx)",
-        ));
-    }
     let msg = incoming(&m)?;
+    if kind == MessageType::Transaction as i32 {
+        return send_half(s, m, msg, turn, from).await;
+    }
     let due_ms = match msg.deliver_at_ms {
         Some(at) => Some(s.timer.due_time(DeliverAt::TimestampMs(at)).map_err(|e| {
             let mut st = pb::Status::from(HandlerError::from(e));
@@ -89,15 +96,69 @@ async fn send_one(
     stored.map_err(pb::Status::from)
 }
 
-/// Stores one message (blocking): on its queue now, or with the timer when it has a due
-/// time.
-fn store(
-    s: &Services,
-    msg: &Incoming,
-    body: &[u8],
-    due_ms: Option<u64>,
+/// Begins a transaction holding the message as its half message; the answer carries the
+/// transaction id EndTransaction names.
+async fn send_half(
+    s: &Arc<Services>,
+    m: pb::Message,
+    msg: Incoming,
     turn: u32,
-) -> Result<SendResultEntry, HandlerError> {
+    from: &Sender<'_>,
+) -> Result<SendResultEntry, pb::Status> {
+    let sys = m.system_properties.clone().unwrap_or_default();
+    let timeout_ms = sys
+        .orphaned_transaction_recovery_duration
+        .as_ref()
+        .map(duration_ms)
+        .filter(|ms| *ms > 0);
+    // The transaction's producer group (shown by `mq tx list`): the client that sent it.
+    let group = if from.client.is_empty() {
+        "grpc".to_owned()
+    } else {
+        from.client.to_owned()
+    };
+    let services = Arc::clone(s);
+    let body = m.body.clone();
+    let topic = msg.topic.clone();
+    let begun = tokio::task::spawn_blocking(move || -> Result<String, HandlerError> {
+        let queue_id = queue_for(&services, &msg, turn)?;
+        let put = PutMessage {
+            properties: &msg.properties,
+            body: &body,
+            born_timestamp_ms: msg.born_timestamp_ms,
+            reconsume_times: 0,
+        };
+        let id = services.tx.begin(&group, timeout_ms)?;
+        if let Err(e) = services
+            .tx
+            .send(&id, &msg.topic, queue_id, std::slice::from_ref(&put))
+        {
+            let _ = rollback_now(&services, &id, "its half message was refused");
+            return Err(e.into());
+        }
+        Ok(id)
+    })
+    .await
+    .map_err(|e| status(Code::InternalServerError, format!("send task failed: {e}")))?
+    .map_err(pb::Status::from)?;
+    let message_id = if sys.message_id.is_empty() {
+        begun.clone()
+    } else {
+        sys.message_id.clone()
+    };
+    from.txs.hold(&begun, from.client, &topic, m);
+    Ok(SendResultEntry {
+        status: Some(ok()),
+        message_id,
+        transaction_id: begun,
+        offset: 0,
+        recall_handle: String::new(),
+    })
+}
+
+/// The queue a message goes to: its message group's, else the next in turn. Creates the
+/// topic when the broker auto-creates topics.
+fn queue_for(s: &Services, msg: &Incoming, turn: u32) -> Result<u32, HandlerError> {
     let t = match s.store.topic(&msg.topic) {
         Some(t) => t,
         None if s.store.config().auto_create_topics => s.store.create_topic(TopicConfig::new(
@@ -107,10 +168,22 @@ fn store(
         None => return Err(StoreError::TopicNotFound(msg.topic.clone()).into()),
     };
     let count = t.queue_count.max(1);
-    let queue_id = match &msg.message_group {
+    Ok(match &msg.message_group {
         Some(g) => u32::try_from(key_hash(g) % u64::from(count)).unwrap_or(0),
         None => turn % count,
-    };
+    })
+}
+
+/// Stores one message (blocking): on its queue now, or with the timer when it has a due
+/// time.
+fn store(
+    s: &Services,
+    msg: &Incoming,
+    body: &[u8],
+    due_ms: Option<u64>,
+    turn: u32,
+) -> Result<SendResultEntry, HandlerError> {
+    let queue_id = queue_for(s, msg, turn)?;
     let put = PutMessage {
         properties: &msg.properties,
         body,

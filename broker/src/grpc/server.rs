@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::pb::messaging_service_server::MessagingServiceServer;
 use super::service::Endpoint;
+use super::tx::GrpcTx;
 use crate::server::services::Services;
+use crate::server::tx_producers::OtherProducers;
 
 /// Slack over the largest body for the rest of a send request (properties, headers).
 const REQUEST_SLACK_BYTES: usize = 1 << 20;
@@ -38,7 +40,11 @@ impl GrpcServer {
             .unwrap_or(usize::MAX)
             .saturating_add(REQUEST_SLACK_BYTES)
             .max(4 << 20);
-        let endpoint = Endpoint::new(services, addr, stop.clone());
+        let txs = Arc::new(GrpcTx::default());
+        services
+            .tx_producers
+            .set_others(Arc::clone(&txs) as Arc<dyn OtherProducers>);
+        let endpoint = Endpoint::new(services, addr, stop.clone(), txs);
         let service = MessagingServiceServer::new(endpoint)
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(usize::MAX);

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codes::{ok, status};
 use super::pb::messaging_service_server::MessagingService;
 use super::pb::{
-    telemetry_command::Command, AckMessageRequest, AckMessageResponse,
+    settings::PubSub, telemetry_command::Command, AckMessageRequest, AckMessageResponse,
     ChangeInvisibleDurationRequest, ChangeInvisibleDurationResponse, Code, EndTransactionRequest,
     EndTransactionResponse, ForwardMessageToDeadLetterQueueRequest,
     ForwardMessageToDeadLetterQueueResponse, HeartbeatRequest, HeartbeatResponse,
@@ -27,7 +27,8 @@ use super::pb::{
     RecallMessageResponse, ReceiveMessageRequest, ReceiveMessageResponse, SendMessageRequest,
     SendMessageResponse, TelemetryCommand,
 };
-use super::{receive, route, send, settings};
+use super::tx::GrpcTx;
+use super::{receive, route, send, settings, tx};
 use crate::server::services::Services;
 
 /// Header naming the client's namespace.
@@ -41,21 +42,40 @@ pub(super) struct Endpoint {
     stop: CancellationToken,
     /// Round robin over a topic's queues for sends without a message group.
     next_queue: AtomicU32,
+    /// Live producers' Telemetry streams and open transactions, for check-backs.
+    txs: Arc<GrpcTx>,
+    /// Numbers Telemetry streams.
+    streams: AtomicU64,
 }
 
 impl Endpoint {
-    pub(super) fn new(services: Arc<Services>, local: SocketAddr, stop: CancellationToken) -> Self {
+    pub(super) fn new(
+        services: Arc<Services>,
+        local: SocketAddr,
+        stop: CancellationToken,
+        txs: Arc<GrpcTx>,
+    ) -> Self {
         Self {
             services,
             local,
             stop,
             next_queue: AtomicU32::new(0),
+            txs,
+            streams: AtomicU64::new(0),
         }
     }
 }
 
 /// A stream of server messages.
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The client's id (`x-mq-client-id`), empty when absent.
+fn client_id(m: &MetadataMap) -> String {
+    m.get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
 
 fn namespace(m: &MetadataMap) -> &str {
     m.get(NAMESPACE_HEADER)
@@ -115,7 +135,18 @@ impl MessagingService for Endpoint {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let resp = send::send(&self.services, request.into_inner(), &self.next_queue).await;
+        let client = client_id(request.metadata());
+        let from = send::Sender {
+            client: &client,
+            txs: &self.txs,
+        };
+        let resp = send::send(
+            &self.services,
+            request.into_inner(),
+            &self.next_queue,
+            &from,
+        )
+        .await;
         Ok(Response::new(resp))
     }
 
@@ -163,24 +194,24 @@ impl MessagingService for Endpoint {
 
     async fn end_transaction(
         &self,
-        _request: Request<EndTransactionRequest>,
+        request: Request<EndTransactionRequest>,
     ) -> Result<Response<EndTransactionResponse>, Status> {
-        Ok(Response::new(EndTransactionResponse {
-            status: Some(status(
-                Code::NotImplemented,
-                "transactions are not served on FerroMQ's gRPC endpoint yet; use the native protocol's transactions (mq tx)",
-            )),
-        }))
+        Ok(Response::new(
+            tx::end(&self.services, &self.txs, request.into_inner()).await,
+        ))
     }
 
     async fn telemetry(
         &self,
         request: Request<Streaming<TelemetryCommand>>,
     ) -> Result<Response<Boxed<TelemetryCommand>>, Status> {
+        let client = client_id(request.metadata());
+        let stream = self.streams.fetch_add(1, Ordering::Relaxed);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(8);
         let services = Arc::clone(&self.services);
         let stop = self.stop.clone();
+        let txs = Arc::clone(&self.txs);
         // Open until the client closes it (or the endpoint stops): every settings command
         // is answered with the server's settings.
         self.services.tracker.spawn(async move {
@@ -195,6 +226,11 @@ impl MessagingService for Endpoint {
                         command: Some(Command::Settings(s)),
                         ..
                     })) => {
+                        // A producer's stream is where its transactions are checked back.
+                        if let Some(PubSub::Publishing(p)) = &s.pub_sub {
+                            let topics = p.topics.iter().map(|t| t.name.clone()).collect();
+                            txs.register(&client, stream, topics, tx.clone());
+                        }
                         let reply = TelemetryCommand {
                             status: Some(ok()),
                             command: Some(Command::Settings(settings::reply(&services, s))),
@@ -208,6 +244,7 @@ impl MessagingService for Endpoint {
                     Ok(None) | Err(_) => break,
                 }
             }
+            txs.unregister(&client, stream);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

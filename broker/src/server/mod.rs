@@ -19,7 +19,7 @@ pub(crate) mod response;
 pub(crate) mod send;
 pub(crate) mod services;
 mod session;
-mod tx_producers;
+pub(crate) mod tx_producers;
 mod writer;
 
 pub use broker::{Broker, BrokerError, RunningBroker};

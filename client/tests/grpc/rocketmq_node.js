@@ -124,7 +124,40 @@ async function push(a) {
   return { attempts };
 }
 
-const commands = { produce, receive, push };
+async function transaction(a) {
+  const { TransactionResolution } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
+  const checked = [];
+  let asked;
+  const wasAsked = new Promise(resolve => { asked = resolve; });
+  const p = new Producer({
+    ...base(a),
+    topics: [a.topic],
+    checker: {
+      async check(m) {
+        checked.push({ body: m.body.toString(), corrupted: m.corrupted === true });
+        asked();
+        return TransactionResolution.COMMIT;
+      },
+    },
+  });
+  await within(30000, p.startup(), 'producer startup');
+  try {
+    for (const [body, end] of [['committed', 'commit'], ['rolled-back', 'rollback'], ['orphan', null]]) {
+      const t = p.beginTransaction();
+      await within(30000, p.send({ topic: a.topic, body: Buffer.from(body) }, t), 'send');
+      if (end === 'commit') await within(30000, t.commit(), 'commit');
+      if (end === 'rollback') await within(30000, t.rollback(), 'rollback');
+    }
+    await within((a.wait_s ?? 60) * 1000, wasAsked, 'orphan check-back').catch(() => {});
+    // Let the checker's EndTransaction reach the broker.
+    await new Promise(r => setTimeout(r, 1000));
+  } finally {
+    await within(30000, p.shutdown(), 'producer shutdown');
+  }
+  return { checked };
+}
+
+const commands = { produce, receive, push, transaction };
 
 commands[process.argv[2]](JSON.parse(process.argv[3])).then(
   result => {

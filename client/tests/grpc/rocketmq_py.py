@@ -11,7 +11,8 @@ import threading
 import time
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression,
-                      Message, MessageListener, Producer, PushConsumer, SimpleConsumer)
+                      Message, MessageListener, Producer, PushConsumer, SimpleConsumer,
+                      TransactionChecker, TransactionResolution)
 
 
 def config(a):
@@ -192,9 +193,39 @@ def recall(a):
         p.shutdown()
 
 
+def transaction(a):
+    """Commits one transaction, rolls one back and leaves one open for the broker's
+    check-back, which the checker answers with COMMIT."""
+    checked = []
+    asked = threading.Event()
+
+    class Checker(TransactionChecker):
+        def check(self, m):
+            checked.append({"body": m.body.decode(), "corrupted": m.corrupted})
+            asked.set()
+            return TransactionResolution.COMMIT
+
+    p = Producer(config(a), (a["topic"],), Checker())
+    p.startup()
+    try:
+        for body, end in (("committed", "commit"), ("rolled-back", "rollback"), ("orphan", None)):
+            t = p.begin_transaction()
+            p.send(new_message(a, body), t)
+            if end == "commit":
+                t.commit()
+            elif end == "rollback":
+                t.rollback()
+        asked.wait(a.get("wait_s", 60))
+        # Let the checker's EndTransaction reach the broker.
+        time.sleep(1)
+    finally:
+        p.shutdown()
+    return {"checked": checked}
+
+
 COMMANDS = {"produce": produce, "receive": receive, "redeliver": redeliver,
             "bad_handle": bad_handle, "push": push,
-            "recall": recall}
+            "recall": recall, "transaction": transaction}
 
 if __name__ == "__main__":
     result = COMMANDS[sys.argv[1]](json.loads(sys.argv[2]))

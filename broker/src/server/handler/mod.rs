@@ -13,7 +13,7 @@ pub(crate) mod receive;
 mod stats;
 mod timer;
 mod topic;
-pub(super) mod tx;
+pub(crate) mod tx;
 
 use std::sync::{Arc, OnceLock};
 
