@@ -105,6 +105,14 @@ pub enum HttpListen {
     At(SocketAddr),
 }
 
+/// Where the RocketMQ 5 gRPC endpoint listens: an address, or `off` (the same two forms as
+/// [`HttpListen`]).
+pub type GrpcListen = HttpListen;
+
+/// The gRPC endpoint's address when none is configured: the RocketMQ proxy's port.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+
 /// The HTTP endpoint's address when none is configured.
 pub const DEFAULT_HTTP_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
@@ -301,6 +309,11 @@ pub struct Config {
     pub tx_max_bytes: ByteSize,
     /// The key index for `mq message query` (`on`), or none (`off`). Default `on`.
     pub key_index: KeyIndexMode,
+    /// Address of the RocketMQ 5 gRPC endpoint (`apache.rocketmq.v2.MessagingService`,
+    /// plaintext h2c), or `off`. Unset (the default): `127.0.0.1:8081` when that port is
+    /// free, else no gRPC endpoint and a warning. A set address that cannot be bound stops
+    /// the start.
+    pub grpc_listen: Option<GrpcListen>,
 }
 
 impl Default for Config {
@@ -343,6 +356,7 @@ impl Default for Config {
             tx_max_messages: crate::tx::DEFAULT_TX_MAX_MESSAGES,
             tx_max_bytes: ByteSize(crate::tx::DEFAULT_TX_MAX_BYTES),
             key_index: KeyIndexMode::On,
+            grpc_listen: None,
         }
     }
 }
@@ -357,6 +371,7 @@ impl Config {
             data_dir: data_dir.into(),
             disk_reserve: DiskReserve::Bytes(0),
             http_listen: Some(HttpListen::At(SocketAddr::from(([127, 0, 0, 1], 0)))),
+            grpc_listen: Some(HttpListen::At(SocketAddr::from(([127, 0, 0, 1], 0)))),
             ..Self::default()
         }
     }

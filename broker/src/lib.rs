@@ -60,6 +60,7 @@
 
 pub mod config;
 pub mod groups;
+mod grpc;
 pub mod http;
 mod long_polling;
 mod pop;

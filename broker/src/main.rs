@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use broker::config::{
-    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, HttpListen, KeyIndexMode,
-    MetricsPerQueue,
+    parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, GrpcListen, HttpListen,
+    KeyIndexMode, MetricsPerQueue,
 };
 use broker::{Broker, BrokerError};
 use clap::Parser;
@@ -154,6 +154,11 @@ struct Cli {
     /// Keep the key index for lookups by message key (`mq message query`) [default: on].
     #[arg(long, value_name = "on|off")]
     key_index: Option<KeyIndexMode>,
+    /// Address of the RocketMQ 5 gRPC endpoint (official RocketMQ 5 clients connect here),
+    /// or `off`; when not given and 127.0.0.1:8081 is taken, the broker runs without it and
+    /// warns [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR|off")]
+    grpc_listen: Option<GrpcListen>,
 }
 
 impl Cli {
@@ -201,6 +206,9 @@ impl Cli {
         );
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;
+        }
+        if self.grpc_listen.is_some() {
+            c.grpc_listen = self.grpc_listen;
         }
         if self.retention_bytes.is_some() {
             c.retention_bytes = self.retention_bytes;
@@ -261,6 +269,9 @@ async fn run(config: Config) -> Result<(), BrokerError> {
     );
     if let Some(http) = broker.http_addr() {
         eprintln!("FerroMQ dashboard on http://{http}/ (metrics at /metrics)");
+    }
+    if let Some(grpc) = broker.grpc_addr() {
+        eprintln!("FerroMQ RocketMQ 5 gRPC endpoint on {grpc}");
     }
     wait_for_signal(&broker).await;
     broker.shutdown().await

@@ -203,6 +203,30 @@ fn split_str(b: &[u8], len: usize) -> Result<(&str, &[u8]), ProtocolError> {
     Ok((s, &b[len..]))
 }
 
+/// The properties the broker itself sets or reads; every other property is a user
+/// property, carried unchanged between producers and consumers of either protocol.
+pub const SYSTEM_KEYS: &[&str] = &[
+    TAGS,
+    KEYS,
+    DELAY_LEVEL,
+    ORIGIN_TOPIC,
+    ORIGIN_MSG_ID,
+    ORIGIN_QUEUE_ID,
+    ORIGIN_QUEUE_OFFSET,
+    REAL_TOPIC,
+    REAL_QUEUE_ID,
+    DUE_AT_MS,
+    DELIVER_AT_MS,
+    MESSAGE_GROUP,
+    crate::tx::TX_ID,
+    crate::tx::TX_INDEX,
+];
+
+/// Whether `key` is one of [`SYSTEM_KEYS`] rather than a user property.
+pub fn is_system(key: &str) -> bool {
+    SYSTEM_KEYS.contains(&key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

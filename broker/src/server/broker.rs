@@ -17,10 +17,13 @@ use super::send::Appender;
 use super::services::Services;
 use super::tx_producers::TxProducers;
 use super::{background, handler, listener, resources};
-use crate::config::{ByteSize, Config, ConfigError, HttpListen, DEFAULT_HTTP_LISTEN};
+use crate::config::{
+    ByteSize, Config, ConfigError, HttpListen, DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN,
+};
 use crate::groups::{
     ConsumerOffsets, ContiguousEvenSplit, GroupCoordinator, OffsetsError, QueueLocks,
 };
+use crate::grpc::GrpcServer;
 use crate::http::{HttpServer, Recorder};
 use crate::long_polling::LongPolling;
 use crate::pop::PopService;
@@ -111,6 +114,7 @@ impl Broker {
             })?;
         let recorder = Arc::new(Recorder::new());
         let http = start_http(&config, &recorder).await?;
+        let grpc_listener = bind_grpc(&config).await?;
         let mut store_config = store_config(&config);
         store_config.commitlog.storage = storage;
         store_config.commitlog.on_flush = Some(recorder.observer(|r| &r.flush));
@@ -181,6 +185,13 @@ impl Broker {
         if let Some(h) = &http {
             h.ready(Arc::clone(&services));
         }
+        let grpc = match grpc_listener {
+            Some((addr, l)) => Some(
+                GrpcServer::start(l, Arc::clone(&services))
+                    .map_err(|source| BrokerError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         let stop_accepting = CancellationToken::new();
         let accepting = services.tracker.spawn(listener::run(
             Arc::clone(&services),
@@ -212,6 +223,7 @@ impl Broker {
         Ok(RunningBroker {
             local_addr,
             http,
+            grpc,
             services: Some(services),
             stop_accepting,
             accepting: Some(accepting),
@@ -224,6 +236,8 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     /// The HTTP endpoint, unless off (or its default port was taken).
     http: Option<HttpServer>,
+    /// The RocketMQ 5 gRPC endpoint, unless off (or its default port was taken).
+    grpc: Option<GrpcServer>,
     // Taken by `shutdown`; `None` only while shutting down.
     services: Option<Arc<Services>>,
     /// Stops the accept loop, the first step of a shutdown.
@@ -240,6 +254,11 @@ impl RunningBroker {
     /// The address of the HTTP endpoint (metrics, API, dashboard), `None` when it is off.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The address of the RocketMQ 5 gRPC endpoint, `None` when it is off.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(GrpcServer::local_addr)
     }
 
     /// Resolves once shutdown has started, whoever started it.
@@ -268,6 +287,10 @@ impl RunningBroker {
         if let Some(http) = self.http.take() {
             // Its connections hold the services; they end before the store can close.
             let _ = tokio::time::timeout_at(deadline, http.stop()).await;
+        }
+        if let Some(grpc) = self.grpc.take() {
+            // Its calls hold the services too; long polls and Telemetry streams end on its stop.
+            grpc.stop(deadline).await;
         }
         if let Some(accepting) = self.accepting.take() {
             // Never a long wait: the loop only selects on the token and accept.
@@ -376,6 +399,25 @@ async fn start_http(
         Ok(server) => Ok(Some(server)),
         Err(e) if !required => {
             tracing::warn!(%addr, error = %e, "HTTP endpoint off: its default address cannot be bound; set --http-listen");
+            Ok(None)
+        }
+        Err(source) => Err(BrokerError::Listen { addr, source }),
+    }
+}
+
+/// Binds the gRPC endpoint's address. Unset, it takes 127.0.0.1:8081 if free and is
+/// skipped with a warning otherwise, as the HTTP endpoint; a set address that cannot be
+/// bound fails the start.
+async fn bind_grpc(config: &Config) -> Result<Option<(SocketAddr, TcpListener)>, BrokerError> {
+    let (addr, required) = match config.grpc_listen {
+        Some(HttpListen::Off) => return Ok(None),
+        Some(HttpListen::At(a)) => (a, true),
+        None => (DEFAULT_GRPC_LISTEN, false),
+    };
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some((addr, l))),
+        Err(e) if !required => {
+            tracing::warn!(%addr, error = %e, "gRPC endpoint off: its default address cannot be bound; set --grpc-listen");
             Ok(None)
         }
         Err(source) => Err(BrokerError::Listen { addr, source }),

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use protocol::tx::TxCheckRequest;
 
 use super::session::Session;
 
@@ -16,6 +18,15 @@ pub(crate) struct TxProducers {
     groups: Mutex<HashMap<String, Vec<Producer>>>,
     /// Spreads check-backs over a group's producers.
     turn: AtomicUsize,
+    /// Producers that are not native connections (the gRPC endpoint's), asked when the
+    /// group has no native one.
+    others: OnceLock<Arc<dyn OtherProducers>>,
+}
+
+/// Check-backs through another protocol's producers.
+pub(crate) trait OtherProducers: Send + Sync {
+    /// Sends the check-back to a live producer of the transaction; false when none is live.
+    fn check(&self, request: &TxCheckRequest) -> bool;
 }
 
 impl TxProducers {
@@ -40,5 +51,15 @@ impl TxProducers {
         }
         let i = self.turn.fetch_add(1, Ordering::Relaxed) % list.len();
         list[i].1.upgrade()
+    }
+
+    /// Installs the other protocol's producers (once per broker).
+    pub(crate) fn set_others(&self, others: Arc<dyn OtherProducers>) {
+        let _ = self.others.set(others);
+    }
+
+    /// Sends a check-back through the other protocol's producers; false when none took it.
+    pub(crate) fn check_others(&self, request: &TxCheckRequest) -> bool {
+        self.others.get().is_some_and(|o| o.check(request))
     }
 }

@@ -175,7 +175,7 @@ async fn many_queues_survive_sigkill_and_clean_restart_within_bounds() {
 fn start_limited(data: &Path, log: &Path) -> (Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let script = format!(
-        "ulimit -n 1024 && exec '{}' --listen {addr} --data-dir '{}' --default-queues 4",
+        "ulimit -n 1024 && exec '{}' --listen {addr} --data-dir '{}' --default-queues 4 --grpc-listen 127.0.0.1:0",
         env!("CARGO_BIN_EXE_broker"),
         data.display()
     );

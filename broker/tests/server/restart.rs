@@ -130,6 +130,8 @@ async fn the_binary_shuts_down_cleanly_on_sigterm() {
             // The host's free space must not matter (a full-disk warning would come first).
             "--disk-reserve",
             "0",
+            "--grpc-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(dir.path())

@@ -29,6 +29,16 @@ fn default_reserve(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
+/// `--grpc-listen 127.0.0.1:0` unless `args` set it: parallel tests never contend for the
+/// gRPC endpoint's default port 8081.
+fn default_grpc(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--grpc-listen") {
+        &[]
+    } else {
+        &["--grpc-listen", "127.0.0.1:0"]
+    }
+}
+
 impl BrokerProcess {
     /// Starts `broker --data-dir <data> --listen 127.0.0.1:<free port> <args>` (with
     /// `--disk-reserve 0` unless `args` set one) and waits until it accepts connections. Its output goes to `<log_dir>/broker-<n>.log`.
@@ -84,6 +94,7 @@ impl BrokerProcess {
                 .arg(data)
                 .args(args)
                 .args(default_reserve(args))
+                .args(default_grpc(args))
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())

@@ -9,11 +9,11 @@ mod lookup;
 mod offset;
 mod ordered;
 mod pull;
-mod receive;
+pub(crate) mod receive;
 mod stats;
 mod timer;
 mod topic;
-pub(super) mod tx;
+pub(crate) mod tx;
 
 use std::sync::{Arc, OnceLock};
 

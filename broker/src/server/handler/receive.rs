@@ -240,7 +240,7 @@ impl From<PopError> for HandlerError {
 }
 
 /// Starts the lease timer and the ack writer once.
-fn start_tasks(services: &Arc<Services>) {
+pub(crate) fn start_tasks(services: &Arc<Services>) {
     if services.pop.started.swap(true, Ordering::AcqRel) {
         return;
     }

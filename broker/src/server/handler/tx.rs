@@ -182,7 +182,7 @@ pub(super) async fn ack(services: &Arc<Services>, frame: &Frame) -> HandlerResul
 
 /// Applies a committed transaction's acks and writes them: leases of receive-mode groups
 /// are acked in the lease table, the rest as exact acks in the committed offsets.
-fn apply_acks(s: &Services, acks: &[AckItem]) -> Result<(), String> {
+pub(crate) fn apply_acks(s: &Services, acks: &[AckItem]) -> Result<(), String> {
     let mut plain: Vec<AckItem> = Vec::new();
     let mut leased: std::collections::BTreeMap<&str, Vec<ReceiptHandle>> = Default::default();
     for a in acks {
@@ -227,7 +227,7 @@ pub(super) async fn commit(services: &Arc<Services>, frame: &Frame) -> HandlerRe
 }
 
 /// Rolls back and makes the messages a receive-mode ack had leased visible again at once.
-fn rollback_now(s: &Services, id: &str, reason: &str) -> Result<(), TxError> {
+pub(crate) fn rollback_now(s: &Services, id: &str, reason: &str) -> Result<(), TxError> {
     let acks = s.tx.rollback(id, reason)?;
     for a in acks {
         if let Some(h) = &a.handle {
@@ -292,6 +292,9 @@ pub(crate) async fn check_back(services: Arc<Services>) {
             match services.tx_producers.pick(&request.producer_group) {
                 Some(conn) if conn.push_request(&request) => {
                     tracing::debug!(tx = %request.tx_id, check = request.check, "transaction checked back");
+                }
+                _ if services.tx_producers.check_others(&request) => {
+                    tracing::debug!(tx = %request.tx_id, check = request.check, "transaction checked back through the gRPC endpoint");
                 }
                 _ => {
                     tracing::debug!(tx = %request.tx_id, group = %request.producer_group, "no live producer to check a transaction back with");

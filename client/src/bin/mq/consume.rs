@@ -252,6 +252,18 @@ pub(crate) fn to_json(msg: &ReceivedMessage) -> serde_json::Value {
         "tag": msg.tag(),
         "key": msg.keys(),
     });
+    // User properties only (those the broker sets are shown as the fields above); added
+    // only when the message has some, so existing output is unchanged.
+    let user: serde_json::Map<String, serde_json::Value> =
+        properties::Properties::new(msg.properties())
+            .iter()
+            .map_while(Result::ok)
+            .filter(|(k, _)| !properties::is_system(k))
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+    if !user.is_empty() {
+        v["properties"] = user.into();
+    }
     match std::str::from_utf8(msg.body()) {
         Ok(text) => v["body"] = text.into(),
         Err(_) => {

@@ -1,4 +1,4 @@
-//! `mq produce TOPIC [--tag T] [--key K] [--message-group G] [--deliver-at MS | --delay-ms MS]`: one message
+//! `mq produce TOPIC [--tag T] [--key K] [--message-group G] [--property K=V]... [--deliver-at MS | --delay-ms MS]`: one message
 //! per stdin line, pipelined; one JSON line per ack, in line order, each written as soon as
 //! it and those before it are in. A timer message's ack line adds `deliver_at` and
 //! `recall_handle` (for `mq recall`).
@@ -37,6 +37,23 @@ pub(crate) struct ProduceArgs {
     /// --pop`) get one message group's messages in send order, one at a time.
     #[arg(long, value_name = "G")]
     message_group: Option<String>,
+    /// A user property of every message, `KEY=VALUE`; repeat for more (consumers of
+    /// either protocol, `mq consume` and RocketMQ 5 clients, see them).
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` into its parts; a key the broker reserves is refused.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() || protocol::properties::is_system(k) {
+        return Err(format!(
+            "property key {k:?} is empty or reserved for the broker"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// An ack: a plain send's receipt, or a timer send's.
@@ -115,6 +132,9 @@ pub(crate) async fn run(broker: &str, args: ProduceArgs) -> CliResult {
                 }
                 if let Some(g) = &args.message_group {
                     msg = msg.with_message_group(g);
+                }
+                for (k, v) in &args.properties {
+                    msg = msg.with_property(k, v);
                 }
                 let n = line_no;
                 match send(&producer, &args.topic, &msg, at).await {
