@@ -11,6 +11,7 @@ mod background;
 mod broker;
 mod budget;
 mod connection;
+mod gate;
 mod handler;
 mod listener;
 mod request;
