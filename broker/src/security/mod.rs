@@ -12,6 +12,21 @@
 //! [`Security`] ties them together for a running broker: the native handshake
 //! ([`NativeAuth`]), the gRPC header ([`Security::verify_grpc`]), HTTP basic or bearer
 //! credentials ([`Security::verify_http`]) and [`Security::authorize`].
+//!
+//! # Wiring another listener (the RocketMQ 5 gRPC endpoint)
+//!
+//! The broker's `Services` hold one `Arc<Security>`. A listener:
+//! 1. TLS: `security.tls().map(|t| t.with_alpn(vec![b"h2".to_vec()]))`, then per accepted
+//!    socket `acceptor.accept(tcp).await` gives a [`MaybeTlsStream`] (TLS or plaintext, one
+//!    port) or [`AcceptError::PlaintextRefused`] in `required` mode. SIGHUP reloads reach
+//!    every acceptor cloned from it.
+//! 2. Authentication, when [`Security::auth_enabled`]: per request,
+//!    `security.verify_grpc(peer_ip, authorization, x_mq_date_time, SystemTime::now())`
+//!    gives a [`Principal`] or an error to answer as `UNAUTHORIZED` (40100).
+//! 3. Authorization: `security.authorize(&mut principal, classify_grpc(method)?, &Named {
+//!    topic, group })`, with the topic and group of the request message; `None` from
+//!    [`classify_grpc`] means an unclassified method, to be refused. An error answers
+//!    `FORBIDDEN` (40300).
 
 mod access;
 mod limiter;

@@ -73,7 +73,7 @@ pub fn parse_date_time(value: &str) -> Result<SystemTime, SecurityError> {
     let bad =
         || SecurityError::BadSignature(format!("x-mq-date-time {value:?} is not YYYYMMDDTHHMMSSZ"));
     let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if !value.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| -> Result<i64, SecurityError> {
@@ -245,5 +245,19 @@ mod tests {
             at("19700102T000001Z").duration_since(UNIX_EPOCH).unwrap(),
             Duration::from_secs(86_401)
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer puts in the two headers, the answer is a typed error or a
+        /// verified key, never a panic.
+        #[test]
+        fn arbitrary_headers_never_panic(auth in ".{0,120}", date in ".{0,24}", tail in "[0-9a-fA-F, =/]{0,80}") {
+            let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let shaped = format!("MQv2-HMAC-SHA1 {tail}");
+            for h in [auth.as_str(), shaped.as_str()] {
+                let _ = verify_rocketmq_v2(Some(h), Some(&date), secret, now, Some(Duration::from_secs(60)));
+            }
+            let _ = parse_date_time(&date);
+        }
     }
 }
