@@ -314,6 +314,22 @@ pub struct Config {
     /// free, else no gRPC endpoint and a warning. A set address that cannot be bound stops
     /// the start.
     pub grpc_listen: Option<GrpcListen>,
+    /// PEM certificate chain: TLS on every listener (with `tls_key`). Default none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
+    /// `permissive` (TLS and plaintext on one port) or `required`. Default `permissive`.
+    pub tls_mode: crate::security::TlsMode,
+    /// PEM CA certificates client certificates must chain to (mutual TLS). Default none.
+    pub tls_client_ca: Option<PathBuf>,
+    /// `on`: every connection authenticates and access rules apply. Default `off`.
+    pub auth: crate::security::AuthMode,
+    /// Furthest a RocketMQ 5 signature time may be from the broker's clock, in seconds;
+    /// 0 checks none. Default 900.
+    pub auth_max_skew_secs: u64,
+    /// Failed authentications from one address within a minute before it is refused for
+    /// the rest of that minute. Default 5.
+    pub auth_max_failures: u32,
 }
 
 impl Default for Config {
@@ -357,6 +373,13 @@ impl Default for Config {
             tx_max_bytes: ByteSize(crate::tx::DEFAULT_TX_MAX_BYTES),
             key_index: KeyIndexMode::On,
             grpc_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_mode: crate::security::TlsMode::Permissive,
+            tls_client_ca: None,
+            auth: crate::security::AuthMode::Off,
+            auth_max_skew_secs: 900,
+            auth_max_failures: 5,
         }
     }
 }
@@ -410,6 +433,18 @@ impl Config {
         let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "is empty".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert", "tls_cert and tls_key go together".into());
+        }
+        if self.tls_cert.is_none() && self.tls_client_ca.is_some() {
+            return bad("tls_client_ca", "needs tls_cert and tls_key".into());
+        }
+        if self.tls_cert.is_none() && self.tls_mode == crate::security::TlsMode::Required {
+            return bad("tls_mode", "required needs tls_cert and tls_key".into());
+        }
+        if self.auth_max_failures == 0 {
+            return bad("auth_max_failures", "must be at least 1".into());
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms", "must be at least 1".into());

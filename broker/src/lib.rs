@@ -22,6 +22,7 @@
 //! - `long_polling`: pulls held at a queue's head until the dispatcher indexes a message.
 //! - `stats`: lock-free broker-wide counters for the broker-stats request.
 //! - [`tx`]: transactions: half messages, one decision record, check-back, recovery.
+//! - [`security`]: TLS on every listener, users (`config/users`), authentication, access rules.
 //!
 //! # On disk
 //!
@@ -51,6 +52,7 @@
 //! | `index/<first log offset, 20 digits>.kix` | key index files: header, hash slots, linked entries, version 1; byte table in `store::key_index::format`; allocated on disk in 1 MiB steps before use; none until a message with a key is stored | store dispatcher (with the consume queues); removed with the log segments retention removes |
 //! | `index/checkpoint` | 32 bytes, version 1: how far the key index is durable; replayed from at start | store checkpoints, atomically |
 //! | `space_probe` | a moment after a failed allocation: the same size allocated for real, then deleted | store disk monitor ([`store::disk`]) |
+//! | `config/users` | JSON `{"version": 1, "users": [...]}`: access keys, secrets, admin flags and access rules ([`security`]); mode 0600 | security, atomically on each `mq user` / `mq acl` change |
 //! | `<name>.<random>.tmp` | an atomic replacement interrupted by a crash; never read | storage seam |
 //!
 //! Older layouts are read once and replaced at open: `consumequeue/<topic>/<queue>/` (one
@@ -65,6 +67,7 @@ pub mod http;
 mod long_polling;
 mod pop;
 pub mod retry;
+pub mod security;
 pub mod server;
 mod stats;
 pub mod store;

@@ -11,6 +11,7 @@ use broker::config::{
     parse_flush_policy, ByteSize, Config, DiskReserve, FlushPolicy, GrpcListen, HttpListen,
     KeyIndexMode, MetricsPerQueue,
 };
+use broker::security::{AuthMode, TlsMode};
 use broker::{Broker, BrokerError};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -159,6 +160,35 @@ struct Cli {
     /// warns [default: 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR|off")]
     grpc_listen: Option<GrpcListen>,
+    /// PEM certificate chain: TLS on the native and HTTP listeners (with --tls-key);
+    /// reloaded on SIGHUP [default: none, plaintext].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: none].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// `permissive`: TLS and plaintext on the same port; `required`: TLS only
+    /// [default: permissive].
+    #[arg(long, value_name = "permissive|required")]
+    tls_mode: Option<TlsMode>,
+    /// PEM CA certificates that client certificates must chain to (mutual TLS)
+    /// [default: none, no client certificate asked].
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// `on`: every connection authenticates (users in <data>/config/users, `mq user`) and
+    /// access rules apply (`mq acl`); the first start creates an administrator from
+    /// FERRO_ADMIN_ACCESS_KEY / FERRO_ADMIN_SECRET_KEY or prints a generated one once
+    /// [default: off].
+    #[arg(long, value_name = "on|off")]
+    auth: Option<AuthMode>,
+    /// Furthest a RocketMQ 5 signature time may be from this clock, in seconds; 0 checks
+    /// none [default: 900].
+    #[arg(long, value_name = "SECS")]
+    auth_max_skew_secs: Option<u64>,
+    /// Failed authentications from one address within a minute before it is refused for
+    /// the rest of that minute [default: 5].
+    #[arg(long, value_name = "N")]
+    auth_max_failures: Option<u32>,
 }
 
 impl Cli {
@@ -202,8 +232,21 @@ impl Cli {
             tx_max_checks,
             tx_max_messages,
             tx_max_bytes,
-            key_index
+            key_index,
+            tls_mode,
+            auth,
+            auth_max_skew_secs,
+            auth_max_failures
         );
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
+        if self.tls_client_ca.is_some() {
+            c.tls_client_ca = self.tls_client_ca;
+        }
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;
         }
@@ -261,6 +304,11 @@ const RUNTIME_EXIT_WAIT: Duration = Duration::from_millis(500);
 
 async fn run(config: Config) -> Result<(), BrokerError> {
     let data_dir = config.data_dir.clone();
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let broker = Broker::start(config).await?;
     eprintln!(
         "FerroMQ broker listening on {}, data in {}",
@@ -268,7 +316,13 @@ async fn run(config: Config) -> Result<(), BrokerError> {
         data_dir.display()
     );
     if let Some(http) = broker.http_addr() {
-        eprintln!("FerroMQ dashboard on http://{http}/ (metrics at /metrics)");
+        eprintln!("FerroMQ dashboard on {scheme}://{http}/ (metrics at /metrics)");
+    }
+    if let Some((access_key, secret_key)) = broker.generated_admin() {
+        // Shown this once, never logged: the user file is the only other copy.
+        eprintln!(
+            "FerroMQ created the first administrator; keep these keys, they are not shown again:\n  access key: {access_key}\n  secret key: {secret_key}"
+        );
     }
     if let Some(grpc) = broker.grpc_addr() {
         eprintln!("FerroMQ RocketMQ 5 gRPC endpoint on {grpc}");

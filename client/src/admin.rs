@@ -12,6 +12,11 @@ use protocol::messages::{
 };
 use protocol::names::{validate_any_name, validate_user_name};
 
+use protocol::auth::{
+    AclEntry, AclListRequest, AclRemoveRequest, AclSetRequest, UserAddRequest, UserAddResponse,
+    UserEntry, UserListRequest, UserRemoveRequest,
+};
+
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
 use crate::message::{decode_records, ReceivedMessage};
@@ -349,5 +354,90 @@ impl Admin {
             messages,
             more: resp.more,
         })
+    }
+
+    // ---- users and access rules (an administrator's calls when auth is on) ----
+
+    /// Adds a user; answers its access key and its generated secret key, which the broker
+    /// never shows again.
+    ///
+    /// # Errors
+    /// `Broker` with `BadRequest` (exists already, bad name) or `AccessDenied`.
+    pub async fn add_user(&self, name: &str, admin: bool) -> Result<UserAddResponse> {
+        let req = UserAddRequest {
+            name: name.to_string(),
+            admin,
+        };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// Every user, without secrets, sorted by access key.
+    ///
+    /// # Errors
+    /// `Broker` with `AccessDenied`.
+    pub async fn list_users(&self) -> Result<Vec<UserEntry>> {
+        Ok(self.conn.call(&UserListRequest {}, &[]).await?.0.users)
+    }
+
+    /// Removes a user and its rules.
+    ///
+    /// # Errors
+    /// `Broker` with `NotFound` or `AccessDenied`.
+    pub async fn remove_user(&self, name: &str) -> Result<()> {
+        let req = UserRemoveRequest {
+            name: name.to_string(),
+        };
+        self.conn.call(&req, &[]).await?;
+        Ok(())
+    }
+
+    /// Sets a user's rule on a resource (`topic:NAME`, `group:PREFIX*`): the actions
+    /// (`pub`, `sub`, `admin`) it allows or denies. Replaces the user's rule on the same
+    /// resource.
+    ///
+    /// # Errors
+    /// `Broker` with `BadRequest` (a word that does not parse), `NotFound` (no such
+    /// user) or `AccessDenied`.
+    pub async fn set_acl(
+        &self,
+        user: &str,
+        resource: &str,
+        actions: &[&str],
+        decision: &str,
+    ) -> Result<()> {
+        let req = AclSetRequest {
+            rule: AclEntry {
+                user: user.to_string(),
+                resource: resource.to_string(),
+                actions: actions.iter().map(ToString::to_string).collect(),
+                decision: decision.to_string(),
+            },
+        };
+        self.conn.call(&req, &[]).await?;
+        Ok(())
+    }
+
+    /// Rules of one user, or of everyone.
+    ///
+    /// # Errors
+    /// `Broker` with `NotFound` or `AccessDenied`.
+    pub async fn list_acls(&self, user: Option<&str>) -> Result<Vec<AclEntry>> {
+        let req = AclListRequest {
+            user: user.map(ToString::to_string),
+        };
+        Ok(self.conn.call(&req, &[]).await?.0.rules)
+    }
+
+    /// Removes a user's rule on a resource.
+    ///
+    /// # Errors
+    /// `Broker` with `NotFound` or `AccessDenied`.
+    pub async fn remove_acl(&self, user: &str, resource: &str) -> Result<()> {
+        let req = AclRemoveRequest {
+            user: user.to_string(),
+            resource: resource.to_string(),
+        };
+        self.conn.call(&req, &[]).await?;
+        Ok(())
     }
 }

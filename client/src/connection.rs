@@ -17,15 +17,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use protocol::auth::{AuthChallengeRequest, AuthenticateRequest};
 use protocol::messages::{ErrorResponse, HelloRequest, HelloResponse};
 use protocol::{header, Frame, FrameDecoder, FrameKind, Request, Status, PROTOCOL_VERSION};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::security::{ClientTls, Credentials};
+use tokio_rustls::client::TlsStream;
 
 /// Largest response frame accepted; pull responses are bounded by the requested max bytes.
 const MAX_RESPONSE_FRAME_BYTES: u32 = 256 << 20;
@@ -45,16 +48,25 @@ pub struct ConnectOptions {
     pub initial_backoff: Duration,
     /// Longest pause between connection attempts. Default 1 s.
     pub max_backoff: Duration,
+    /// Speak TLS to the broker. Default: the process default ([`crate::set_default_security`]),
+    /// none unless set.
+    pub tls: Option<ClientTls>,
+    /// Authenticate as this user after the Hello (a broker with `--auth on` requires it).
+    /// Default: the process default, none unless set.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
+        let (tls, credentials) = crate::security::default_security();
         Self {
             client_id: random_client_id(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            tls,
+            credentials,
         }
     }
 }
@@ -78,7 +90,9 @@ type Reply = std::result::Result<Frame, Error>;
 /// A live socket: its writer queue and the requests waiting for an answer.
 struct Link {
     tx: mpsc::UnboundedSender<Bytes>,
-    sock: Arc<OwnedWriteHalf>,
+    /// The plain socket callers may write to directly; `None` over TLS, where only the
+    /// writer task writes (a TLS stream is not shared).
+    sock: Option<Arc<OwnedWriteHalf>>,
     /// Who may write to `sock`; see [`Link::send_frame`].
     write: Mutex<WriteState>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
@@ -111,8 +125,9 @@ impl Link {
         let Ok(mut state) = self.write.lock() else {
             return false;
         };
-        let rest = if alone && state.queued == 0 {
-            match self.sock.try_write(&frame) {
+        let direct = self.sock.as_ref().filter(|_| alone && state.queued == 0);
+        let rest = if let Some(sock) = direct {
+            match sock.try_write(&frame) {
                 Ok(n) if n == frame.len() => return true,
                 Ok(n) => frame.slice(n..),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frame,
@@ -161,6 +176,11 @@ fn clone_error(e: &Error, addr: &str) -> Error {
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
         Error::Protocol(p) => Error::InvalidArgument(format!("connection lost: {p}")),
+        // A refusal of the whole connection (TLS required, too many connections).
+        Error::Broker { status, message } => Error::Broker {
+            status: *status,
+            message: message.clone(),
+        },
         _ => Error::Closed {
             addr: addr.to_string(),
         },
@@ -436,37 +456,91 @@ impl Connection {
                 })?
                 .map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
-        let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link {
-            tx,
-            sock: Arc::new(write),
-            write: Mutex::new(WriteState::default()),
-            pending: Mutex::new(HashMap::new()),
-            dead: AtomicBool::new(false),
-            addr: addr.clone(),
-            cancel: CancellationToken::new(),
-            pushes: Arc::clone(&self.inner.pushes),
-        });
-        tokio::spawn(write_loop(rx, Arc::clone(&link)));
-        tokio::spawn(read_loop(read, Arc::clone(&link)));
+        let link = |sock| {
+            Arc::new(Link {
+                tx,
+                sock,
+                write: Mutex::new(WriteState::default()),
+                pending: Mutex::new(HashMap::new()),
+                dead: AtomicBool::new(false),
+                addr: addr.clone(),
+                cancel: CancellationToken::new(),
+                pushes: Arc::clone(&self.inner.pushes),
+            })
+        };
+        let link = match &self.inner.opts.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                let write = Arc::new(write);
+                let link = link(Some(Arc::clone(&write)));
+                tokio::spawn(write_loop(rx, Arc::clone(&link), FrameWriter::Plain(write)));
+                tokio::spawn(read_loop(read, Arc::clone(&link)));
+                link
+            }
+            Some(tls) => {
+                let name = crate::security::server_name(addr)?;
+                let handshake = tls.connector().connect(name, stream);
+                let stream = tokio::time::timeout(self.inner.opts.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        what: "TLS handshake",
+                        after_ms: self.inner.opts.connect_timeout.as_millis() as u64,
+                    })?
+                    .map_err(|e| Error::Tls {
+                        addr: addr.clone(),
+                        reason: format!("handshake failed: {e}"),
+                    })?;
+                let (read, write) = tokio::io::split(stream);
+                let link = link(None);
+                tokio::spawn(write_loop(rx, Arc::clone(&link), FrameWriter::Tls(write)));
+                tokio::spawn(read_loop(read, Arc::clone(&link)));
+                link
+            }
+        };
         let hello = HelloRequest {
             protocol_version: PROTOCOL_VERSION,
             client_id: self.inner.opts.client_id.clone(),
         };
         let reply = self.start_on(&link, &hello, &[])?;
-        match reply.wait(self.inner.opts.request_timeout).await {
-            Ok((resp, _)) => {
-                if let Ok(mut h) = self.inner.hello.lock() {
-                    *h = Some(resp);
-                }
-                Ok(link)
+        let greeted = async {
+            let (resp, _) = reply.wait(self.inner.opts.request_timeout).await?;
+            if let Ok(mut h) = self.inner.hello.lock() {
+                *h = Some(resp);
             }
+            if let Some(credentials) = &self.inner.opts.credentials {
+                self.authenticate(&link, credentials).await?;
+            }
+            Ok(())
+        };
+        match greeted.await {
+            Ok(()) => Ok(link),
             Err(e) => {
                 link.fail_all(&self.closed_error());
                 Err(e)
             }
         }
+    }
+
+    /// The challenge-response handshake: the secret signs the broker's fresh nonce and
+    /// ours, and never crosses the wire.
+    async fn authenticate(&self, link: &Arc<Link>, credentials: &Credentials) -> Result<()> {
+        let timeout = self.inner.opts.request_timeout;
+        let challenge = AuthChallengeRequest {
+            access_key: credentials.access_key.clone(),
+        };
+        let (nonce, _) = self.start_on(link, &challenge, &[])?.wait(timeout).await?;
+        let mut client_nonce = vec![0u8; protocol::auth::NONCE_BYTES];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut client_nonce)
+            .map_err(|_| Error::InvalidArgument("the system random source failed".into()))?;
+        let proof = credentials.proof(&nonce.server_nonce, &client_nonce);
+        let req = AuthenticateRequest {
+            access_key: credentials.access_key.clone(),
+            client_nonce,
+            proof,
+        };
+        self.start_on(link, &req, &[])?.wait(timeout).await?;
+        Ok(())
     }
 }
 
@@ -528,7 +602,31 @@ fn decode_reply<R: Request>(frame: Frame) -> Result<(R::Response, Bytes)> {
     Err(Error::Broker { status, message })
 }
 
-async fn write_loop(mut rx: mpsc::UnboundedReceiver<Bytes>, link: Arc<Link>) {
+/// The writer task's side of the socket.
+enum FrameWriter {
+    /// Shared with callers that write directly (see [`Link::send_frame`]).
+    Plain(Arc<OwnedWriteHalf>),
+    /// Owned by the writer task alone.
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl FrameWriter {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(sock) => write_all(sock, bytes).await,
+            Self::Tls(sock) => {
+                sock.write_all(bytes).await?;
+                sock.flush().await
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    link: Arc<Link>,
+    mut writer: FrameWriter,
+) {
     let mut buf = Vec::with_capacity(WRITE_COALESCE_BYTES);
     // One cancellation future for the connection's life: registering a fresh one per frame
     // costs a lock round trip on the token for every request.
@@ -546,7 +644,7 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Bytes>, link: Arc<Link>) {
         let mut frames = 1;
         let result = match rx.try_recv() {
             // The common case: one frame, written without a copy.
-            Err(_) => write_all(&link.sock, &first).await,
+            Err(_) => writer.write_all(&first).await,
             Ok(second) => {
                 buf.clear();
                 buf.extend_from_slice(&first);
@@ -561,7 +659,7 @@ async fn write_loop(mut rx: mpsc::UnboundedReceiver<Bytes>, link: Arc<Link>) {
                         Err(_) => break,
                     }
                 }
-                write_all(&link.sock, &buf).await
+                writer.write_all(&buf).await
             }
         };
         if let Err(source) = result {
@@ -589,7 +687,7 @@ async fn write_all(sock: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
-async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
+async fn read_loop<R: AsyncRead + Unpin>(mut sock: R, link: Arc<Link>) {
     let decoder = FrameDecoder::new(MAX_RESPONSE_FRAME_BYTES);
     let mut buf = BytesMut::with_capacity(256 << 10);
     let cancel = link.cancel.clone();
@@ -597,6 +695,16 @@ async fn read_loop(mut sock: OwnedReadHalf, link: Arc<Link>) {
     tokio::pin!(cancelled);
     let why = loop {
         match decoder.decode(&mut buf) {
+            Ok(Some(frame)) if frame.request_id == 0 && frame.kind == FrameKind::Response => {
+                // Request ids start at 1: id 0 is the broker refusing the whole connection
+                // (TLS required, too many connections); its sentence is the error.
+                break match decode_reply::<HelloRequest>(frame) {
+                    Err(e) => e,
+                    Ok(_) => Error::Closed {
+                        addr: link.addr.clone(),
+                    },
+                };
+            }
             Ok(Some(frame)) => {
                 complete(&link, frame);
                 continue;

@@ -85,6 +85,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// TLS could not be set up: a certificate file, or a handshake the broker or this
+    /// client refused (untrusted certificate, client certificate missing). Not retried.
+    #[error("TLS with {addr}: {reason}")]
+    Tls {
+        /// The broker's address, or the file at fault.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -13,6 +13,7 @@ mod error;
 mod message;
 mod producer;
 mod route;
+mod security;
 mod transaction;
 
 pub use connection::{random_client_id, ConnectOptions, Connection, Pending};
@@ -27,6 +28,7 @@ pub use producer::{Producer, ProducerOptions, SendHandle, SendResult, TimerHandl
 pub use protocol;
 pub use protocol::messages::{DeliverAt, RecallStatus, TimerReceipt};
 pub use protocol::receive::ReceiptHandle;
+pub use security::{set_default_security, ClientTls, Credentials};
 pub use transaction::{
     Transaction, TransactionChecker, TransactionalProducer, TxAdmin, TxResolution,
 };

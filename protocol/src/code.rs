@@ -112,6 +112,23 @@ wire_enum!(
         TxCheck = 77,
         /// Finds the messages of a topic that carry a key (the key index).
         QueryMessage = 92,
+        /// Starts the authentication handshake: answers a fresh server nonce
+        /// ([`crate::auth`]).
+        AuthChallenge = 100,
+        /// Proves the secret over the nonces (an HMAC; the secret never crosses the wire).
+        Authenticate = 101,
+        /// Adds a user and answers its generated secret, once.
+        UserAdd = 102,
+        /// Lists users (never their secrets).
+        UserList = 103,
+        /// Removes a user and its access rules.
+        UserRemove = 104,
+        /// Sets (adds or replaces) one access rule of a user.
+        AclSet = 105,
+        /// Lists access rules, of one user or all.
+        AclList = 106,
+        /// Removes one access rule of a user.
+        AclRemove = 107,
     }
 );
 
@@ -174,6 +191,18 @@ wire_enum!(
         TxFinished = 24,
         /// The transaction would pass the broker's size limit (messages or bytes).
         TxTooLarge = 25,
+        /// Authentication failed: unknown access key or wrong proof (the two are not told
+        /// apart on the wire). The connection closes.
+        AuthFailed = 30,
+        /// The broker requires authentication and the connection has not authenticated.
+        /// The connection closes.
+        Unauthenticated = 31,
+        /// Too many failed authentications from this address; wait and retry.
+        TooManyAttempts = 32,
+        /// The user's access rules do not allow this request.
+        AccessDenied = 33,
+        /// The listener requires TLS and the connection spoke plaintext.
+        TlsRequired = 34,
     }
 );
 

@@ -20,6 +20,7 @@ macro_rules! request {
     };
 }
 
+pub mod auth;
 pub mod batch;
 mod code;
 mod error;

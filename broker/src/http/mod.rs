@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::MetricsPerQueue;
+use crate::security::{AcceptError, MaybeTlsStream, Security};
 use crate::server::services::Services;
 
 pub use recorder::{
@@ -46,6 +47,8 @@ pub(crate) struct HttpState {
     services: OnceLock<Arc<Services>>,
     recorder: Arc<Recorder>,
     per_queue: MetricsPerQueue,
+    /// TLS for the listener, credentials for the requests.
+    security: Arc<Security>,
 }
 
 impl HttpState {
@@ -70,12 +73,14 @@ impl HttpServer {
         recorder: Arc<Recorder>,
         per_queue: MetricsPerQueue,
         max_connections: u32,
+        security: Arc<Security>,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let state = Arc::new(HttpState {
             services: OnceLock::new(),
             recorder,
             per_queue,
+            security,
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -146,10 +151,32 @@ async fn accept_loop(
             tracker.spawn(refuse_busy(stream));
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        let ip = routes::PeerIp(peer.ip());
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ip);
+                req
+            },
+        ));
         let stop = stop.clone();
+        let tls = state.security.tls().cloned();
         tracker.spawn(async move {
             let _slot = slot;
+            let stream = match tls {
+                None => MaybeTlsStream::Plain(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(s) => s,
+                    Err(AcceptError::PlaintextRefused(stream)) => {
+                        refuse_plaintext(stream).await;
+                        return;
+                    }
+                    Err(AcceptError::Io(e)) => {
+                        tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+                        return;
+                    }
+                },
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -168,10 +195,20 @@ async fn accept_loop(
 }
 
 /// Answers a connection past the cap with 503 and closes it, without reading it.
-async fn refuse_busy(mut stream: TcpStream) {
+async fn refuse_busy(stream: TcpStream) {
     let body = r#"{"error":"too many HTTP connections; try again"}"#;
+    answer_and_close(stream, "503 Service Unavailable", body).await;
+}
+
+/// Answers a plaintext request on a TLS-only listener with 400 and closes it.
+async fn refuse_plaintext(stream: TcpStream) {
+    let body = r#"{"error":"this endpoint requires TLS (--tls-mode required); use https://"}"#;
+    answer_and_close(stream, "400 Bad Request", body).await;
+}
+
+async fn answer_and_close(mut stream: TcpStream, status: &str, body: &str) {
     let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let refuse = async {

@@ -35,7 +35,63 @@ pub(super) fn router(state: Arc<HttpState>) -> Router {
         .route("/api/messages/{id}", get(api::message))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_credentials,
+        ))
         .with_state(state)
+}
+
+/// The client's address, put on each request by the accept loop (for the rate limit of
+/// failed authentications).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerIp(pub(super) std::net::IpAddr);
+
+/// With `--auth on`: health checks stay open (probes carry no credentials), `/metrics`
+/// takes any user, everything else (the dashboard shows every topic, group and message)
+/// an administrator. Credentials: `Basic base64(AK:SK)` or `Bearer AK:SK`.
+async fn require_credentials(
+    State(state): AppState,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::security::SecurityError;
+    let path = req.uri().path();
+    if !state.security.auth_enabled() || matches!(path, "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<PeerIp>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0);
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let refuse = |status: StatusCode, message: String| {
+        let mut r = (status, Json(json!({ "error": message }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"FerroMQ\""),
+            );
+        }
+        r
+    };
+    match state.security.verify_http(ip, presented) {
+        Ok(p) if p.is_admin() || path == "/metrics" => next.run(req).await,
+        Ok(p) => refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "user {:?} is not an administrator; the dashboard and API need one (/metrics takes any user)",
+                p.access_key()
+            ),
+        ),
+        Err(e @ SecurityError::TooManyAttempts { .. }) => {
+            refuse(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+        }
+        Err(e) => refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

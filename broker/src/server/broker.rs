@@ -28,6 +28,7 @@ use crate::http::{HttpServer, Recorder};
 use crate::long_polling::LongPolling;
 use crate::pop::PopService;
 use crate::retry::{RetryConfig, RetryError, RetryService};
+use crate::security::{Security, SecurityError, TlsAcceptor, TlsFiles};
 use crate::stats::Stats;
 use crate::store::{MessageStore, StoreConfig, StoreError};
 use crate::timer::{TimerConfig, TimerService};
@@ -70,6 +71,9 @@ pub enum BrokerError {
     /// Transactions could not be recovered.
     #[error("cannot recover transactions: {0}")]
     Tx(#[from] TxError),
+    /// TLS material or the users file cannot be used.
+    #[error("security: {0}")]
+    Security(#[from] SecurityError),
 }
 
 /// Starts brokers.
@@ -112,8 +116,9 @@ impl Broker {
                 addr: config.listen,
                 source,
             })?;
+        let security = Arc::new(open_security(&config)?);
         let recorder = Arc::new(Recorder::new());
-        let http = start_http(&config, &recorder).await?;
+        let http = start_http(&config, &recorder, &security).await?;
         let grpc_listener = bind_grpc(&config).await?;
         let mut store_config = store_config(&config);
         store_config.commitlog.storage = storage;
@@ -125,6 +130,16 @@ impl Broker {
             .map_err(BrokerError::Shutdown)?
             .map_err(|source| BrokerError::Store { dir, source })?;
         let store = Arc::new(store);
+        // Under the data directory's lock: only this broker writes the users file.
+        let generated_admin = match security.bootstrap_admin(|k| std::env::var(k).ok()) {
+            Ok(keys) => keys,
+            Err(e) => {
+                if let Err(close) = close_store(store).await {
+                    tracing::warn!(error = %close, "store not closed cleanly after a failed start");
+                }
+                return Err(e.into());
+            }
+        };
         let long_polling = Arc::new(LongPolling::new());
         let lp = Arc::clone(&long_polling);
         store.on_dispatch(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
@@ -181,6 +196,7 @@ impl Broker {
             tracker: TaskTracker::new(),
             tx,
             tx_producers: TxProducers::default(),
+            security,
         });
         if let Some(h) = &http {
             h.ready(Arc::clone(&services));
@@ -213,6 +229,9 @@ impl Broker {
         services
             .tracker
             .spawn(handler::tx::check_back(Arc::clone(&services)));
+        if services.security.tls().is_some() {
+            reload_tls_on_sighup(&services);
+        }
         // The binary prints the one start line users read; embedders get it at debug.
         tracing::debug!(
             listen = %local_addr,
@@ -222,6 +241,7 @@ impl Broker {
         );
         Ok(RunningBroker {
             local_addr,
+            generated_admin,
             http,
             grpc,
             services: Some(services),
@@ -234,6 +254,8 @@ impl Broker {
 /// A broker serving in the background of the current tokio runtime.
 pub struct RunningBroker {
     local_addr: SocketAddr,
+    /// The first administrator's keys when this start generated them (shown once).
+    generated_admin: Option<(String, String)>,
     /// The HTTP endpoint, unless off (or its default port was taken).
     http: Option<HttpServer>,
     /// The RocketMQ 5 gRPC endpoint, unless off (or its default port was taken).
@@ -259,6 +281,29 @@ impl RunningBroker {
     /// The address of the RocketMQ 5 gRPC endpoint, `None` when it is off.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc.as_ref().map(GrpcServer::local_addr)
+    }
+
+    /// The access key and secret of the first administrator when this start generated
+    /// one (`--auth on`, no users, no `FERRO_ADMIN_*` variables): to be shown once.
+    pub fn generated_admin(&self) -> Option<(&str, &str)> {
+        self.generated_admin
+            .as_ref()
+            .map(|(ak, sk)| (ak.as_str(), sk.as_str()))
+    }
+
+    /// Reads the TLS certificate, key and client CA again for new connections (what
+    /// SIGHUP does). Returns false when TLS is off.
+    ///
+    /// # Errors
+    /// `Security` when a file cannot be used; the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<bool, BrokerError> {
+        match self.services.as_ref().and_then(|s| s.security.tls()) {
+            Some(tls) => {
+                tls.reload()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Resolves once shutdown has started, whoever started it.
@@ -375,12 +420,69 @@ async fn sole_owner(
     }
 }
 
+/// Loads the TLS material and the users.
+fn open_security(config: &Config) -> Result<Security, BrokerError> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::new(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.tls_client_ca.clone(),
+            },
+            config.tls_mode,
+            Duration::from_millis(config.hello_timeout_ms),
+        )?),
+        _ => None,
+    };
+    let skew =
+        (config.auth_max_skew_secs > 0).then(|| Duration::from_secs(config.auth_max_skew_secs));
+    Ok(Security::open(
+        &config.data_dir,
+        config.auth,
+        tls,
+        skew,
+        config.auth_max_failures,
+    )?)
+}
+
+/// Reloads the certificate on every SIGHUP until shutdown; a failed reload keeps the old
+/// one and says why. The handler stays installed for the process, so a later SIGHUP never
+/// kills it.
+fn reload_tls_on_sighup(services: &Arc<Services>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload only on restart");
+                return;
+            }
+        };
+        let s = Arc::clone(services);
+        services.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = s.shutdown.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                match s.security.tls().map(TlsAcceptor::reload) {
+                    Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Some(Err(e)) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the old certificate stays in use"),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
 /// Binds and starts the HTTP endpoint. Unset, it takes 127.0.0.1:8080 if free and is
 /// skipped with a warning otherwise (a second broker on one machine still starts); a set
 /// address that cannot be bound fails the start, like the native listener.
 async fn start_http(
     config: &Config,
     recorder: &Arc<Recorder>,
+    security: &Arc<Security>,
 ) -> Result<Option<HttpServer>, BrokerError> {
     let (addr, required) = match config.http_listen {
         Some(HttpListen::Off) => return Ok(None),
@@ -393,6 +495,7 @@ async fn start_http(
             Arc::clone(recorder),
             config.metrics_per_queue,
             config.http_max_connections,
+            Arc::clone(security),
         )
     });
     match bound {

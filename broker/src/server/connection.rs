@@ -13,28 +13,56 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use protocol::{Frame, FrameDecoder, FrameKind, ProtocolError, RequestCode, Status};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use super::budget::{Held, InFlight};
+use super::gate::{self, Gate};
 use super::handler;
 use super::response::Response;
 use super::send::{SendJob, SendQueue};
 use super::services::Services;
 use super::session::Session;
 use super::writer;
+use crate::security::{MaybeTlsStream, NativeAuth};
 
 /// Bytes the read buffer grows by when it has no room left.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Serves one accepted socket until the peer leaves, the protocol breaks, or shutdown.
-pub(crate) async fn serve(services: Arc<Services>, socket: TcpStream, peer: SocketAddr) {
-    let accepted_at = Instant::now();
-    let _ = socket.set_nodelay(true);
-    let (reader, write_half) = socket.into_split();
+/// Serves one accepted connection, plaintext or TLS, until the peer leaves, the protocol
+/// breaks, or shutdown. `accepted_at` starts the hello deadline (a TLS handshake counts).
+pub(crate) async fn serve(
+    services: Arc<Services>,
+    stream: MaybeTlsStream,
+    peer: SocketAddr,
+    accepted_at: Instant,
+) {
+    match stream {
+        MaybeTlsStream::Plain(socket) => {
+            let _ = socket.set_nodelay(true);
+            // Owned halves: no lock between the reader and the writer.
+            let (reader, writer) = socket.into_split();
+            serve_halves(services, reader, writer, peer, accepted_at).await;
+        }
+        MaybeTlsStream::Tls(tls) => {
+            let _ = tls.get_ref().0.set_nodelay(true);
+            let (reader, writer) = tokio::io::split(*tls);
+            serve_halves(services, reader, writer, peer, accepted_at).await;
+        }
+    }
+}
+
+async fn serve_halves<R, W>(
+    services: Arc<Services>,
+    reader: R,
+    write_half: W,
+    peer: SocketAddr,
+    accepted_at: Instant,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let inflight = services.config.max_inflight_per_connection as usize;
     let (tx, rx) = mpsc::channel(inflight);
     // The writer holds only the tokens: it must end once the reader and every request
@@ -91,10 +119,10 @@ enum Timer {
 
 /// Reads and dispatches frames. Returning drops this loop's sender, so the writer ends
 /// once the requests still in flight have answered.
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     services: Arc<Services>,
     conn: Arc<Session>,
-    mut reader: OwnedReadHalf,
+    mut reader: R,
     accepted_at: Instant,
 ) {
     let config = &services.config;
@@ -108,6 +136,11 @@ async fn read_loop(
     let idle = (config.idle_timeout_ms > 0).then(|| Duration::from_millis(config.idle_timeout_ms));
     let mut greeted = false;
     let mut last_activity = Instant::now();
+    // With auth on: the handshake state, and who the connection is once it has passed.
+    let mut auth = services
+        .security
+        .auth_enabled()
+        .then(|| NativeAuth::new(conn.peer.ip()));
     // Created once: a fresh cancellation future per read registers with the token's lock.
     let closed = conn.closed.clone();
     let cancelled = closed.cancelled();
@@ -126,7 +159,17 @@ async fn read_loop(
                 Ok(Some(frame)) => {
                     greeted = true;
                     let alone = buf.is_empty();
-                    dispatch(&services, &conn, &permits, appender.as_ref(), frame, alone).await;
+                    match gate::admit(&services, &conn, auth.as_mut(), frame).await {
+                        Gate::Pass(frame) => {
+                            dispatch(&services, &conn, &permits, appender.as_ref(), frame, alone)
+                                .await;
+                        }
+                        Gate::Answered => {}
+                        Gate::Close => {
+                            conn.closed.cancel();
+                            return;
+                        }
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection;
 use super::response::Response;
 use super::services::Services;
+use crate::security::{AcceptError, MaybeTlsStream};
 
 /// Accepts until `stop` (cancelled first at shutdown, so no connection arrives while
 /// the others drain). Accept errors (such as running out of file descriptors) pause the
@@ -77,9 +78,30 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: Ca
         }
         let services2 = Arc::clone(&services);
         services.tracker.spawn(async move {
+            let accepted_at = tokio::time::Instant::now();
+            // The TLS handshake runs here, in the connection's task, never in the loop.
+            let stream = match services2.security.tls() {
+                None => MaybeTlsStream::Plain(socket),
+                Some(tls) => match tls.accept(socket).await {
+                    Ok(stream) => stream,
+                    Err(AcceptError::PlaintextRefused(socket)) => {
+                        tracing::debug!(%peer, "plaintext connection refused: TLS required");
+                        let msg =
+                            "this broker requires TLS (--tls-mode required); connect with mq --tls";
+                        answer_and_close(socket, Response::error(Status::TlsRequired, msg)).await;
+                        drop(slot);
+                        return;
+                    }
+                    Err(AcceptError::Io(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        drop(slot);
+                        return;
+                    }
+                },
+            };
             services2.stats.connection_opened();
-            tracing::debug!(%peer, "connection opened");
-            connection::serve(Arc::clone(&services2), socket, peer).await;
+            tracing::debug!(%peer, tls = stream.is_tls(), "connection opened");
+            connection::serve(Arc::clone(&services2), stream, peer, accepted_at).await;
             tracing::debug!(%peer, "connection closed");
             services2.stats.connection_closed();
             drop(slot);
@@ -91,11 +113,16 @@ pub(crate) async fn run(services: Arc<Services>, listener: TcpListener, stop: Ca
 }
 
 /// Tells a client over the limit why it is turned away, then closes.
-async fn refuse(mut socket: TcpStream, limit: u32) {
+async fn refuse(socket: TcpStream, limit: u32) {
     let response = Response::error(
         Status::Busy,
         format!("too many connections (limit {limit}); try again later"),
     );
+    answer_and_close(socket, response).await;
+}
+
+/// Writes one error answer (request id 0) and closes, within a second.
+async fn answer_and_close(mut socket: TcpStream, response: Response) {
     let mut buf = BytesMut::new();
     if Frame::encode(
         &mut buf,

@@ -11,6 +11,7 @@ mod background;
 mod broker;
 mod budget;
 mod connection;
+mod gate;
 pub(crate) mod handler;
 mod listener;
 mod request;

@@ -42,4 +42,6 @@ pub(crate) struct Services {
     pub(crate) tx: Arc<TxService>,
     /// Connections of live transactional producers, per producer group.
     pub(crate) tx_producers: TxProducers,
+    /// TLS acceptor, users and access rules.
+    pub(crate) security: Arc<crate::security::Security>,
 }

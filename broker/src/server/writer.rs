@@ -8,7 +8,6 @@ use std::io::{self, IoSlice};
 use bytes::BytesMut;
 use protocol::{Frame, FrameKind};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use super::budget::HeldBytes;
@@ -41,8 +40,8 @@ const COPY_BODY_MAX: usize = 16 * 1024;
 ///
 /// # Errors
 /// The socket's write error; the caller closes the connection.
-pub(crate) async fn run(
-    mut socket: OwnedWriteHalf,
+pub(crate) async fn run<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut rx: mpsc::Receiver<Outgoing>,
     stats: &Stats,
 ) -> io::Result<()> {
@@ -61,12 +60,14 @@ pub(crate) async fn run(
             socket.write_all(&out).await?;
             out.clear();
         }
+        // A TLS stream may hold the last record until flushed (a no-op on plain TCP).
+        socket.flush().await?;
     }
     socket.shutdown().await
 }
 
-async fn write_one(
-    socket: &mut OwnedWriteHalf,
+async fn write_one<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     out: &mut BytesMut,
     msg: Outgoing,
     stats: &Stats,

@@ -10,6 +10,7 @@ mod offset;
 mod ordered;
 mod pull;
 pub(crate) mod receive;
+mod security;
 mod stats;
 mod timer;
 mod topic;
@@ -74,6 +75,12 @@ pub(crate) async fn handle(
         RequestCode::TxRollback => tx::rollback(services, &frame).await,
         RequestCode::TxList => tx::list(services, &frame),
         RequestCode::QueryMessage => lookup::query_message(services, &frame).await,
+        RequestCode::UserAdd => security::user_add(services, &frame).await,
+        RequestCode::UserList => security::user_list(services, &frame),
+        RequestCode::UserRemove => security::user_remove(services, &frame).await,
+        RequestCode::AclSet => security::acl_set(services, &frame).await,
+        RequestCode::AclList => security::acl_list(services, &frame),
+        RequestCode::AclRemove => security::acl_remove(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

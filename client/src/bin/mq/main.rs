@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod dlq;
 mod produce;
+mod security_cmds;
 mod tx;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ struct Cli {
         env = "MQ_BROKER"
     )]
     broker: String,
+    #[command(flatten)]
+    security: security_cmds::SecurityArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -64,6 +67,12 @@ enum Cmd {
     /// Transactions: begin, send, ack, commit, rollback; list the open ones.
     #[command(subcommand)]
     Tx(tx::TxCmd),
+    /// Users of a broker with --auth on: add (prints the secret once), list, remove.
+    #[command(subcommand)]
+    User(security_cmds::UserCmd),
+    /// Access rules of users: set, list, remove (pub, sub, admin on topics and groups).
+    #[command(subcommand)]
+    Acl(security_cmds::AclCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,6 +474,7 @@ impl Signals {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    cli.security.apply()?;
     let broker = cli.broker.as_str();
     match cli.cmd {
         Cmd::Topic(TopicCmd::Create { name, queues }) => {
@@ -511,5 +521,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Stats => admin_cmds::stats(broker).await,
         Cmd::Bench(args) => bench::run(broker, args).await,
         Cmd::Tx(cmd) => tx::run(broker, cmd).await,
+        Cmd::User(cmd) => security_cmds::user(broker, cmd).await,
+        Cmd::Acl(cmd) => security_cmds::acl(broker, cmd).await,
     }
 }
