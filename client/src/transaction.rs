@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::messages::Empty;
+use protocol::receive::ReceiptHandle;
 use protocol::tx::{
     TxAck, TxAckRequest, TxBeginRequest, TxCheckRequest, TxCommitRequest, TxCommitResponse, TxInfo,
     TxListRequest, TxRegisterRequest, TxRollbackRequest, TxSendRequest, TxSendResponse,
@@ -507,13 +508,18 @@ impl TxAdmin {
     ///
     /// # Errors
     /// As [`Transaction::ack_leased`].
-    pub async fn ack_receipts(&self, tx_id: &str, group: &str, handles: &[String]) -> Result<u32> {
+    pub async fn ack_receipts(
+        &self,
+        tx_id: &str,
+        group: &str,
+        handles: &[ReceiptHandle],
+    ) -> Result<u32> {
         let req = TxAckRequest {
             tx_id: tx_id.to_string(),
             group: group.to_string(),
             acks: handles
                 .iter()
-                .map(|h| TxAck::Receipt { handle: h.clone() })
+                .map(|h| TxAck::Receipt { handle: *h })
                 .collect(),
         };
         Ok(self.conn.call(&req, &[]).await?.0.acks)

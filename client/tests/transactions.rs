@@ -11,8 +11,8 @@ use std::time::Duration;
 use client::protocol::tx::{TX_ID, TX_INDEX};
 use client::protocol::Status;
 use client::{
-    Message, PullConsumer, SimpleConsumer, SimpleConsumerOptions, TransactionalProducer,
-    TxResolution,
+    Message, PullConsumer, ReceiptHandle, SimpleConsumer, SimpleConsumerOptions,
+    TransactionalProducer, TxResolution,
 };
 use support::cli::{json_lines, mq};
 use support::{fast_options, TestBroker, PATIENCE};
@@ -561,9 +561,10 @@ async fn mq_tx_ack_takes_receipt_handles_of_a_receive_mode_group() {
     let got = receive_all(&s, 2).await;
     let out = mq(&b, &["tx", "begin", "--producer-group", "shell"], "").await;
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let texts: Vec<String> = got.iter().map(|m| m.receipt_handle.to_string()).collect();
     let mut args = vec!["tx", "ack", &id, "--group", "rg"];
-    for m in &got {
-        args.extend(["--receipt", m.receipt_handle.as_str()]);
+    for t in &texts {
+        args.extend(["--receipt", t.as_str()]);
     }
     let out = mq(&b, &args, "").await;
     assert!(out.status.success(), "{out:?}");
@@ -589,13 +590,17 @@ async fn mq_tx_ack_takes_receipt_handles_of_a_receive_mode_group() {
     )
     .await;
     assert!(!out.status.success(), "{out:?}");
-    let out = mq(
-        &b,
-        &["tx", "ack", &id, "--group", "rg", "--receipt", "bogus"],
-        "",
-    )
-    .await;
-    assert!(!out.status.success(), "{out:?}");
+    let h = got[0].receipt_handle;
+    let forged = ReceiptHandle::new(h.run(), h.epoch() + 1_000, h.slot(), h.offset()).to_string();
+    for bad in ["bogus", forged.as_str()] {
+        let out = mq(
+            &b,
+            &["tx", "ack", &id, "--group", "rg", "--receipt", bad],
+            "",
+        )
+        .await;
+        assert!(!out.status.success(), "{bad}: {out:?}");
+    }
     // Held past their own lease by the transaction, then acked for good by its commit.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let out = mq(&b, &["tx", "commit", &id], "").await;

@@ -135,7 +135,7 @@ pub(super) fn outgoing(record: &RecordRef, lease: Option<&Lease>) -> pb::Message
         born_timestamp: Some(ms_timestamp(view.born_timestamp_ms())),
         store_timestamp: Some(ms_timestamp(view.store_timestamp_ms())),
         delivery_timestamp: deliver_at.map(ms_timestamp),
-        receipt_handle: lease.map(|l| l.receipt_handle.clone()),
+        receipt_handle: lease.map(|l| l.receipt_handle.to_string()),
         queue_id,
         queue_offset: i64::try_from(view.queue_offset()).ok(),
         delivery_attempt: lease

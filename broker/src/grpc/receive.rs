@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::names::retry_topic;
-use protocol::receive::ReceiveRequest;
+use protocol::receive::{HandleRefused, ReceiptHandle, ReceiveRequest};
 use protocol::time::now_ms;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -215,13 +215,28 @@ pub(super) async fn ack(s: &Arc<Services>, req: pb::AckMessageRequest) -> AckMes
             entries: Vec::new(),
         };
     }
-    let handles: Vec<String> = req
-        .entries
-        .iter()
-        .map(|e| e.receipt_handle.clone())
-        .collect();
-    let refused = match s.pop.ack(&ctx(s), &group, &handles) {
-        Ok(r) => r,
+    // Text handles that do not parse are refused here; the others go to the lease table,
+    // whose refusals are mapped back to the request's indices.
+    let mut refused: Vec<HandleRefused> = Vec::new();
+    let mut handles: Vec<ReceiptHandle> = Vec::with_capacity(req.entries.len());
+    let mut at: Vec<usize> = Vec::with_capacity(req.entries.len());
+    for (i, e) in req.entries.iter().enumerate() {
+        match e.receipt_handle.parse::<ReceiptHandle>() {
+            Ok(h) => {
+                handles.push(h);
+                at.push(i);
+            }
+            Err(bad) => refused.push(HandleRefused {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                message: bad.to_string(),
+            }),
+        }
+    }
+    match s.pop.ack(&ctx(s), &group, &handles) {
+        Ok(r) => refused.extend(r.into_iter().map(|mut r| {
+            r.index = u32::try_from(at[r.index as usize]).unwrap_or(u32::MAX);
+            r
+        })),
         Err(e) => {
             return AckMessageResponse {
                 status: Some(HandlerError::from(e).into()),
@@ -230,7 +245,7 @@ pub(super) async fn ack(s: &Arc<Services>, req: pb::AckMessageRequest) -> AckMes
         }
     };
     let mut written = ok();
-    if refused.len() < handles.len() {
+    if refused.len() < req.entries.len() {
         let ticket = s.pop.durable.ticket();
         tokio::select! {
             r = s.pop.durable.wait(ticket) => if let Err(e) = r {
@@ -290,13 +305,14 @@ pub(super) fn change(
             format!("invisible duration {ms} ms is over the limit of {MAX_INVISIBLE_MS} ms"),
         ));
     }
-    match s
-        .pop
-        .change(&ctx(s), &group, &req.receipt_handle, ms, now_ms())
-    {
+    let handle = match req.receipt_handle.parse::<ReceiptHandle>() {
+        Ok(h) => h,
+        Err(bad) => return fail(status(Code::InvalidReceiptHandle, bad.to_string())),
+    };
+    match s.pop.change(&ctx(s), &group, &handle, ms, now_ms()) {
         Ok(r) => ChangeInvisibleDurationResponse {
             status: Some(ok()),
-            receipt_handle: r.receipt_handle,
+            receipt_handle: r.receipt_handle.to_string(),
         },
         Err(e) => fail(HandlerError::from(e).into()),
     }
@@ -312,8 +328,15 @@ pub(super) async fn forward_to_dlq(
     if let Err(st) = check_group(&group) {
         return ForwardMessageToDeadLetterQueueResponse { status: Some(st) };
     }
+    let handle = match req.receipt_handle.parse::<ReceiptHandle>() {
+        Ok(h) => h,
+        Err(bad) => {
+            return ForwardMessageToDeadLetterQueueResponse {
+                status: Some(status(Code::InvalidReceiptHandle, bad.to_string())),
+            }
+        }
+    };
     let services = Arc::clone(s);
-    let handle = req.receipt_handle;
     let done =
         tokio::task::spawn_blocking(move || services.pop.reject(&ctx(&services), &group, &handle))
             .await;

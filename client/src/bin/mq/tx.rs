@@ -57,7 +57,7 @@ pub(crate) enum TxCmd {
         queue: Option<u32>,
         /// A receipt handle acknowledged; repeat for several.
         #[arg(long = "receipt", value_name = "HANDLE", conflicts_with_all = ["topic", "queue", "offsets"])]
-        receipts: Vec<String>,
+        receipts: Vec<client::ReceiptHandle>,
         /// Queue offsets acknowledged.
         #[arg(required_unless_present = "receipts", requires = "topic")]
         offsets: Vec<u64>,
