@@ -60,6 +60,7 @@
 
 pub mod config;
 pub mod groups;
+pub mod ha;
 pub mod http;
 mod long_polling;
 mod pop;

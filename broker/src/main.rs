@@ -154,6 +154,37 @@ struct Cli {
     /// Keep the key index for lookups by message key (`mq message query`) [default: on].
     #[arg(long, value_name = "on|off")]
     key_index: Option<KeyIndexMode>,
+    /// Replication role: master or replica (with --cluster-secret) [default: none,
+    /// a standalone broker].
+    #[arg(long, value_name = "master|replica")]
+    role: Option<broker::ha::Role>,
+    /// HA address: where a master takes its replicas; a replica's own, used once
+    /// promoted [default: none].
+    #[arg(long, value_name = "ADDR")]
+    ha_listen: Option<std::net::SocketAddr>,
+    /// A replica's master, its HA address [default: none].
+    #[arg(long, value_name = "HA_ADDR")]
+    master: Option<String>,
+    /// Secret the brokers of a group authenticate each other with, 16 bytes or more
+    /// [default: none; also FERRO_CLUSTER_SECRET].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "FERRO_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
+    /// Brokers (master included) that hold a message before it is acknowledged [default: 2].
+    #[arg(long, value_name = "N")]
+    min_sync_replicas: Option<u32>,
+    /// When a replica's copy counts: received (its page cache) or durable (after its
+    /// flush) [default: received].
+    #[arg(long, value_name = "received|durable")]
+    replication_ack: Option<broker::ha::AckMode>,
+    /// A replica this far behind leaves the sync set; also the longest a send waits for
+    /// replicas, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    max_replica_lag_ms: Option<u64>,
 }
 
 impl Cli {
@@ -197,8 +228,23 @@ impl Cli {
             tx_max_checks,
             tx_max_messages,
             tx_max_bytes,
-            key_index
+            key_index,
+            min_sync_replicas,
+            replication_ack,
+            max_replica_lag_ms
         );
+        if self.role.is_some() {
+            c.role = self.role;
+        }
+        if self.ha_listen.is_some() {
+            c.ha_listen = self.ha_listen;
+        }
+        if self.master.is_some() {
+            c.master = self.master;
+        }
+        if self.cluster_secret.is_some() {
+            c.cluster_secret = self.cluster_secret;
+        }
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;
         }

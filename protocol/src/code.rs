@@ -112,6 +112,10 @@ wire_enum!(
         TxCheck = 77,
         /// Finds the messages of a topic that carry a key (the key index).
         QueryMessage = 92,
+        /// A broker's replication state ([`crate::cluster`]).
+        ClusterStatus = 110,
+        /// Turns a replica into its group's master ([`crate::cluster`]).
+        ClusterPromote = 111,
     }
 );
 
@@ -174,6 +178,12 @@ wire_enum!(
         TxFinished = 24,
         /// The transaction would pass the broker's size limit (messages or bytes).
         TxTooLarge = 25,
+        /// This broker is a replica and takes no writes; the sentence names the master.
+        NotMaster = 35,
+        /// Fewer brokers than `--min-sync-replicas` hold the data (retriable; a send
+        /// refused so was not stored, one failed while waiting was stored and may still
+        /// be delivered).
+        NotEnoughReplicas = 36,
     }
 );
 

@@ -21,6 +21,7 @@ macro_rules! request {
 }
 
 pub mod batch;
+pub mod cluster;
 mod code;
 mod error;
 pub mod frame;

@@ -42,4 +42,6 @@ pub(crate) struct Services {
     pub(crate) tx: Arc<TxService>,
     /// Connections of live transactional producers, per producer group.
     pub(crate) tx_producers: TxProducers,
+    /// Replication (master or replica); `None` for a standalone broker.
+    pub(crate) ha: Option<Arc<crate::ha::Replication>>,
 }

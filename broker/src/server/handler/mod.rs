@@ -2,6 +2,7 @@
 //! decodes its header, does its work (store calls run on the blocking pool) and returns a
 //! response; errors become error responses with a status and a sentence.
 
+mod cluster;
 pub(super) mod group;
 mod group_policy;
 mod hello;
@@ -74,6 +75,8 @@ pub(crate) async fn handle(
         RequestCode::TxRollback => tx::rollback(services, &frame).await,
         RequestCode::TxList => tx::list(services, &frame),
         RequestCode::QueryMessage => lookup::query_message(services, &frame).await,
+        RequestCode::ClusterStatus => cluster::status(services, &frame),
+        RequestCode::ClusterPromote => cluster::promote(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),
