@@ -14,7 +14,6 @@ mod master;
 mod replica;
 mod sync_set;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,46 +87,6 @@ impl Settings {
     pub(crate) fn heartbeat(&self) -> Duration {
         (self.max_lag / 4).min(Duration::from_millis(500))
     }
-}
-
-/// A role saved by a promotion, which overrides the flags on later starts (a promoted
-/// replica must not follow its dead master again after a restart).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SavedRole {
-    role: Role,
-    master: Option<String>,
-}
-
-fn role_path(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("config").join("role")
-}
-
-/// The role to start in: `<data>/config/role` if a promotion saved one, else the flag.
-pub(crate) fn effective_role(
-    data_dir: &Path,
-    flag: Role,
-    master: Option<String>,
-) -> (Role, Option<String>) {
-    match std::fs::read(role_path(data_dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<SavedRole>(&b).ok())
-    {
-        Some(saved) => {
-            tracing::info!(role = ?saved.role, "role saved by an earlier promotion overrides the flags");
-            (saved.role, saved.master.or(master))
-        }
-        None => (flag, master),
-    }
-}
-
-fn save_role(data_dir: &Path, role: Role, master: Option<String>) -> std::io::Result<()> {
-    let path = role_path(data_dir);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let json = serde_json::to_vec(&SavedRole { role, master })
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    commitlog::storage::Storage::write_atomic(&commitlog::storage::RealFs, &path, &json)
 }
 
 /// A replica's view of its master.
@@ -251,8 +210,10 @@ impl Replication {
         Ok(entry)
     }
 
-    /// Promotes this replica to master (`mq cluster promote`): stops following, opens a
-    /// new epoch and saves the role so a restart keeps it.
+    /// Promotes this replica to master (`mq cluster promote`): stops following and opens
+    /// a new epoch. The role lives in memory only: restart the broker with
+    /// `--role master` (flags always decide the role at start; a broker started as a
+    /// replica of a broker that is no master simply waits, it never takes writes).
     ///
     /// # Errors
     /// Not a replica, or the epoch or role file could not be written.
@@ -272,10 +233,7 @@ impl Replication {
             let _ = t.join();
         }
         self.streaming.store(false, Ordering::SeqCst);
-        let entry = self.become_master(min_epoch)?;
-        save_role(&self.store.config().data_dir, Role::Master, None)
-            .map_err(io_err("saving the role"))?;
-        Ok(entry)
+        self.become_master(min_epoch)
     }
 
     /// Whether this broker takes writes.

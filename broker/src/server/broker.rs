@@ -551,10 +551,9 @@ async fn start_replication(
     let Some(flag) = config.role else {
         return Ok(None);
     };
-    let (role, master) = crate::ha::effective_role(&config.data_dir, flag, config.master.clone());
     let settings = crate::ha::Settings {
         ha_listen: config.ha_listen,
-        master,
+        master: config.master.clone(),
         secret: config
             .cluster_secret
             .clone()
@@ -566,7 +565,7 @@ async fn start_replication(
         client_addr: local_addr.to_string(),
     };
     let store = Arc::clone(store);
-    blocking(move || crate::ha::Replication::start(settings, role, store))
+    blocking(move || crate::ha::Replication::start(settings, flag, store))
         .await
         .map_err(BrokerError::Replication)?
         .map(Some)
