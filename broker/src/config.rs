@@ -330,6 +330,24 @@ pub struct Config {
     /// Failed authentications from one address within a minute before it is refused for
     /// the rest of that minute. Default 5.
     pub auth_max_failures: u32,
+    /// Replication role: `master` or `replica`; none (default) is a standalone broker.
+    pub role: Option<crate::ha::Role>,
+    /// HA address: where a master takes its replicas (a replica's own, used once
+    /// promoted). Default none.
+    pub ha_listen: Option<SocketAddr>,
+    /// A replica's master, its HA address. Default none.
+    pub master: Option<String>,
+    /// The secret brokers of a group authenticate each other with (at least 16 bytes);
+    /// required with a role. Default none.
+    pub cluster_secret: Option<String>,
+    /// Brokers (master included) that must hold a record before it is confirmed. Default 2.
+    pub min_sync_replicas: u32,
+    /// What a replica's ack means: `received` (in its page cache, default) or `durable`
+    /// (after its flush).
+    pub replication_ack: crate::ha::AckMode,
+    /// A replica this far behind, in ms, leaves the sync set; also the longest a send
+    /// waits for replicas. Default 5000.
+    pub max_replica_lag_ms: u64,
 }
 
 impl Default for Config {
@@ -380,6 +398,13 @@ impl Default for Config {
             auth: crate::security::AuthMode::Off,
             auth_max_skew_secs: 900,
             auth_max_failures: 5,
+            role: None,
+            ha_listen: None,
+            master: None,
+            cluster_secret: None,
+            min_sync_replicas: 2,
+            replication_ack: crate::ha::AckMode::Received,
+            max_replica_lag_ms: 5000,
         }
     }
 }
@@ -531,7 +556,51 @@ impl Config {
                 return bad(field, "must be at least 1".into());
             }
         }
-        Ok(())
+        self.validate_replication()
+    }
+
+    fn validate_replication(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        let Some(role) = self.role else {
+            if self.master.is_some() || self.ha_listen.is_some() {
+                return bad("role", "--master and --ha-listen need --role".into());
+            }
+            return Ok(());
+        };
+        match &self.cluster_secret {
+            None => {
+                return bad(
+                    "cluster_secret",
+                    "a role needs --cluster-secret (or FERRO_CLUSTER_SECRET)".into(),
+                )
+            }
+            Some(s) if s.len() < crate::ha::MIN_SECRET_BYTES => {
+                return bad(
+                    "cluster_secret",
+                    format!(
+                        "is {} bytes, needs at least {}",
+                        s.len(),
+                        crate::ha::MIN_SECRET_BYTES
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if self.min_sync_replicas == 0 {
+            return bad("min_sync_replicas", "must be at least 1".into());
+        }
+        if self.max_replica_lag_ms < 100 {
+            return bad("max_replica_lag_ms", "must be at least 100".into());
+        }
+        match role {
+            crate::ha::Role::Master if self.ha_listen.is_none() => {
+                bad("ha_listen", "--role master needs --ha-listen".into())
+            }
+            crate::ha::Role::Replica if self.master.is_none() => {
+                bad("master", "--role replica needs --master".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The largest frame as the protocol's `u32`; `validate` ensures it fits.
@@ -554,6 +623,29 @@ impl Config {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_needs_a_long_enough_secret_and_its_addresses() {
+        use crate::ha::Role;
+        let mut c = Config {
+            role: Some(Role::Master),
+            ha_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Config::default()
+        };
+        let field = |c: &Config| match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(field(&c), "cluster_secret");
+        c.cluster_secret = Some("short".into());
+        assert_eq!(field(&c), "cluster_secret");
+        c.cluster_secret = Some("0123456789abcdef".into());
+        c.validate().unwrap();
+        c.role = Some(Role::Replica);
+        assert_eq!(field(&c), "master");
+        c.role = None;
+        assert_eq!(field(&c), "role");
+    }
 
     #[test]
     fn sizes_parse_with_and_without_suffixes() {

@@ -63,6 +63,7 @@
 pub mod config;
 pub mod groups;
 mod grpc;
+pub mod ha;
 pub mod http;
 mod long_polling;
 mod pop;

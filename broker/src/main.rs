@@ -189,6 +189,37 @@ struct Cli {
     /// the rest of that minute [default: 5].
     #[arg(long, value_name = "N")]
     auth_max_failures: Option<u32>,
+    /// Replication role: master or replica (with --cluster-secret) [default: none,
+    /// a standalone broker].
+    #[arg(long, value_name = "master|replica")]
+    role: Option<broker::ha::Role>,
+    /// HA address: where a master takes its replicas; a replica's own, used once
+    /// promoted [default: none].
+    #[arg(long, value_name = "ADDR")]
+    ha_listen: Option<std::net::SocketAddr>,
+    /// A replica's master, its HA address [default: none].
+    #[arg(long, value_name = "HA_ADDR")]
+    master: Option<String>,
+    /// Secret the brokers of a group authenticate each other with, 16 bytes or more
+    /// [default: none; also FERRO_CLUSTER_SECRET].
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "FERRO_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
+    /// Brokers (master included) that hold a message before it is acknowledged [default: 2].
+    #[arg(long, value_name = "N")]
+    min_sync_replicas: Option<u32>,
+    /// When a replica's copy counts: received (its page cache) or durable (after its
+    /// flush) [default: received].
+    #[arg(long, value_name = "received|durable")]
+    replication_ack: Option<broker::ha::AckMode>,
+    /// A replica this far behind leaves the sync set; also the longest a send waits for
+    /// replicas, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    max_replica_lag_ms: Option<u64>,
 }
 
 impl Cli {
@@ -236,7 +267,10 @@ impl Cli {
             tls_mode,
             auth,
             auth_max_skew_secs,
-            auth_max_failures
+            auth_max_failures,
+            min_sync_replicas,
+            replication_ack,
+            max_replica_lag_ms
         );
         if self.tls_cert.is_some() {
             c.tls_cert = self.tls_cert;
@@ -246,6 +280,18 @@ impl Cli {
         }
         if self.tls_client_ca.is_some() {
             c.tls_client_ca = self.tls_client_ca;
+        }
+        if self.role.is_some() {
+            c.role = self.role;
+        }
+        if self.ha_listen.is_some() {
+            c.ha_listen = self.ha_listen;
+        }
+        if self.master.is_some() {
+            c.master = self.master;
+        }
+        if self.cluster_secret.is_some() {
+            c.cluster_secret = self.cluster_secret;
         }
         if self.http_listen.is_some() {
             c.http_listen = self.http_listen;

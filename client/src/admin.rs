@@ -440,4 +440,27 @@ impl Admin {
         self.conn.call(&req, &[]).await?;
         Ok(())
     }
+
+    /// The broker's replication state: role, epoch, master, watermarks, replicas and lag.
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub async fn cluster_status(&self) -> Result<protocol::cluster::ClusterStatusResponse> {
+        let req = protocol::cluster::ClusterStatusRequest {};
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
+
+    /// Turns this broker, a replica, into its group's master with an epoch of at least
+    /// `min_epoch`.
+    ///
+    /// # Errors
+    /// `Broker` with `BadRequest` (standalone, already master, or the epoch could not be
+    /// written); connection failures.
+    pub async fn cluster_promote(
+        &self,
+        min_epoch: u64,
+    ) -> Result<protocol::cluster::ClusterPromoteResponse> {
+        let req = protocol::cluster::ClusterPromoteRequest { min_epoch };
+        Ok(self.conn.call(&req, &[]).await?.0)
+    }
 }

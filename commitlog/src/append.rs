@@ -115,7 +115,7 @@ impl Inner {
 
     /// Counts the append, wakes readers (under `Async` the record is visible now; under
     /// `Sync` the flush wakes them) and the flusher once enough bytes are dirty.
-    fn after_append(&self, end: u64, count: usize) {
+    pub(crate) fn after_append(&self, end: u64, count: usize) {
         self.counters
             .appends
             .fetch_add(count as u64, Ordering::Relaxed);
@@ -130,7 +130,7 @@ impl Inner {
     }
 
     /// Seals the active segment with an end-of-segment marker and activates the next spare.
-    fn roll(&self, w: &mut Writer) -> Result<(), Error> {
+    pub(crate) fn roll(&self, w: &mut Writer) -> Result<(), Error> {
         let offset = w.seg.start.get() + w.pos as u64;
         let (seg, map) = w
             .spares

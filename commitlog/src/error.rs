@@ -100,6 +100,50 @@ pub enum Error {
         /// Which setting is wrong and why.
         reason: String,
     },
+    /// The epoch file exists but does not decode.
+    #[error("epoch file {} is damaged: {reason}", path.display())]
+    BadEpochFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        reason: FormatError,
+    },
+    /// A new epoch must be higher than the newest one in the history.
+    #[error("epoch {epoch} is not above the newest epoch {last}")]
+    EpochOutOfOrder {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The newest epoch held.
+        last: u64,
+    },
+    /// Replicated bytes must start exactly at the log's write offset.
+    #[error("replicated bytes start at {got}, the log ends at {expected}")]
+    ReplicaOffsetMismatch {
+        /// The log's write offset.
+        expected: PhysicalOffset,
+        /// Where the bytes claim to start.
+        got: PhysicalOffset,
+    },
+    /// Replicated bytes would cross the end of the active segment (the master never
+    /// writes a record across segments, so the stream is broken).
+    #[error("replicated record at {offset} of {len} bytes crosses the end of segment {segment}")]
+    RecordStraddlesSegment {
+        /// Start offset of the active segment.
+        segment: PhysicalOffset,
+        /// Where the record starts.
+        offset: PhysicalOffset,
+        /// Its length.
+        len: u64,
+    },
+    /// A truncation point that is not the start of a record, a segment or the write offset.
+    #[error("cannot truncate at {offset}: not a record boundary ({reason})")]
+    NotRecordBoundary {
+        /// The offset asked for.
+        offset: PhysicalOffset,
+        /// Why it is not a boundary.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -183,4 +183,13 @@ impl Storage for FaultyStorage {
         lock(&self.metas).insert(path.to_path_buf(), bytes.to_vec());
         Ok(())
     }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.real.rename(from, to)?;
+        let mut files = lock(&self.files);
+        if let Some(f) = files.remove(from) {
+            files.insert(to.to_path_buf(), f);
+        }
+        Ok(())
+    }
 }

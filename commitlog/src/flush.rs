@@ -21,8 +21,9 @@ impl Inner {
     /// it and are done if it covered their end (group commit).
     /// An `end` beyond the written data is clamped to it.
     pub(crate) fn flush_to(&self, end: u64) -> Result<(), Error> {
-        let end = end.min(self.write_offset.load(Ordering::SeqCst));
         loop {
+            // Re-clamped each round: a truncation may lower the write offset meanwhile.
+            let end = end.min(self.write_offset.load(Ordering::SeqCst));
             self.check_poison()?;
             if self.flush.flushed_offset.load(Ordering::SeqCst) >= end {
                 return Ok(());

@@ -10,6 +10,9 @@
 //!   `read`: [`RecordRef`] and [`Iter`]. `flush`: group commit, flusher, checkpoint.
 //!   `recovery`: start-up scan. `retention`: deleting old segments. `prealloc`: next
 //!   segment created ahead of need. `segment`: one mapped file. `sys`: all `unsafe`.
+//! - Replication: `replica` appends a master's raw records ([`RawChunk`] is what the
+//!   master reads to send); `epochs` keeps the epoch history and [`consistent_point`];
+//!   `truncate` cuts the log back crash-safely. The confirm watermark lives in `shared`.
 //! - [`Signal`]: the stop/wake signal of every background loop (here and in the broker).
 //! - [`DirLock`]: one process per folder (here and for the broker's data directory).
 //!
@@ -30,6 +33,7 @@
 
 mod append;
 mod config;
+mod epochs;
 mod error;
 pub mod fault;
 mod flush;
@@ -40,21 +44,25 @@ mod offset;
 mod prealloc;
 mod read;
 mod recovery;
+mod replica;
 mod retention;
 mod segment;
 mod shared;
 mod signal;
 pub mod storage;
 mod sys;
+mod truncate;
 
 pub use config::{Config, DurationObserver, FlushPolicy, Retention, MIN_SEGMENT_SIZE_BYTES};
+pub use epochs::consistent_point;
 pub use error::Error;
-pub use format::RecordIn;
+pub use format::{EpochEntry, RecordIn};
 pub use lock::DirLock;
 pub use log::{Appended, CommitLog, Stats};
 pub use offset::PhysicalOffset;
 pub use read::{Iter, Reader, RecordRef};
 pub use recovery::{DropReason, Dropped, RecoveryReport};
+pub use replica::RawChunk;
 pub use retention::RetentionReport;
 pub use signal::Signal;
 

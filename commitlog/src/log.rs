@@ -72,6 +72,7 @@ impl CommitLog {
             rec.writer,
             rec.end,
             rec.end,
+            rec.epochs,
         ));
         let mut threads = Vec::new();
         let flusher = Arc::clone(&inner);
@@ -215,6 +216,97 @@ impl CommitLog {
     /// The folder this log lives in.
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.cfg.dir
+    }
+
+    /// Appends whole records written by a master, byte-exact at their own offsets: `at`
+    /// must equal the write offset, every record must pass its CRC, carry offset
+    /// `at + position` and end inside the active segment. All or nothing. Returns the new
+    /// write offset; durability and visibility follow the flush policy as for
+    /// [`CommitLog::write_batch`].
+    ///
+    /// # Errors
+    /// [`Error::ReplicaOffsetMismatch`], [`Error::ChecksumMismatch`], [`Error::Corrupted`]
+    /// (a bad or foreign record), [`Error::RecordStraddlesSegment`], [`Error::Poisoned`].
+    pub fn append_raw(&self, at: PhysicalOffset, bytes: &[u8]) -> Result<PhysicalOffset, Error> {
+        self.inner
+            .append_raw(at.get(), bytes)
+            .map(PhysicalOffset::new)
+    }
+
+    /// Ends the active segment at `at` (the write offset) with an end-of-segment marker and
+    /// continues at the next segment's start, which it returns: the master's segment ended
+    /// there.
+    ///
+    /// # Errors
+    /// [`Error::ReplicaOffsetMismatch`], [`Error::DiskFull`], [`Error::Poisoned`].
+    pub fn seal_segment(&self, at: PhysicalOffset) -> Result<PhysicalOffset, Error> {
+        self.inner.seal_segment(at.get()).map(PhysicalOffset::new)
+    }
+
+    /// Whole records from `from` (a record boundary) to at most `until` and the write
+    /// offset (not only the visible one: a master sends what replicas must confirm), about
+    /// `max_bytes` of them but at least one, never across a segment end. Zero copy.
+    ///
+    /// # Errors
+    /// [`Error::OffsetUnavailable`] below the minimum, [`Error::OffsetNotWritten`] past
+    /// the write offset, [`Error::Corrupted`] when `from` is no record boundary.
+    pub fn raw_chunk(
+        &self,
+        from: PhysicalOffset,
+        until: PhysicalOffset,
+        max_bytes: usize,
+    ) -> Result<crate::RawChunk, Error> {
+        self.inner.raw_chunk(from.get(), until.get(), max_bytes)
+    }
+
+    /// Cuts the log back to end at `offset`, crash-safely: a durable intent first, then
+    /// the segment holding `offset` is replaced by one holding only the bytes below it,
+    /// later segments are removed, the flushed, confirm and checkpoint offsets and the
+    /// epoch history are lowered. A crash anywhere leaves an intent that the next open
+    /// finishes, so nothing at or above `offset` is ever recovered. Records read earlier
+    /// stay valid (they keep their mapping of the replaced file).
+    ///
+    /// # Errors
+    /// [`Error::NotRecordBoundary`], [`Error::OffsetUnavailable`],
+    /// [`Error::OffsetNotWritten`], [`Error::Io`] (the intent stays; reopen finishes).
+    pub fn truncate_to(&self, offset: PhysicalOffset) -> Result<(), Error> {
+        self.inner.truncate_to(offset.get())
+    }
+
+    /// Makes `(epoch, write offset, master_id)` the newest entry of the durable epoch
+    /// history, before the first byte of that epoch is written.
+    ///
+    /// # Errors
+    /// [`Error::EpochOutOfOrder`] unless `epoch` is above the newest one; [`Error::Io`].
+    pub fn begin_epoch(&self, epoch: u64, master_id: u64) -> Result<crate::EpochEntry, Error> {
+        self.inner.begin_epoch(epoch, master_id)
+    }
+
+    /// The epoch history, oldest first.
+    pub fn epochs(&self) -> Vec<crate::EpochEntry> {
+        crate::shared::lock(&self.inner.epochs).clone()
+    }
+
+    /// End of the bytes the whole replication sync set holds (0 until the owner sets it).
+    pub fn confirm_offset(&self) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.confirm_offset.load(Ordering::SeqCst))
+    }
+
+    /// Raises the confirm watermark to `to`, clamped to the write offset; it never moves
+    /// down except through [`CommitLog::truncate_to`]. Wakes
+    /// [`CommitLog::wait_confirmed`]. Returns the watermark.
+    pub fn advance_confirm(&self, to: PhysicalOffset) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.advance_confirm(to.get()))
+    }
+
+    /// Blocks until the confirm watermark is beyond `beyond` or `timeout` passes; returns it.
+    pub fn wait_confirmed(&self, beyond: PhysicalOffset, timeout: Duration) -> PhysicalOffset {
+        PhysicalOffset::new(self.inner.wait_confirmed(beyond.get(), timeout))
+    }
+
+    /// The size of every segment file.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.inner.cfg.segment_size_bytes
     }
 
     /// Flushes, stops the background threads and writes the clean-shutdown marker so the

@@ -13,7 +13,7 @@ use crate::format::{classify, FormatError, Meta, MetaKind, Slot};
 use crate::segment::{parse_segment_name, segment_path, Segment};
 use crate::shared::Writer;
 use crate::sys::MapWriter;
-use crate::{Config, Error, PhysicalOffset};
+use crate::{epochs, truncate, Config, Error, PhysicalOffset};
 
 /// Why recovery dropped data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub enum DropReason {
     TrailingGarbage,
     /// A segment file is missing, so the segments after it cannot be part of the log.
     MissingSegment,
+    /// An interrupted [`crate::CommitLog::truncate_to`] was finished: the bytes from its
+    /// point on were cut on purpose.
+    Truncated,
 }
 
 /// The byte range recovery removed from the log, and why.
@@ -61,6 +64,7 @@ pub struct RecoveryReport {
 }
 
 pub(crate) struct Recovered {
+    pub(crate) epochs: Vec<crate::format::EpochEntry>,
     pub(crate) segments: Vec<Arc<Segment>>,
     pub(crate) writer: Writer,
     pub(crate) end: u64,
@@ -100,8 +104,19 @@ fn list_segments(cfg: &Config) -> Result<Vec<PhysicalOffset>, Error> {
 }
 
 pub(crate) fn recover(cfg: &Config) -> Result<Recovered, Error> {
+    let cut = truncate::pending(cfg);
+    truncate::remove_leftovers(cfg)?;
+    let mut rec = recover_segments(cfg, cut)?;
+    rec.epochs = epochs::load(cfg, rec.end, cut)?;
+    truncate::finish_intent(cfg)?;
+    Ok(rec)
+}
+
+fn recover_segments(cfg: &Config, cut: Option<u64>) -> Result<Recovered, Error> {
     let storage = cfg.storage.as_ref();
-    let clean = read_meta(cfg, CLEAN_SHUTDOWN_FILE, MetaKind::CleanShutdown);
+    // A pending truncation makes the clean end untrustworthy: the scan decides.
+    let clean =
+        read_meta(cfg, CLEAN_SHUTDOWN_FILE, MetaKind::CleanShutdown).filter(|_| cut.is_none());
     if clean.is_some() {
         // Removed first: if we crash from here on, the next start must scan.
         let path = cfg.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -133,6 +148,7 @@ pub(crate) fn recover(cfg: &Config) -> Result<Recovered, Error> {
             spares: Default::default(),
         };
         return Ok(Recovered {
+            epochs: Vec::new(),
             segments: vec![seg],
             writer,
             end: 0,
@@ -153,18 +169,32 @@ pub(crate) fn recover(cfg: &Config) -> Result<Recovered, Error> {
     let orphans = &starts[run..];
     let last_end = opened.last().map_or(first.get(), |o| o.seg.end());
     let clean_end = clean.filter(|&e| clean_end_plausible(&opened, e));
-    let stop = match clean_end {
+    let mut stop = match clean_end {
         Some(end) => {
             report.clean_shutdown = true;
             stop_at(&opened, end)
         }
         None => {
-            let from = scan_start(&opened, checkpoint, first.get(), last_end);
+            let mut from = scan_start(&opened, checkpoint, first.get(), last_end);
+            if let Some(c) = cut {
+                from = from.min(c).max(first.get());
+            }
             report.scanned_from = PhysicalOffset::new(from);
             scan(&opened, from, &mut report)
         }
     };
-    finish(cfg, opened, orphans, stop, report)
+    let cut_here = cut.filter(|&c| opened[stop.index].seg.start.get() + stop.pos as u64 > c);
+    if let Some(c) = cut_here {
+        stop = stop_at(&opened, c);
+    }
+    let mut rec = finish(cfg, opened, orphans, stop, report)?;
+    if cut_here.is_some() {
+        if let Some(d) = rec.report.dropped.as_mut() {
+            d.reason = DropReason::Truncated;
+        }
+        rec.report.corruption_followed_by_valid_records = false;
+    }
+    Ok(rec)
 }
 
 /// A clean-shutdown end is trusted only if every file is whole and nothing follows it.
@@ -489,6 +519,7 @@ fn build(
         spares: Default::default(),
     };
     Ok(Recovered {
+        epochs: Vec::new(),
         segments,
         writer,
         end,

@@ -113,7 +113,7 @@ impl Segment {
         Ok((seg, writer, short))
     }
 
-    fn map(
+    pub(crate) fn map(
         file: std::fs::File,
         path: PathBuf,
         start: PhysicalOffset,

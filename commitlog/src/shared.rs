@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::flush::state::FlushState;
+use crate::format::EpochEntry;
 use crate::prealloc::state::Prealloc;
 use crate::segment::Segment;
 use crate::sys::MapWriter;
@@ -57,17 +58,64 @@ pub(crate) struct Inner {
     pub(crate) flush: FlushState,
     pub(crate) prealloc: Prealloc,
     visible: VisibleWaiters,
+    /// End of the bytes every member of the replication sync set holds (the broker moves
+    /// it; a truncation lowers it). Unused by a standalone broker.
+    pub(crate) confirm_offset: AtomicU64,
+    confirmed: VisibleWaiters,
+    /// The epoch history (`epochs.rs`), changed under the writer lock.
+    pub(crate) epochs: Mutex<Vec<EpochEntry>>,
     pub(crate) counters: Counters,
     /// Serialises retention runs.
     pub(crate) retention_lock: Mutex<()>,
 }
 
-/// Callers blocked in `wait_visible`.
+/// Callers blocked in `wait_visible` (or `wait_confirmed`).
 #[derive(Debug, Default)]
 struct VisibleWaiters {
     count: AtomicUsize,
     mutex: Mutex<()>,
     cv: Condvar,
+}
+
+impl VisibleWaiters {
+    /// Wakes the waiters; costs one atomic load when nobody waits.
+    fn notify(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            drop(lock(&self.mutex));
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks until `current()` is beyond `beyond` or `timeout` passes; returns it.
+    fn wait(&self, beyond: u64, timeout: Duration, current: impl Fn() -> u64) -> u64 {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut v = current();
+        if v > beyond {
+            return v;
+        }
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let mut guard = lock(&self.mutex);
+        loop {
+            v = current();
+            let now = Instant::now();
+            let remaining = match deadline {
+                Some(d) if d > now => d - now,
+                Some(_) => break,
+                None => Duration::from_secs(3600),
+            };
+            if v > beyond {
+                break;
+            }
+            guard = self
+                .cv
+                .wait_timeout(guard, remaining)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(guard);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        v
+    }
 }
 
 impl Inner {
@@ -77,6 +125,7 @@ impl Inner {
         writer: Writer,
         end: u64,
         checkpoint: u64,
+        epochs: Vec<EpochEntry>,
     ) -> Inner {
         let min = segments.first().map_or(0, |s| s.start.get());
         let next_start = writer.seg.end();
@@ -90,6 +139,9 @@ impl Inner {
             flush: FlushState::new(end, checkpoint),
             prealloc: Prealloc::new(next_start),
             visible: VisibleWaiters::default(),
+            confirm_offset: AtomicU64::new(0),
+            confirmed: VisibleWaiters::default(),
+            epochs: Mutex::new(epochs),
             counters: Counters::default(),
             retention_lock: Mutex::new(()),
         }
@@ -113,41 +165,36 @@ impl Inner {
 
     /// Wakes `wait_visible` callers; costs one atomic load when nobody waits.
     pub(crate) fn notify_visible(&self) {
-        if self.visible.count.load(Ordering::SeqCst) > 0 {
-            drop(lock(&self.visible.mutex));
-            self.visible.cv.notify_all();
-        }
+        self.visible.notify();
     }
 
     pub(crate) fn wait_visible(&self, beyond: PhysicalOffset, timeout: Duration) -> PhysicalOffset {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut v = self.visible_offset();
-        if v > beyond.get() {
-            return PhysicalOffset::new(v);
+        PhysicalOffset::new(
+            self.visible
+                .wait(beyond.get(), timeout, || self.visible_offset()),
+        )
+    }
+
+    /// Raises the confirm watermark to `to` (clamped to the write offset; it never moves
+    /// down here) and wakes its waiters. Returns the watermark.
+    pub(crate) fn advance_confirm(&self, to: u64) -> u64 {
+        let to = to.min(self.write_offset.load(Ordering::SeqCst));
+        let prev = self.confirm_offset.fetch_max(to, Ordering::SeqCst);
+        if to > prev {
+            self.confirmed.notify();
         }
-        self.visible.count.fetch_add(1, Ordering::SeqCst);
-        let mut guard = lock(&self.visible.mutex);
-        loop {
-            v = self.visible_offset();
-            let now = Instant::now();
-            let remaining = match deadline {
-                Some(d) if d > now => d - now,
-                Some(_) => break,
-                None => Duration::from_secs(3600),
-            };
-            if v > beyond.get() {
-                break;
-            }
-            guard = self
-                .visible
-                .cv
-                .wait_timeout(guard, remaining)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        drop(guard);
-        self.visible.count.fetch_sub(1, Ordering::SeqCst);
-        PhysicalOffset::new(v)
+        prev.max(to)
+    }
+
+    /// Lowers the confirm watermark to at most `to` (a truncation).
+    pub(crate) fn lower_confirm(&self, to: u64) {
+        self.confirm_offset.fetch_min(to, Ordering::SeqCst);
+    }
+
+    pub(crate) fn wait_confirmed(&self, beyond: u64, timeout: Duration) -> u64 {
+        self.confirmed.wait(beyond, timeout, || {
+            self.confirm_offset.load(Ordering::SeqCst)
+        })
     }
 
     /// The segment holding `offset`, if mapped.

@@ -74,6 +74,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     /// Any I/O error.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+
+    /// Renames `from` over `to` (atomic on one file system; the caller syncs the folder).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
 }
 
 /// The real file system.

@@ -15,6 +15,9 @@
 //!    with `Release` after the bytes are written.
 //! 4. No other process writes the files: the directory lock (`flock`) guarantees a single
 //!    commit log per folder.
+//! 5. A truncation never writes into a published mapping: it maps a fresh file holding
+//!    the kept prefix and renames it over the old one, so bytes a reader can see through
+//!    an old mapping never change (the old inode lives as long as its mapping).
 
 use std::fs::File;
 use std::io;

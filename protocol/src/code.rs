@@ -129,6 +129,10 @@ wire_enum!(
         AclList = 106,
         /// Removes one access rule of a user.
         AclRemove = 107,
+        /// A broker's replication state ([`crate::cluster`]).
+        ClusterStatus = 110,
+        /// Turns a replica into its group's master ([`crate::cluster`]).
+        ClusterPromote = 111,
     }
 );
 
@@ -203,6 +207,12 @@ wire_enum!(
         AccessDenied = 33,
         /// The listener requires TLS and the connection spoke plaintext.
         TlsRequired = 34,
+        /// This broker is a replica and takes no writes; the sentence names the master.
+        NotMaster = 35,
+        /// Fewer brokers than `--min-sync-replicas` hold the data (retriable; a send
+        /// refused so was not stored, one failed while waiting was stored and may still
+        /// be delivered).
+        NotEnoughReplicas = 36,
     }
 );
 

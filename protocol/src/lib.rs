@@ -22,6 +22,7 @@ macro_rules! request {
 
 pub mod auth;
 pub mod batch;
+pub mod cluster;
 mod code;
 mod error;
 pub mod frame;

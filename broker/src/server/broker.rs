@@ -74,6 +74,9 @@ pub enum BrokerError {
     /// TLS material or the users file cannot be used.
     #[error("security: {0}")]
     Security(#[from] SecurityError),
+    /// The replication role did not start.
+    #[error("cannot start replication: {0}")]
+    Replication(String),
 }
 
 /// Starts brokers.
@@ -121,6 +124,7 @@ impl Broker {
         let http = start_http(&config, &recorder, &security).await?;
         let grpc_listener = bind_grpc(&config).await?;
         let mut store_config = store_config(&config);
+        store_config.replicated = config.role.is_some();
         store_config.commitlog.storage = storage;
         store_config.commitlog.on_flush = Some(recorder.observer(|r| &r.flush));
         store_config.on_dispatch_round = Some(recorder.observer(|r| &r.dispatch));
@@ -154,6 +158,17 @@ impl Broker {
                 return Err(e);
             }
         };
+        let ha = match start_replication(&config, local_addr, &store).await {
+            Ok(ha) => ha,
+            Err(e) => {
+                retry.close();
+                drop(tx);
+                if let Err(close) = close_store(store).await {
+                    tracing::warn!(error = %close, "store not closed cleanly after a failed start");
+                }
+                return Err(e);
+            }
+        };
         let stats = Arc::new(Stats::with_recorder(recorder));
         // The body limit is the store's (`max_body_bytes`), checked once by its validation.
         let appender = match Appender::start(
@@ -161,9 +176,13 @@ impl Broker {
             Arc::clone(&stats),
             config.max_batch_messages,
             tokio::runtime::Handle::current(),
+            ha.clone(),
         ) {
             Ok(a) => a,
             Err(e) => {
+                if let Some(ha) = &ha {
+                    ha.stop();
+                }
                 retry.close();
                 drop(tx);
                 if let Err(close) = close_store(store).await {
@@ -197,6 +216,7 @@ impl Broker {
             tx,
             tx_producers: TxProducers::default(),
             security,
+            ha,
         });
         if let Some(h) = &http {
             h.ready(Arc::clone(&services));
@@ -358,6 +378,12 @@ impl RunningBroker {
         let s = Arc::clone(&services);
         if let Err(e) = blocking(move || s.appender.stop()).await {
             tracing::warn!(error = %e, "appender did not stop cleanly");
+        }
+        if let Some(ha) = services.ha.clone() {
+            // Its threads hold the store; they end before the store can close.
+            if let Err(e) = blocking(move || ha.stop()).await {
+                tracing::warn!(error = %e, "replication did not stop cleanly");
+            }
         }
         if let Err(e) = background::persist_now(&services).await {
             problems.push(format!("writing consumer offsets: {e}"));
@@ -659,6 +685,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("blocking task failed: {e}"))
+}
+
+/// Starts the replication role, if the config names one.
+async fn start_replication(
+    config: &Config,
+    local_addr: SocketAddr,
+    store: &Arc<MessageStore>,
+) -> Result<Option<Arc<crate::ha::Replication>>, BrokerError> {
+    let Some(flag) = config.role else {
+        return Ok(None);
+    };
+    let settings = crate::ha::Settings {
+        ha_listen: config.ha_listen,
+        master: config.master.clone(),
+        secret: config
+            .cluster_secret
+            .clone()
+            .unwrap_or_default()
+            .into_bytes(),
+        min_sync: config.min_sync_replicas,
+        ack: config.replication_ack,
+        max_lag: Duration::from_millis(config.max_replica_lag_ms),
+        client_addr: local_addr.to_string(),
+    };
+    let store = Arc::clone(store);
+    blocking(move || crate::ha::Replication::start(settings, flag, store))
+        .await
+        .map_err(BrokerError::Replication)?
+        .map(Some)
+        .map_err(|e| BrokerError::Replication(e.to_string()))
 }
 
 fn store_config(config: &Config) -> StoreConfig {

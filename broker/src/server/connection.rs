@@ -302,6 +302,10 @@ async fn dispatch(
             .await;
         return;
     };
+    if let Some((status, msg)) = services.ha.as_ref().and_then(|ha| ha.refuse(code)) {
+        conn.respond(request_id, Response::error(status, msg)).await;
+        return;
+    }
     let Ok(slot) = Arc::clone(permits).try_acquire_owned() else {
         let msg = format!(
             "too many requests in flight on this connection (limit {})",

@@ -44,4 +44,6 @@ pub(crate) struct Services {
     pub(crate) tx_producers: TxProducers,
     /// TLS acceptor, users and access rules.
     pub(crate) security: Arc<crate::security::Security>,
+    /// Replication (master or replica); `None` for a standalone broker.
+    pub(crate) ha: Option<Arc<crate::ha::Replication>>,
 }

@@ -42,6 +42,9 @@ pub struct StoreConfig {
     pub on_dispatch_round: Option<commitlog::DurationObserver>,
     /// The key index under `<data>/index` (lookups by message key). Default on.
     pub key_index: super::KeyIndexConfig,
+    /// Part of a replication group (master or replica): only records below the commit
+    /// log's confirm watermark are indexed and served. Default false.
+    pub replicated: bool,
 }
 
 impl StoreConfig {
@@ -59,6 +62,7 @@ impl StoreConfig {
             max_topics: 10_000,
             on_dispatch_round: None,
             key_index: super::KeyIndexConfig::default(),
+            replicated: false,
             data_dir,
         }
     }

@@ -155,6 +155,8 @@ pub(crate) struct DispatchState {
     /// Wakes the dispatcher thread (large backlogs, failed inline rounds) and stops it;
     /// once stopped, the store refuses writes.
     pub(crate) signal: Signal,
+    /// Replication: index only below the commit log's confirm watermark (`replica.rs`).
+    pub(crate) gated: AtomicBool,
 }
 
 /// Per topic: whether records are dispatched at all (`None` = unknown topic) and from which
@@ -178,7 +180,7 @@ impl Shared {
         let mut pause = check;
         while self.dispatch.signal.wait_timeout(pause) {
             let mut behind = false;
-            if self.log.visible_offset().get() > self.dispatch.dispatched.load(Ordering::Acquire) {
+            if self.readable_end() > self.dispatch.dispatched.load(Ordering::Acquire) {
                 match self.dispatch_until(last_flush + interval) {
                     Ok(more) => {
                         behind = more;
@@ -267,9 +269,7 @@ impl Shared {
     /// back-off, not on every write.
     pub(crate) fn dispatch_now(&self) {
         let backlog = self
-            .log
-            .visible_offset()
-            .get()
+            .readable_end()
             .saturating_sub(self.dispatch.dispatched.load(Ordering::Acquire));
         if backlog == 0 {
             return;
@@ -334,7 +334,7 @@ impl Shared {
     /// dispatcher thread tries again later.
     fn caught_up(&self, before: u64, round: &Round) -> bool {
         let after = self.dispatch.dispatched.load(Ordering::Acquire);
-        !round.more && (after == before || self.log.visible_offset().get() <= after)
+        !round.more && (after == before || self.readable_end() <= after)
     }
 
     /// Indexes records from the dispatched offset towards the visible end.
@@ -355,7 +355,7 @@ impl Shared {
     /// One round; `_held` proves the caller holds the round lock.
     fn dispatch_round_locked(&self, _held: &MutexGuard<'_, ()>, mode: Mode) -> StoreResult<Round> {
         let from = PhysicalOffset::new(self.dispatch.dispatched.load(Ordering::Acquire));
-        let limit = self.log.visible_offset().get();
+        let limit = self.readable_end();
         let mut iter = self.log.iter_from(from);
         let mut pending: HashMap<String, TopicPending> = HashMap::new();
         let mut round = Round::default();

@@ -236,7 +236,7 @@ impl Shared {
     pub(crate) fn get_by_id(&self, id: MessageId) -> StoreResult<RecordRef> {
         let not_found = || StoreError::MessageNotFound(id.to_string());
         let end = id.offset().get().saturating_add(u64::from(id.size()));
-        if end > self.log.visible_offset().get() {
+        if end > self.readable_end() {
             return Err(not_found());
         }
         match self.log.read(id.offset()) {

@@ -24,6 +24,7 @@ mod put;
 mod queues;
 mod recovery;
 mod repair;
+mod replica;
 mod tags;
 mod topic_config;
 mod topics;
@@ -139,6 +140,7 @@ impl MessageStore {
             log,
             config,
         });
+        shared.gate_at_open(journaled);
         shared.recover(journaled)?;
         shared.catch_up_keys(None);
         let worker = Arc::clone(&shared);

@@ -10,4 +10,5 @@ mod basic;
 mod damage;
 mod disk_full;
 mod recovery;
+mod replica;
 mod retention;

@@ -12,10 +12,10 @@ pub(crate) struct FlushState {
     /// End of the durable data.
     pub(crate) flushed_offset: AtomicU64,
     /// True while one thread (the group-commit leader) runs a flush.
-    pub(super) flushing: Mutex<bool>,
-    pub(super) done: Condvar,
+    pub(crate) flushing: Mutex<bool>,
+    pub(crate) done: Condvar,
     /// Flushed offset last written to the checkpoint file.
-    pub(super) checkpointed: Mutex<u64>,
+    pub(crate) checkpointed: Mutex<u64>,
     /// Wakes the flusher (dirty-bytes trigger) and stops it.
     pub(crate) signal: Signal,
 }

@@ -1,4 +1,4 @@
-//! Checkpoint and clean-shutdown files: one offset, self-checking.
+//! Checkpoint, clean-shutdown and truncation-intent files: one offset, self-checking.
 
 use super::FormatError;
 
@@ -20,6 +20,8 @@ pub enum MetaKind {
     Checkpoint,
     /// The log was closed cleanly with its end at `offset`; recovery may skip the scan.
     CleanShutdown,
+    /// A truncation to `offset` began; every open finishes it before scanning.
+    Truncate,
 }
 
 impl TryFrom<u8> for MetaKind {
@@ -28,6 +30,7 @@ impl TryFrom<u8> for MetaKind {
         match v {
             1 => Ok(MetaKind::Checkpoint),
             2 => Ok(MetaKind::CleanShutdown),
+            3 => Ok(MetaKind::Truncate),
             _ => Err(FormatError::BadLength {
                 total_len: u32::from(v),
                 reason: "unknown meta kind",
@@ -41,6 +44,7 @@ impl From<MetaKind> for u8 {
         match k {
             MetaKind::Checkpoint => 1,
             MetaKind::CleanShutdown => 2,
+            MetaKind::Truncate => 3,
         }
     }
 }

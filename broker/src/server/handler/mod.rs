@@ -2,6 +2,7 @@
 //! decodes its header, does its work (store calls run on the blocking pool) and returns a
 //! response; errors become error responses with a status and a sentence.
 
+mod cluster;
 pub(super) mod group;
 mod group_policy;
 mod hello;
@@ -81,6 +82,8 @@ pub(crate) async fn handle(
         RequestCode::AclSet => security::acl_set(services, &frame).await,
         RequestCode::AclList => security::acl_list(services, &frame),
         RequestCode::AclRemove => security::acl_remove(services, &frame).await,
+        RequestCode::ClusterStatus => cluster::status(services, &frame),
+        RequestCode::ClusterPromote => cluster::promote(services, &frame).await,
         other => Err(HandlerError::new(
             Status::UnknownCode,
             format!("request code {other:?} is not served by this broker"),

@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::prepare::{self, PreparedSend};
+use crate::ha::Replication;
 use crate::server::budget::InFlight;
 use crate::server::response::{HandlerError, Response};
 use crate::server::session::Session;
@@ -119,6 +120,7 @@ impl Appender {
         stats: Arc<Stats>,
         max_batch_messages: u32,
         runtime: Handle,
+        ha: Option<Arc<Replication>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let worker = Arc::new(Worker {
@@ -126,6 +128,7 @@ impl Appender {
             stats,
             max_batch_messages,
             runtime,
+            ha,
         });
         let thread = {
             let worker = Arc::clone(&worker);
@@ -187,6 +190,8 @@ struct Worker {
     stats: Arc<Stats>,
     max_batch_messages: u32,
     runtime: Handle,
+    /// Replication: answers wait until the sync set holds the records.
+    ha: Option<Arc<Replication>>,
 }
 
 impl Worker {
@@ -314,20 +319,34 @@ impl Worker {
     /// Waits until `end` is durable (nothing to wait for under async flush), then answers.
     fn wait_and_answer(&self, end: PhysicalOffset, answers: Vec<Answer>) {
         let failed = self.store.wait_durable(end).err().map(HandlerError::from);
-        let recorder = self.stats.recorder();
-        for a in answers {
-            recorder.request(protocol::RequestCode::Send, a.job.received.elapsed());
-            let response = match &failed {
-                Some(e) if a.stored => Response::from(e.clone()),
-                _ => a.response,
-            };
-            a.job.conn.respond_from_thread(
-                &self.runtime,
-                a.job.frame.request_id,
-                response,
-                a.job.permit,
+        if let (Some(ha), None, true) = (&self.ha, &failed, end.get() > 0) {
+            // Answered by whoever moves confirm past `end` (an ack, or this thread now).
+            let (stats, runtime) = (Arc::clone(&self.stats), self.runtime.clone());
+            ha.wait_confirmed(
+                end.get(),
+                Box::new(move |r| {
+                    let failed = r.err().map(|(status, msg)| HandlerError::new(status, msg));
+                    answer(&stats, &runtime, answers, failed.as_ref());
+                }),
             );
+            return;
         }
+        answer(&self.stats, &self.runtime, answers, failed.as_ref());
+    }
+}
+
+/// Answers each request: its own response, or `failed` for the stored ones.
+fn answer(stats: &Stats, runtime: &Handle, answers: Vec<Answer>, failed: Option<&HandlerError>) {
+    let recorder = stats.recorder();
+    for a in answers {
+        recorder.request(protocol::RequestCode::Send, a.job.received.elapsed());
+        let response = match failed {
+            Some(e) if a.stored => Response::from(e.clone()),
+            _ => a.response,
+        };
+        a.job
+            .conn
+            .respond_from_thread(runtime, a.job.frame.request_id, response, a.job.permit);
     }
 }
 

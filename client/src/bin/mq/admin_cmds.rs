@@ -406,6 +406,60 @@ pub(crate) async fn group_delete(broker: &str, group: &str, force: bool) -> CliR
     Ok(())
 }
 
+/// One JSON line per broker, `{"broker": ADDR, ...status}`, or `{"broker", "error"}`.
+pub(crate) async fn cluster_status(addrs: &[String]) -> CliResult {
+    for addr in addrs {
+        let line = match cluster_status_of(addr).await {
+            Ok(s) => {
+                let mut v = serde_json::to_value(&s)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("broker".into(), serde_json::Value::String(addr.clone()));
+                }
+                v
+            }
+            Err(e) => serde_json::json!({"broker": addr, "error": e.to_string()}),
+        };
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn cluster_status_of(
+    addr: &str,
+) -> Result<protocol::cluster::ClusterStatusResponse, client::Error> {
+    Admin::connect(addr).await?.cluster_status().await
+}
+
+/// Promotes the replica at `addr`: refuses one that is not a replica, or (unless
+/// `force`) one behind a master that is still reachable; opens an epoch above every one
+/// seen.
+pub(crate) async fn cluster_promote(addr: &str, force: bool) -> CliResult {
+    let admin = Admin::connect(addr).await?;
+    let me = admin.cluster_status().await?;
+    if me.role != "replica" {
+        return Err(format!("{addr} is {}, not a replica", me.role).into());
+    }
+    let mut epoch = me.epoch;
+    if let Some(master) = &me.master {
+        if let Ok(m) = cluster_status_of(master).await {
+            epoch = epoch.max(m.epoch);
+            if m.role == "master" && m.write_offset > me.write_offset && !force {
+                return Err(format!(
+                    "the master {master} is reachable and ahead ({} > {} bytes): let {addr} catch up, stop the master, or use --force",
+                    m.write_offset, me.write_offset
+                )
+                .into());
+            }
+        }
+    }
+    let r = admin.cluster_promote(epoch + 1).await?;
+    println!(
+        "{}",
+        serde_json::json!({"broker": addr, "role": "master", "epoch": r.epoch, "start_offset": r.start_offset})
+    );
+    Ok(())
+}
+
 pub(crate) async fn stats(broker: &str) -> CliResult {
     let s = Admin::connect(broker).await?.stats().await?;
     println!("{}", serde_json::to_string_pretty(&s)?);

@@ -73,6 +73,26 @@ enum Cmd {
     /// Access rules of users: set, list, remove (pub, sub, admin on topics and groups).
     #[command(subcommand)]
     Acl(security_cmds::AclCmd),
+    /// Replication: show brokers' roles and offsets, promote a replica.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// One JSON line per broker: role, epoch, master, offsets, sync set, replicas and lag.
+    Status {
+        /// Brokers to ask [default: --broker].
+        addrs: Vec<String>,
+    },
+    /// Turn a caught-up replica into its group's master with a new epoch.
+    Promote {
+        /// The replica's client address.
+        addr: String,
+        /// Promote even if its master is reachable and ahead of it (may lose acks).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -523,5 +543,16 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Tx(cmd) => tx::run(broker, cmd).await,
         Cmd::User(cmd) => security_cmds::user(broker, cmd).await,
         Cmd::Acl(cmd) => security_cmds::acl(broker, cmd).await,
+        Cmd::Cluster(ClusterCmd::Status { addrs }) => {
+            let addrs = if addrs.is_empty() {
+                vec![broker.to_owned()]
+            } else {
+                addrs
+            };
+            admin_cmds::cluster_status(&addrs).await
+        }
+        Cmd::Cluster(ClusterCmd::Promote { addr, force }) => {
+            admin_cmds::cluster_promote(&addr, force).await
+        }
     }
 }
