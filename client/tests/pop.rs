@@ -450,3 +450,84 @@ async fn the_in_flight_lease_limit_bounds_a_group() {
     );
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mq_receive_prints_handles_that_ack_change_and_reject_settle() {
+    let b = TestBroker::start().await;
+    b.admin().await.create_topic("jobs", 1).await.unwrap();
+    let p = b.producer().await;
+    for body in ["one", "two", "three"] {
+        p.send("jobs", &Message::new(body)).await.unwrap();
+    }
+    p.close().await;
+    let receive = |max: &'static str| {
+        let b = &b;
+        async move {
+            let out = mq(
+                b,
+                &[
+                    "receive",
+                    "jobs",
+                    "--group",
+                    "g",
+                    "--max",
+                    max,
+                    "--wait-ms",
+                    "3000",
+                ],
+                "",
+            )
+            .await;
+            assert!(out.status.success(), "{out:?}");
+            json_lines(&out)
+        }
+    };
+    let got = receive("3").await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    let handle = |i: usize| got[i]["receipt_handle"].as_str().unwrap().to_owned();
+    assert!(got.iter().all(|m| m["delivery_attempt"] == 1));
+    assert!(got
+        .iter()
+        .all(|m| m["invisible_until_ms"].as_u64().unwrap() > 0));
+    let body = |i: usize| got[i]["body"].as_str().unwrap().to_owned();
+
+    // Ack one: done; the same handle again is refused.
+    let (h0, h1, h2) = (handle(0), handle(1), handle(2));
+    let out = mq(&b, &["ack", "--group", "g", &h0], "").await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out)[0]["status"], "acked");
+    let out = mq(&b, &["ack", "--group", "g", &h0], "").await;
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out)[0]["status"], "refused");
+    let out = mq(&b, &["ack", "--group", "g", "not-a-handle"], "").await;
+    assert!(!out.status.success(), "{out:?}");
+
+    // Reject one: straight to the dead-letter queue.
+    let out = mq(&b, &["reject", "--group", "g", &h2], "").await;
+    assert!(out.status.success(), "{out:?}");
+    let dead = dead_letters(&b, "g", 1).await;
+    assert_eq!(dead[0].body(), body(2).as_bytes());
+
+    // Nack one (invisible 0): a new handle, and it comes again with attempt 2.
+    let out = mq(
+        &b,
+        &[
+            "change-invisibility",
+            "--group",
+            "g",
+            &h1,
+            "--invisible-ms",
+            "0",
+        ],
+        "",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let changed = json_lines(&out);
+    assert_ne!(changed[0]["receipt_handle"].as_str().unwrap(), h1);
+    let again = receive("3").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["body"].as_str().unwrap(), body(1));
+    assert_eq!(again[0]["delivery_attempt"], 2);
+    b.shutdown().await;
+}

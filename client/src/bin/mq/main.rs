@@ -4,6 +4,7 @@ mod admin_cmds;
 mod bench;
 mod consume;
 mod dlq;
+mod lease;
 mod produce;
 mod security_cmds;
 mod tx;
@@ -67,6 +68,38 @@ enum Cmd {
     /// Transactions: begin, send, ack, commit, rollback; list the open ones.
     #[command(subcommand)]
     Tx(tx::TxCmd),
+    /// Lease messages with per-message acknowledgement and print them with their receipt
+    /// handles (nothing is acked: settle them with ack, change-invisibility or reject).
+    Receive(lease::ReceiveArgs),
+    /// Ack received messages by receipt handle: done for good.
+    Ack {
+        /// The consumer group that received them.
+        #[arg(long)]
+        group: String,
+        /// Receipt handles printed by `mq receive`.
+        #[arg(required = true)]
+        handles: Vec<client::ReceiptHandle>,
+    },
+    /// Move a received message's lease deadline (0: visible again now, a nack); prints
+    /// the new handle.
+    ChangeInvisibility {
+        /// The consumer group that received it.
+        #[arg(long)]
+        group: String,
+        /// Its receipt handle.
+        handle: client::ReceiptHandle,
+        /// New invisibility from now, in ms (up to 12 h).
+        #[arg(long)]
+        invisible_ms: u64,
+    },
+    /// Send a received message to the group's dead-letter queue now: no more attempts.
+    Reject {
+        /// The consumer group that received it.
+        #[arg(long)]
+        group: String,
+        /// Its receipt handle.
+        handle: client::ReceiptHandle,
+    },
     /// Users of a broker with --auth on: add (prints the secret once), list, remove.
     #[command(subcommand)]
     User(security_cmds::UserCmd),
@@ -541,6 +574,14 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Stats => admin_cmds::stats(broker).await,
         Cmd::Bench(args) => bench::run(broker, args).await,
         Cmd::Tx(cmd) => tx::run(broker, cmd).await,
+        Cmd::Receive(args) => lease::receive(broker, args).await,
+        Cmd::Ack { group, handles } => lease::ack(broker, &group, handles).await,
+        Cmd::ChangeInvisibility {
+            group,
+            handle,
+            invisible_ms,
+        } => lease::change(broker, &group, handle, invisible_ms).await,
+        Cmd::Reject { group, handle } => lease::reject(broker, &group, handle).await,
         Cmd::User(cmd) => security_cmds::user(broker, cmd).await,
         Cmd::Acl(cmd) => security_cmds::acl(broker, cmd).await,
         Cmd::Cluster(ClusterCmd::Status { addrs }) => {
