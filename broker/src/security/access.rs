@@ -65,7 +65,9 @@ pub fn classify(code: RequestCode) -> Option<Requirement> {
         | C::UserRemove
         | C::AclSet
         | C::AclList
-        | C::AclRemove => R::Admin,
+        | C::AclRemove
+        | C::ClusterStatus
+        | C::ClusterPromote => R::Admin,
         _ => return None,
     })
 }
