@@ -60,8 +60,18 @@ async fn permissive_serves_tls_and_plaintext_clients_on_one_port() {
         .map(|i| Message::new(vec![i as u8; 2048]))
         .collect();
     by_tls.send_batch("mixed", &batch).await.unwrap();
-    let topic = Admin::new(tls).get_topic("mixed").await.unwrap();
-    assert_eq!(topic.queues[0].max_offset, 202);
+    // Acknowledged means stored; the consume queue follows once the dispatcher ran.
+    let admin = Admin::new(tls);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut max_offset = 0;
+    while std::time::Instant::now() < deadline {
+        max_offset = admin.get_topic("mixed").await.unwrap().queues[0].max_offset;
+        if max_offset == 202 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(max_offset, 202);
 
     // The HTTP endpoint speaks TLS on its port too.
     let http = b.broker.as_ref().unwrap().http_addr().unwrap();
